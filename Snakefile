@@ -1,0 +1,27 @@
+# AToP - Adversarial Training on Purification, as one reproducible DAG:
+# data -> classifier and purifier pre-training -> AToP fine-tuning
+#      -> one evaluation job per (defense, attack) -> report.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "config/schema.yaml", set_default=True)
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/classifier.smk"
+include: "rules/purifier.smk"
+include: "rules/finetune.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

@@ -1,0 +1,74 @@
+import json
+import re
+import shlex
+import sys
+
+from atop.config import ConfigError, check_config
+
+try:
+    check_config(config)
+except ConfigError as error:
+    raise WorkflowError(f"invalid config: {error}")
+
+EXPERIMENT = config["experiment"]
+DEFENSES = config["evaluation"]["defenses"]
+ATTACKS = list(config["evaluation"]["attacks"])
+# The interpreter running Snakemake also runs the jobs, so no shell PATH is trusted.
+ATOP = f"{shlex.quote(sys.executable)} -m atop"
+
+# Which purifier checkpoint each defense puts in front of the classifier.
+PURIFIER_OF_DEFENSE = {
+    "standard": None,
+    "ap": "purifier_pretrained",
+    "atop": "purifier_finetuned",
+}
+
+
+def _alternatives(names):
+    return "|".join(re.escape(name) for name in names)
+
+
+wildcard_constraints:
+    experiment=re.escape(EXPERIMENT),
+    defense=_alternatives(DEFENSES),
+    attack=_alternatives(ATTACKS),
+
+
+def spec(*sections, **extra):
+    """The config slice a stage needs, as one JSON string (a param, so edits rerun the stage)."""
+    payload = {
+        "experiment": EXPERIMENT,
+        "seed": config["seed"],
+        "device": config["device"],
+    }
+    payload |= {section: config[section] for section in sections}
+    payload |= extra
+    return json.dumps(payload, sort_keys=True)
+
+
+def evaluation_inputs(wildcards):
+    inputs = {
+        "data": f"results/{wildcards.experiment}/data/dataset.pt",
+        "classifier": f"models/{wildcards.experiment}/classifier.pt",
+    }
+    purifier = PURIFIER_OF_DEFENSE[wildcards.defense]
+    if purifier is not None:
+        inputs["purifier"] = f"models/{wildcards.experiment}/{purifier}.pt"
+    return inputs
+
+
+def evaluation_results(experiment):
+    return expand(
+        "results/{experiment}/eval/{defense}/{attack}.json",
+        experiment=experiment,
+        defense=DEFENSES,
+        attack=ATTACKS,
+    )
+
+
+def all_targets():
+    return [
+        f"results/{EXPERIMENT}/report/robustness.md",
+        f"results/{EXPERIMENT}/report/metrics.json",
+        f"results/{EXPERIMENT}/report/robust_accuracy.png",
+    ]

@@ -1,0 +1,234 @@
+"""``python -m atop <stage>``: the command each Snakemake rule runs.
+
+Every stage takes its slice of the validated workflow config as one JSON
+string (``--spec``), reads its inputs, and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import resolve_numbers
+
+log = logging.getLogger("atop")
+
+def _spec(text: str) -> dict:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {error}") from error
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError("--spec must be a JSON object")
+    return spec
+
+
+def _setup(spec: dict):
+    import torch
+
+    from .provenance import pick_device
+
+    device = pick_device(spec.get("device", "auto"))
+    torch.manual_seed(spec.get("seed", 0))
+    log.info("atop %s on %s, %d CPU threads", __version__, device, torch.get_num_threads())
+    return device
+
+
+def cmd_prepare_data(args) -> None:
+    from .data import prepare_dataset
+    from .io import write_json
+
+    manifest = prepare_dataset(args.spec["data"], args.out_data)
+    write_json(args.out_manifest, manifest)
+    log.info("prepared %s: %s", args.spec["data"]["dataset"], manifest["sizes"])
+
+
+def _checkpoint_meta(kind: str, stage: str, spec: dict, device, inputs: dict, **extra) -> dict:
+    from .io import sha256_file
+    from .provenance import provenance
+
+    return {
+        "kind": kind,
+        "stage": stage,
+        "seed": spec.get("seed", 0),
+        "spec": spec,
+        "provenance": provenance(device, {name: sha256_file(path) for name, path in inputs.items()}),
+        **extra,
+    }
+
+
+def _write_curve(path, history) -> None:
+    import pandas as pd
+
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def cmd_train_classifier(args) -> None:
+    from .data import load_prepared
+    from .io import save_checkpoint
+    from .train.classifier import train_classifier
+
+    device = _setup(args.spec)
+    data = load_prepared(args.data)
+    resume = Path(str(args.out_checkpoint) + ".resume")
+    model, model_meta, history = train_classifier(data, args.spec["classifier"], args.spec["seed"], device, resume)
+    meta = _checkpoint_meta("classifier", "trained", args.spec, device, {"data": args.data}, model=model_meta)
+    save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
+    _write_curve(args.out_curve, history)
+    resume.unlink(missing_ok=True)
+
+
+def cmd_pretrain_purifier(args) -> None:
+    from .data import load_prepared
+    from .io import save_checkpoint
+    from .train.purifier import pretrain_purifier
+
+    device = _setup(args.spec)
+    data = load_prepared(args.data)
+    resume = Path(str(args.out_checkpoint) + ".resume")
+    modules, model_meta, transform_meta, history = pretrain_purifier(
+        data, args.spec["purifier"], args.spec["seed"], device, resume
+    )
+    meta = _checkpoint_meta(
+        "purifier", "pretrained", args.spec, device, {"data": args.data}, model=model_meta, transform=transform_meta
+    )
+    save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
+    _write_curve(args.out_curve, history)
+    resume.unlink(missing_ok=True)
+
+
+def cmd_finetune_purifier(args) -> None:
+    from .data import load_prepared
+    from .defense import load_classifier
+    from .io import CheckpointError, load_checkpoint, save_checkpoint, write_json
+    from .train.purifier import finetune_purifier
+
+    device = _setup(args.spec)
+    spec = {**args.spec, "finetune": resolve_numbers(args.spec["finetune"])}
+    data = load_prepared(args.data)
+    classifier, _ = load_classifier(args.classifier)
+    state, pre_meta = load_checkpoint(args.purifier, expect_kind="purifier")
+    if pre_meta["stage"] != "pretrained":
+        raise CheckpointError(f"{args.purifier} is a {pre_meta['stage']} purifier, fine-tuning needs a pretrained one")
+    resume = Path(str(args.out_checkpoint) + ".resume")
+    modules, history, check = finetune_purifier(
+        data, spec, spec["seed"], device, classifier, state, pre_meta["model"], pre_meta["transform"], resume
+    )
+    inputs = {"data": args.data, "classifier": args.classifier, "pretrained_purifier": args.purifier}
+    meta = _checkpoint_meta(
+        "purifier", "finetuned", spec, device, inputs,
+        model=pre_meta["model"], transform=pre_meta["transform"], collapse_check=check,
+    )
+    save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
+    _write_curve(args.out_curve, history)
+    write_json(args.out_check, check)
+    resume.unlink(missing_ok=True)
+
+
+def cmd_evaluate(args) -> None:
+    from .data import load_prepared
+    from .defense import build_defense
+    from .evaluate import evaluate_defense
+    from .io import sha256_file, write_json
+    from .provenance import provenance
+
+    device = _setup(args.spec)
+    spec = args.spec
+    attack_spec = resolve_numbers(spec["attack"])
+    data = load_prepared(args.data)
+    defense = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"]).to(device)
+    result = evaluate_defense(defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"])
+    inputs = {"data": args.data, "classifier": args.classifier}
+    if args.purifier:
+        inputs["purifier"] = args.purifier
+    result["experiment"] = spec["experiment"]
+    result["provenance"] = provenance(device, {name: sha256_file(path) for name, path in inputs.items()})
+    write_json(args.out, result)
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    write_report(args.results, args.out_dir, args.experiment)
+    log.info("report written to %s", args.out_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m atop", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"atop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name, func, help_text):
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("prepare-data", cmd_prepare_data, "build the split dataset file and its manifest")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--out-data", type=Path, required=True)
+    p.add_argument("--out-manifest", type=Path, required=True)
+
+    for name, func, help_text in [
+        ("train-classifier", cmd_train_classifier, "train the classifier normally"),
+        ("pretrain-purifier", cmd_pretrain_purifier, "pre-train the purifier on RT-transformed clean images"),
+    ]:
+        p = stage(name, func, help_text)
+        p.add_argument("--spec", type=_spec, required=True)
+        p.add_argument("--data", type=Path, required=True)
+        p.add_argument("--out-checkpoint", type=Path, required=True)
+        p.add_argument("--out-curve", type=Path, required=True)
+
+    p = stage("finetune-purifier", cmd_finetune_purifier, "AToP: fine-tune the purifier with an adversarial loss")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--purifier", type=Path, required=True, help="the pre-trained purifier checkpoint")
+    p.add_argument("--out-checkpoint", type=Path, required=True)
+    p.add_argument("--out-curve", type=Path, required=True)
+    p.add_argument("--out-check", type=Path, required=True, help="JSON of the clean-accuracy collapse check")
+
+    p = stage("evaluate", cmd_evaluate, "run one attack on one defense")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--defense", required=True)
+    p.add_argument("--attack", required=True, help="the attack's name in the config")
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = stage("report", cmd_report, "tables, figure and metrics from the evaluation results")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--results", type=Path, nargs="+", required=True)
+    p.add_argument("--out-dir", type=Path, required=True)
+    return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures with a message written for users; anything else keeps its traceback."""
+    from .io import CheckpointError
+    from .train.loop import NonFiniteLoss
+    from .train.purifier import FineTuneCollapse
+
+    return (CheckpointError, NonFiniteLoss, FineTuneCollapse, ValueError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    began = time.perf_counter()
+    EXPECTED_ERRORS = _expected_errors()
+    try:
+        args.func(args)
+    except EXPECTED_ERRORS as error:
+        log.error("%s failed: %s", args.command, error)
+        return 1
+    log.info("%s done in %.1f s", args.command, time.perf_counter() - began)
+    return 0

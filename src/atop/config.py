@@ -1,0 +1,46 @@
+"""Config checks the JSON Schema cannot express, and budget parsing.
+
+Torch-free on purpose: the Snakefile imports it while building the DAG.
+"""
+
+from __future__ import annotations
+
+import re
+
+_FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
+BUDGET_KEYS = ("eps", "alpha")
+
+
+class ConfigError(ValueError):
+    """The workflow config is invalid; the message names the key."""
+
+
+def number(value):
+    """Budgets may be written as fractions such as ``"8/255"`` in the config."""
+    if isinstance(value, str):
+        match = _FRACTION.match(value)
+        if not match or float(match.group(2)) == 0:
+            raise ConfigError(f"{value!r} is neither a number nor a fraction like '8/255'")
+        return float(match.group(1)) / float(match.group(2))
+    return value
+
+
+def resolve_numbers(params: dict) -> dict:
+    return {k: number(v) if k in BUDGET_KEYS else v for k, v in params.items()}
+
+
+def check_config(config: dict) -> None:
+    """Raise :class:`ConfigError` naming the key for what the schema let through."""
+    budgets = {f"finetune.{k}": config["finetune"].get(k) for k in BUDGET_KEYS}
+    for name, attack in config["evaluation"]["attacks"].items():
+        budgets |= {f"evaluation.attacks.{name}.{k}": attack.get(k) for k in BUDGET_KEYS}
+    for key, value in budgets.items():
+        if value is None:
+            continue
+        resolved = number(value)
+        if not 0 <= resolved <= 1:
+            raise ConfigError(f"{key} = {value!r} is {resolved:.4g}, outside the [0, 1] pixel scale")
+    grid = config["purifier"].get("transform_params", {}).get("grid")
+    size = config["data"].get("image_size")
+    if grid is not None and size is not None and grid > size:
+        raise ConfigError(f"purifier.transform_params.grid = {grid} is larger than data.image_size = {size}")

@@ -1,0 +1,88 @@
+"""Atomic file output, hashing and checkpoints.
+
+Every file the workflow publishes is written to a temporary sibling and
+renamed into place, so a killed job never leaves a half-written result that
+looks complete. Checkpoints are a state dict plus a small metadata dict and
+are always loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_tensor(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, damaged, unsafe or from another model."""
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state_dict, "meta": meta}, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> tuple[dict, dict]:
+    """Return ``(state_dict, meta)``; refuse anything that is not plain tensors and data."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged or unsafe files
+        raise CheckpointError(f"cannot load checkpoint {path}: {error}") from error
+    if not isinstance(payload, dict) or not {"state_dict", "meta"} <= payload.keys():
+        raise CheckpointError(f"{path} is not an atop checkpoint (needs 'state_dict' and 'meta')")
+    meta = payload["meta"]
+    if expect_kind is not None and meta.get("kind") != expect_kind:
+        raise CheckpointError(
+            f"{path} holds a {meta.get('kind')!r} checkpoint, expected {expect_kind!r}"
+        )
+    return payload["state_dict"], meta

@@ -1,0 +1,1 @@
+"""Training stages; all share :func:`atop.train.loop.fit`."""

@@ -1,0 +1,234 @@
+"""Purifier pre-training (generative, on RT-transformed clean images) and AToP fine-tuning.
+
+Both stages run the same GAN step: discriminator hinge loss, generator loss =
+adversarial term + L1 to the clean image. Fine-tuning feeds adversarial
+examples x' instead of clean images and adds ``ce_weight * CE(f(g(t(x'))), y)``
+with the classifier f frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchattacks
+from torch import nn
+
+from ..data import PreparedData
+from ..defense import DefendedModel
+from ..metrics import correct_per_draw
+from ..models import PurifierParts, build_purifier
+from ..registry import Registry
+from ..transforms import RandomTransform, build_transform
+from .loop import batches, epoch_seed, fit
+
+log = logging.getLogger("atop.train")
+
+InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ExtraLossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+
+
+class FineTuneCollapse(RuntimeError):
+    """Fine-tuning destroyed the defense's clean accuracy; the model is not published."""
+
+
+def purifier_modules(parts: PurifierParts) -> nn.ModuleDict:
+    """The generator and discriminator as one module, so one state dict holds both."""
+    modules = {"generator": parts.generator}
+    if parts.discriminator is not None:
+        modules["discriminator"] = parts.discriminator
+    return nn.ModuleDict(modules)
+
+
+def make_optimizers(parts: PurifierParts, spec: dict) -> dict[str, torch.optim.Optimizer]:
+    betas = tuple(spec["betas"])
+    optimizers = {"generator": torch.optim.Adam(parts.generator.parameters(), lr=spec["lr"], betas=betas)}
+    if parts.discriminator is not None:
+        optimizers["discriminator"] = torch.optim.Adam(
+            parts.discriminator.parameters(), lr=spec["lr"], betas=betas
+        )
+    return optimizers
+
+
+def gan_epoch(
+    parts: PurifierParts,
+    transform: RandomTransform,
+    optimizers: dict[str, torch.optim.Optimizer],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: dict,
+    seed: int,
+    epoch: int,
+    device: torch.device,
+    make_input: InputFn | None = None,
+    extra_loss: ExtraLossFn | None = None,
+) -> dict[str, float]:
+    generator, discriminator = parts.generator, parts.discriminator
+    generator.train()
+    transform.reseed(epoch_seed(seed, epoch, stream=1))
+    order = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    sums: dict[str, float] = {}
+    seen = 0
+    for xb, yb in batches(x, y, spec["batch_size"], order):
+        xb, yb = xb.to(device), yb.to(device)
+        x_in = make_input(xb, yb) if make_input else xb
+        x_t, mask = transform(x_in)
+        fake = generator(x_t, mask)
+        metrics: dict[str, float] = {}
+        if discriminator is not None:
+            discriminator.train()
+            d_loss = F.relu(1 - discriminator(xb, mask)).mean() + F.relu(1 + discriminator(fake.detach(), mask)).mean()
+            optimizers["discriminator"].zero_grad(set_to_none=True)
+            d_loss.backward()
+            optimizers["discriminator"].step()
+            adv = -discriminator(fake, mask).mean()
+            metrics |= {"d_loss": d_loss.item(), "g_adv": adv.item()}
+        else:
+            adv = fake.new_zeros(())
+        l1 = (fake - xb).abs().mean()
+        g_loss = spec["adv_weight"] * adv + spec["l1_weight"] * l1
+        metrics["l1"] = l1.item()
+        if extra_loss is not None:
+            extra, extra_metrics = extra_loss(fake, yb)
+            g_loss = g_loss + extra
+            metrics |= extra_metrics
+        optimizers["generator"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        optimizers["generator"].step()
+        metrics["g_loss"] = g_loss.item()
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + value * len(yb)
+        seen += len(yb)
+    generator.eval()
+    return {name: total / seen for name, total in sums.items()}
+
+
+@torch.no_grad()
+def reconstruction_l1(generator: nn.Module, transform: RandomTransform, x: torch.Tensor, device) -> float:
+    generator.eval()
+    x = x.to(device)
+    return (generator(*transform(x)) - x).abs().mean().item()
+
+
+def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.device, resume_path):
+    """Generative pre-training on RT-transformed clean training images."""
+    torch.manual_seed(seed)
+    model_meta = {"arch": spec["arch"], "in_channels": data.info["image_shape"][0], **spec["arch_params"]}
+    transform_meta = {"name": spec["transform"], "params": spec["transform_params"]}
+    parts = build_purifier(**model_meta)
+    modules = purifier_modules(parts).to(device)
+    transform = build_transform(spec["transform"], seed=seed, **spec["transform_params"])
+    optimizers = make_optimizers(parts, spec["pretrain"])
+    x_train, y_train = data.images("train"), data.labels("train")
+    x_val = data.images("val")
+    val_transform = build_transform(spec["transform"], seed=seed + 1, **spec["transform_params"])
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        row = gan_epoch(parts, transform, optimizers, x_train, y_train, spec["pretrain"], seed, epoch, device)
+        val_transform.reseed(seed + 1)
+        row["val_l1"] = reconstruction_l1(parts.generator, val_transform, x_val, device)
+        return row
+
+    history = fit(
+        stage="pretrain_purifier",
+        modules={"purifier": modules},
+        optimizers=optimizers,
+        epochs=spec["pretrain"]["epochs"],
+        run_epoch=run_epoch,
+        resume_path=resume_path,
+        fingerprint={"spec": spec, "seed": seed, "data": data.info},
+    )
+    return modules, model_meta, transform_meta, history
+
+
+FINETUNE_ATTACKS: Registry = Registry("fine-tuning attack")
+
+
+@FINETUNE_ATTACKS.register("fgsm_classifier")
+def _fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dict) -> torchattacks.Attack:
+    """The paper's recipe: one FGSM step on the classifier alone (cheap)."""
+    return torchattacks.FGSM(classifier, eps=spec["eps"])
+
+
+@FINETUNE_ATTACKS.register("pgd_defense")
+def _pgd_on_defense(classifier: nn.Module, defense: DefendedModel, spec: dict) -> torchattacks.Attack:
+    """Stronger and slower: PGD through RT + purifier + classifier."""
+    return torchattacks.PGD(defense, eps=spec["eps"], alpha=spec["alpha"], steps=spec["steps"], random_start=True)
+
+
+def defended_val_accuracy(defense: DefendedModel, data: PreparedData, draws: int, seed: int) -> float:
+    defense.eval().reseed(seed)
+    return correct_per_draw(defense, data.images("val"), data.labels("val"), draws, 256).float().mean().item()
+
+
+def finetune_purifier(
+    data: PreparedData,
+    spec: dict,
+    seed: int,
+    device: torch.device,
+    classifier: nn.Module,
+    pretrained_state: dict,
+    model_meta: dict,
+    transform_meta: dict,
+    resume_path,
+):
+    """AToP fine-tuning; raise :class:`FineTuneCollapse` if clean accuracy falls too far."""
+    torch.manual_seed(seed)
+    ft = spec["finetune"]
+    parts = build_purifier(**model_meta)
+    modules = purifier_modules(parts).to(device)
+    modules.load_state_dict(pretrained_state)
+    classifier = classifier.to(device).eval().requires_grad_(False)
+    transform = build_transform(transform_meta["name"], seed=seed, **transform_meta["params"])
+    defense = DefendedModel(classifier, parts.generator, transform)
+    attack = FINETUNE_ATTACKS[ft["attack"]](classifier, defense, ft)
+    optimizers = make_optimizers(parts, ft)
+    check_seed = seed + 2
+    before = defended_val_accuracy(defense, data, ft["check_draws"], check_seed)
+    log.info("finetune_purifier: pre-trained defense, val clean accuracy %.4f", before)
+
+    def run_epoch(epoch: int) -> dict[str, float]:
+        ce_on = epoch >= ft["ce_start_epoch"]
+
+        def adversarial(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            return attack(xb, yb).detach()
+
+        def classification_loss(fake: torch.Tensor, yb: torch.Tensor):
+            ce = F.cross_entropy(classifier(fake), yb)
+            return (ft["ce_weight"] * ce if ce_on else ce.detach() * 0), {"ce": ce.item()}
+
+        row = gan_epoch(
+            parts, transform, optimizers, data.images("train"), data.labels("train"), ft, seed, epoch,
+            device, make_input=adversarial, extra_loss=classification_loss,
+        )
+        row["val_clean_accuracy"] = defended_val_accuracy(defense, data, 1, check_seed)
+        return row
+
+    history = fit(
+        stage="finetune_purifier",
+        modules={"purifier": modules},
+        optimizers=optimizers,
+        epochs=ft["epochs"],
+        run_epoch=run_epoch,
+        resume_path=resume_path,
+        fingerprint={"spec": spec, "seed": seed, "data": data.info, "model": model_meta},
+    )
+    after = defended_val_accuracy(defense, data, ft["check_draws"], check_seed)
+    check = {
+        "pretrained_val_clean_accuracy": before,
+        "finetuned_val_clean_accuracy": after,
+        "drop": before - after,
+        "max_clean_drop": ft["max_clean_drop"],
+        "draws": ft["check_draws"],
+    }
+    log.info("finetune_purifier: fine-tuned defense, val clean accuracy %.4f (was %.4f)", after, before)
+    if before - after > ft["max_clean_drop"]:
+        raise FineTuneCollapse(
+            f"fine-tuning collapsed: defended clean accuracy on the validation split fell from "
+            f"{before:.3f} to {after:.3f} (drop {before - after:.3f} > finetune.max_clean_drop "
+            f"{ft['max_clean_drop']}); the fine-tuned purifier is not published. Lower finetune.lr or "
+            f"finetune.ce_weight, or raise finetune.max_clean_drop if this drop is expected."
+        )
+    return modules, history, check
