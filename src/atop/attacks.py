@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 import torchattacks
+from torchattacks.attack import Attack
 from torch import nn
 
 from .registry import Registry
@@ -25,19 +26,19 @@ ATTACKS: Registry = Registry("attack")
 
 @dataclass(frozen=True)
 class AttackEntry:
-    build: Callable[..., torchattacks.Attack]
+    build: Callable[..., Attack]
     norm: str
 
 
 def register_attack(name: str, norm: str):
-    def add(build: Callable[..., torchattacks.Attack]):
+    def add(build: Callable[..., Attack]):
         ATTACKS.register(name)(AttackEntry(build, norm))
         return build
 
     return add
 
 
-class BatchedEOTPGD(torchattacks.Attack):
+class BatchedEOTPGD(Attack):
     """PGD-Linf with expectation over transformation, all EOT samples in one batch.
 
     Each step replicates the batch ``eot_iter`` times, so a randomized model
@@ -84,7 +85,7 @@ class BatchedEOTPGD(torchattacks.Attack):
 
 
 @register_attack("fgsm", norm="Linf")
-def fgsm(model: nn.Module, eps: float) -> torchattacks.Attack:
+def fgsm(model: nn.Module, eps: float) -> Attack:
     return torchattacks.FGSM(model, eps=eps)
 
 
@@ -99,7 +100,7 @@ def eot_pgd(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, ra
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
-def build_attack(method: str, model: nn.Module, params: dict) -> torchattacks.Attack:
+def build_attack(method: str, model: nn.Module, params: dict) -> Attack:
     """Build ``method`` with ``params``; unknown or missing parameters are named in the error."""
     builder = ATTACKS[method].build
     signature = inspect.signature(builder)

@@ -82,7 +82,7 @@ def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
 def load_purifier(path: str | Path, seed: int = 0) -> tuple[nn.Module, RandomTransform, dict]:
     state, meta = load_checkpoint(path, expect_kind="purifier")
     parts = build_purifier(**meta["model"])
-    _load_state(parts.generator, state, path)
+    _load_state(parts.as_module(), state, path)
     transform = build_transform(meta["transform"]["name"], seed=seed, **meta["transform"]["params"])
     return parts.generator.eval().requires_grad_(False), transform, meta
 

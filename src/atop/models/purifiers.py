@@ -23,6 +23,13 @@ class PurifierParts:
     generator: nn.Module
     discriminator: nn.Module | None
 
+    def as_module(self) -> nn.ModuleDict:
+        """Generator and discriminator as one module, so one state dict holds both."""
+        modules = {"generator": self.generator}
+        if self.discriminator is not None:
+            modules["discriminator"] = self.discriminator
+        return nn.ModuleDict(modules)
+
 
 def _conv(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 import torchattacks
+from torchattacks.attack import Attack
 from torch import nn
 
 from ..data import PreparedData
@@ -32,14 +33,6 @@ ExtraLossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[st
 
 class FineTuneCollapse(RuntimeError):
     """Fine-tuning destroyed the defense's clean accuracy; the model is not published."""
-
-
-def purifier_modules(parts: PurifierParts) -> nn.ModuleDict:
-    """The generator and discriminator as one module, so one state dict holds both."""
-    modules = {"generator": parts.generator}
-    if parts.discriminator is not None:
-        modules["discriminator"] = parts.discriminator
-    return nn.ModuleDict(modules)
 
 
 def make_optimizers(parts: PurifierParts, spec: dict) -> dict[str, torch.optim.Optimizer]:
@@ -118,7 +111,7 @@ def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.d
     model_meta = {"arch": spec["arch"], "in_channels": data.info["image_shape"][0], **spec["arch_params"]}
     transform_meta = {"name": spec["transform"], "params": spec["transform_params"]}
     parts = build_purifier(**model_meta)
-    modules = purifier_modules(parts).to(device)
+    modules = parts.as_module().to(device)
     transform = build_transform(spec["transform"], seed=seed, **spec["transform_params"])
     optimizers = make_optimizers(parts, spec["pretrain"])
     x_train, y_train = data.images("train"), data.labels("train")
@@ -147,13 +140,13 @@ FINETUNE_ATTACKS: Registry = Registry("fine-tuning attack")
 
 
 @FINETUNE_ATTACKS.register("fgsm_classifier")
-def _fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dict) -> torchattacks.Attack:
+def _fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
     """The paper's recipe: one FGSM step on the classifier alone (cheap)."""
     return torchattacks.FGSM(classifier, eps=spec["eps"])
 
 
 @FINETUNE_ATTACKS.register("pgd_defense")
-def _pgd_on_defense(classifier: nn.Module, defense: DefendedModel, spec: dict) -> torchattacks.Attack:
+def _pgd_on_defense(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
     """Stronger and slower: PGD through RT + purifier + classifier."""
     return torchattacks.PGD(defense, eps=spec["eps"], alpha=spec["alpha"], steps=spec["steps"], random_start=True)
 
@@ -178,7 +171,7 @@ def finetune_purifier(
     torch.manual_seed(seed)
     ft = spec["finetune"]
     parts = build_purifier(**model_meta)
-    modules = purifier_modules(parts).to(device)
+    modules = parts.as_module().to(device)
     modules.load_state_dict(pretrained_state)
     classifier = classifier.to(device).eval().requires_grad_(False)
     transform = build_transform(transform_meta["name"], seed=seed, **transform_meta["params"])
