@@ -1,7 +1,8 @@
 import json
+import os
 import re
-import shlex
 import sys
+from pathlib import Path
 
 from atop.config import ConfigError, check_config
 
@@ -13,8 +14,16 @@ except ConfigError as error:
 EXPERIMENT = config["experiment"]
 DEFENSES = config["evaluation"]["defenses"]
 ATTACKS = list(config["evaluation"]["attacks"])
-# The interpreter running Snakemake also runs the jobs, so no shell PATH is trusted.
-ATOP = f"{shlex.quote(sys.executable)} -m atop"
+# Jobs run `python -m atop` from this checkout's src/ (so --use-conda envs need only
+# the dependencies), with the environment running Snakemake first on PATH (so
+# `.venv/bin/snakemake` works without activating the environment).
+os.environ.update(
+    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]),
+    PYTHONPATH=os.pathsep.join(
+        [f"{workflow.basedir}/src", os.getenv("PYTHONPATH", "")]
+    ),
+)
+ENV = "../environment.yml"
 
 # Which purifier checkpoint each defense puts in front of the classifier.
 PURIFIER_OF_DEFENSE = {

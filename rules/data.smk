@@ -2,12 +2,14 @@ rule prepare_data:
     output:
         data="results/{experiment}/data/dataset.pt",
         manifest="results/{experiment}/data/manifest.json",
-    params:
-        spec=spec("data"),
     log:
         "results/{experiment}/logs/prepare_data.log",
     benchmark:
         "results/{experiment}/benchmarks/prepare_data.tsv"
+    conda:
+        ENV
+    params:
+        spec=spec("data"),
     shell:
-        "{ATOP} prepare-data --spec {params.spec:q}"
+        "python -m atop prepare-data --spec {params.spec:q}"
         " --out-data {output.data} --out-manifest {output.manifest} > {log} 2>&1"

@@ -7,17 +7,19 @@ rule finetune_purifier:
         checkpoint="models/{experiment}/purifier_finetuned.pt",
         curve="results/{experiment}/curves/purifier_finetune.csv",
         check="results/{experiment}/finetune_check.json",
-    params:
-        spec=spec("finetune"),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         "results/{experiment}/logs/finetune_purifier.log",
     benchmark:
         "results/{experiment}/benchmarks/finetune_purifier.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        spec=spec("finetune"),
     shell:
-        "{ATOP} finetune-purifier --spec {params.spec:q} --data {input.data}"
+        "python -m atop finetune-purifier --spec {params.spec:q} --data {input.data}"
         " --classifier {input.classifier} --purifier {input.purifier}"
         " --out-checkpoint {output.checkpoint} --out-curve {output.curve}"
         " --out-check {output.check} > {log} 2>&1"

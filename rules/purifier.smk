@@ -4,15 +4,17 @@ rule pretrain_purifier:
     output:
         checkpoint="models/{experiment}/purifier_pretrained.pt",
         curve="results/{experiment}/curves/purifier_pretrain.csv",
-    params:
-        spec=spec("purifier"),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         "results/{experiment}/logs/pretrain_purifier.log",
     benchmark:
         "results/{experiment}/benchmarks/pretrain_purifier.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        spec=spec("purifier"),
     shell:
-        "{ATOP} pretrain-purifier --spec {params.spec:q} --data {input.data}"
+        "python -m atop pretrain-purifier --spec {params.spec:q} --data {input.data}"
         " --out-checkpoint {output.checkpoint} --out-curve {output.curve} > {log} 2>&1"

@@ -14,6 +14,8 @@ rule report:
         "results/{experiment}/logs/report.log",
     benchmark:
         "results/{experiment}/benchmarks/report.tsv"
+    conda:
+        ENV
     shell:
-        "{ATOP} report --experiment {wildcards.experiment} --results {input}"
+        "python -m atop report --experiment {wildcards.experiment} --results {input}"
         " --out-dir results/{wildcards.experiment}/report > {log} 2>&1"

@@ -63,6 +63,10 @@ def split_indices(n: int, val_size: int, test_size: int, seed: int) -> dict[str,
 def prepare_dataset(spec: dict, out_path: str | Path) -> dict:
     """Build the split dataset file; return its manifest (sizes, seed, checksums, statistics)."""
     raw = DATASETS[spec["dataset"]](**spec)
+    if spec.get("limit"):
+        keep = torch.randperm(len(raw.labels), generator=torch.Generator().manual_seed(spec["split_seed"]))
+        keep = keep[: spec["limit"]].sort().values
+        raw = RawDataset(raw.images[keep], raw.labels[keep], raw.num_classes, f"{raw.source}, {len(keep)} images kept")
     splits = split_indices(len(raw.labels), spec["val_size"], spec["test_size"], spec["split_seed"])
     tensors: dict[str, torch.Tensor] = {}
     for split, idx in splits.items():

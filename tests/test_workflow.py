@@ -1,0 +1,96 @@
+"""The whole workflow through Snakemake on a tiny config, and config errors before any job."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import run_snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.workflow
+
+
+def test_tiny_workflow_end_to_end(workflow_dir):
+    config = tiny_config()
+    configfile = write_config(workflow_dir, config)
+    run = run_snakemake(workflow_dir, "--cores", "2", "all", "--configfile", str(configfile))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    results, models = workflow_dir / "results" / "tiny", workflow_dir / "models" / "tiny"
+    manifest = json.loads((results / "data" / "manifest.json").read_text())
+    assert manifest["sizes"] == {"train": 200, "val": 40, "test": 60}
+    assert manifest["split_seed"] == 0 and len(manifest["file_sha256"]) == 64
+
+    for name in ("classifier", "purifier_pretrained", "purifier_finetuned"):
+        payload = torch.load(models / f"{name}.pt", weights_only=True)
+        assert payload["meta"]["provenance"]["versions"]["torch"].startswith("2.14.1")
+    for curve, epochs in (("classifier", 2), ("purifier_pretrain", 1), ("purifier_finetune", 1)):
+        assert len(pd.read_csv(results / "curves" / f"{curve}.csv")) == epochs
+
+    indices = set()
+    for defense in ("standard", "ap", "atop"):
+        for attack in ("fgsm", "eot_pgd"):
+            result = json.loads((results / "eval" / defense / f"{attack}.json").read_text())
+            clean, robust = result["clean"]["accuracy"], result["robust"]["accuracy"]
+            assert 0 <= robust <= 1 and 0 <= clean <= 1
+            assert robust <= clean, (defense, attack, clean, robust)
+            assert result["n"] == 40 and result["max_perturbation_linf"] <= 64 / 255 + 1e-6
+            assert result["draws"] == (1 if defense == "standard" else 2)
+            indices.add(tuple(result["sample_indices"]))
+            assert (results / "logs" / "evaluate" / defense / f"{attack}.log").is_file()
+            assert (results / "benchmarks" / "evaluate" / defense / f"{attack}.tsv").is_file()
+    assert len(indices) == 1, "every defense and attack must see the same test images"
+
+    report = results / "report"
+    table = pd.read_csv(report / "robustness.csv")
+    assert len(table) == 6
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics) == {"standard", "ap", "atop"}
+    assert all(m["worst_case"] <= m["clean"] for m in metrics.values())
+    assert (report / "robust_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| atop" in (report / "robustness.md").read_text()
+
+    again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def _broken(change) -> dict:
+    config = tiny_config()
+    change(config)
+    return config
+
+
+BAD_CONFIGS = {
+    "unknown dataset": (lambda c: c["data"].update(dataset="mnist"), ["mnist", "digits", "dataset"]),
+    "unknown defense": (lambda c: c["evaluation"].update(defenses=["standard", "diffpure"]), ["diffpure", "atop"]),
+    "unknown attack": (
+        lambda c: c["evaluation"]["attacks"].update(cw={"method": "cw_l2", "eps": 0.5}),
+        ["cw_l2", "eot_pgd", "method"],
+    ),
+    "missing key": (lambda c: c["purifier"].pop("transform"), ["transform", "required"]),
+    "wrong type": (lambda c: c["classifier"].update(epochs="eight"), ["eight", "integer", "epochs"]),
+    "unknown key": (lambda c: c["classifier"].update(epochs_total=3), ["epochs_total"]),
+    "budget out of range": (
+        lambda c: c["evaluation"]["attacks"]["fgsm"].update(eps="300/255"),
+        ["evaluation.attacks.fgsm.eps", "300/255"],
+    ),
+    "attack missing steps": (lambda c: c["evaluation"]["attacks"]["eot_pgd"].pop("steps"), ["steps"]),
+    "empty attack list": (lambda c: c["evaluation"].update(attacks={}), ["attacks", "non-empty"]),
+    "path in experiment name": (lambda c: c.update(experiment="../escape"), ["../escape", "experiment"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_config_fails_before_any_job(workflow_dir, case):
+    change, expected = BAD_CONFIGS[case]
+    configfile = write_config(workflow_dir, _broken(change))
+    run = run_snakemake(workflow_dir, "--cores", "1", "all", "--configfile", str(configfile), timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    for fragment in expected:
+        assert fragment in output, f"{case}: {fragment!r} not in\n{output[-2000:]}"
+    assert not (workflow_dir / "results").exists() and not (workflow_dir / "models").exists()
