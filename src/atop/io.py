@@ -81,6 +81,8 @@ def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> 
     if not isinstance(payload, dict) or not {"state_dict", "meta"} <= payload.keys():
         raise CheckpointError(f"{path} is not an atop checkpoint (needs 'state_dict' and 'meta')")
     meta = payload["meta"]
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has metadata of type {type(meta).__name__}, expected a dict")
     if expect_kind is not None and meta.get("kind") != expect_kind:
         raise CheckpointError(
             f"{path} holds a {meta.get('kind')!r} checkpoint, expected {expect_kind!r}"

@@ -61,6 +61,7 @@ def gan_epoch(
     generator, discriminator = parts.generator, parts.discriminator
     generator.train()
     transform.reseed(epoch_seed(seed, epoch, stream=1))
+    torch.manual_seed(epoch_seed(seed, epoch, stream=2))  # torchattacks' random starts use the global RNG
     order = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     sums: dict[str, float] = {}
     seen = 0

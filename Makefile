@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    create .venv, install the pinned dependencies, run the default experiment
+#   make test   create .venv if needed, then the test suite and the workflow linters
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
+CORES ?= 8
+
+.PHONY: install run test lint bench dry-run
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/snakemake --cores $(CORES) all
+
+dry-run: install
+	$(BIN)/snakemake -n all
+
+test: install
+	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory lint
+
+lint: install
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
+
+bench: install
+	$(BIN)/python benchmarks/skeleton.py

@@ -1,0 +1,262 @@
+"""The config schema, the shipped config, the checks the schema cannot express, and the CLI's --spec."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from atop.attacks import ATTACKS
+from atop.config import ConfigError, check_config, number, resolve_numbers
+from atop.data import DATASETS
+from atop.defense import DEFENSES
+from atop.models import CLASSIFIERS, PURIFIERS
+from atop.train.purifier import FINETUNE_ATTACKS
+from atop.transforms import TRANSFORMS
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = ROOT / "config" / "schema.yaml"
+CONFIG_PATH = ROOT / "config" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+@pytest.fixture
+def config() -> dict:
+    """The shipped config, validated and with the schema's defaults filled in."""
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    validate(cfg, str(SCHEMA_PATH), set_default=True)
+    return cfg
+
+
+def _validator(schema):
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+# --------------------------------------------------------------------------- schema enums vs registries
+
+
+def _enum(schema, *path):
+    node = schema
+    for key in path:
+        node = node[key]
+    return sorted(node["enum"])
+
+
+@pytest.mark.parametrize(
+    ("path", "registry"),
+    [
+        (("properties", "data", "properties", "dataset"), DATASETS),
+        (("properties", "classifier", "properties", "arch"), CLASSIFIERS),
+        (("properties", "purifier", "properties", "arch"), PURIFIERS),
+        (("properties", "purifier", "properties", "transform"), TRANSFORMS),
+        (("properties", "evaluation", "properties", "defenses", "items"), DEFENSES),
+        (("$defs", "attack", "properties", "method"), ATTACKS),
+        (("properties", "finetune", "properties", "attack"), FINETUNE_ATTACKS),
+    ],
+    ids=["dataset", "classifier", "purifier", "transform", "defenses", "attack", "finetune_attack"],
+)
+def test_schema_enum_equals_registry(schema, path, registry):
+    assert _enum(schema, *path) == registry.names()
+
+
+def _required_by_method(schema) -> dict[str, set[str]]:
+    attack = schema["$defs"]["attack"]
+    required = {}
+    for rule in attack["allOf"]:
+        method = rule["if"]["properties"]["method"]["const"]
+        required[method] = set(attack["required"]) | set(rule["then"].get("required", []))
+    return required
+
+
+def test_schema_attack_parameters_match_the_builders(schema):
+    """What the schema requires / allows per method is what build_attack requires / accepts."""
+    attack = schema["$defs"]["attack"]
+    required = _required_by_method(schema)
+    assert sorted(required) == ATTACKS.names()
+    for method in ATTACKS:
+        signature = inspect.signature(ATTACKS[method].build)
+        params = {n: p for n, p in signature.parameters.items() if n != "model"}
+        builder_required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
+        assert required[method] - {"method"} == builder_required, method
+        forbidden = {
+            name
+            for rule in attack["allOf"]
+            if rule["if"]["properties"]["method"]["const"] == method
+            for name, sub in rule["then"].get("properties", {}).items()
+            if sub == {"not": {}}
+        }
+        allowed = set(attack["properties"]) - {"method"} - forbidden
+        assert allowed == set(params), method
+
+
+# --------------------------------------------------------------------------- the shipped config
+
+
+def test_shipped_config_validates_with_snakemake_and_fills_defaults(config):
+    assert config["seed"] == 0
+    assert config["classifier"]["weight_decay"] == 0
+    assert config["finetune"]["alpha"] == "2/255"
+    check_config(config)  # and passes the checks the schema cannot express
+
+
+def test_shipped_config_validates_with_jsonschema(schema):
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    errors = list(_validator(schema).iter_errors(cfg))
+    assert errors == []
+
+
+def test_shipped_config_builds_its_attacks(config):
+    from torch import nn
+
+    from atop.attacks import build_attack
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))
+    for name, attack in config["evaluation"]["attacks"].items():
+        params = resolve_numbers({k: v for k, v in attack.items() if k != "method"})
+        built = build_attack(attack["method"], model, params)
+        assert built.eps == pytest.approx(24 / 255), name
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        pytest.param(lambda c: c["data"].__setitem__("dataset", "mnist"), "dataset", id="dataset"),
+        pytest.param(lambda c: c["classifier"].__setitem__("arch", "resnet"), "arch", id="arch"),
+        pytest.param(lambda c: c["purifier"].__setitem__("transform", "rt3"), "transform", id="transform"),
+        pytest.param(lambda c: c["evaluation"].__setitem__("defenses", ["standard", "adv"]), "defenses", id="defenses"),
+        pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("method", "cw"), "method", id="method"),
+        pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("steps", 3), "steps", id="steps"),
+        pytest.param(lambda c: c["evaluation"]["attacks"]["pgd"].pop("alpha"), "alpha", id="alpha"),
+        pytest.param(lambda c: c["evaluation"]["attacks"]["pgd"].__setitem__("eps", "8 of 255"), "eps", id="eps"),
+        pytest.param(lambda c: c["finetune"].__setitem__("attack", "pgd"), "attack", id="attack"),
+        pytest.param(lambda c: c.__setitem__("unknown_key", 1), "unknown_key", id="unknown_key"),
+        pytest.param(lambda c: c["classifier"].__setitem__("epochs", 0), "epochs", id="epochs"),
+    ],
+)
+def test_schema_rejects_broken_configs(schema, mutate, where):
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    mutate(cfg)
+    errors = list(_validator(schema).iter_errors(cfg))
+    assert errors, f"schema accepted a config with a bad {where}"
+
+
+def test_snakemake_validate_rejects_unknown_dataset():
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    cfg["data"]["dataset"] = "mnist"
+    with pytest.raises(Exception, match="mnist"):
+        validate(cfg, str(SCHEMA_PATH), set_default=True)
+
+
+# --------------------------------------------------------------------------- number / check_config
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("8/255", 8 / 255), (" 8 / 255 ", 8 / 255), ("0.5/2", 0.25), ("0/255", 0.0), (0.03, 0.03), (1, 1)],
+)
+def test_number_parses_fractions_and_passes_numbers(value, expected):
+    assert number(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("value", ["8/0", "abc", "", "8/255/2", "-8/255", "0.5", "8 / "])
+def test_number_rejects_bad_strings(value):
+    with pytest.raises(ConfigError, match="fraction"):
+        number(value)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_resolve_numbers_only_touches_budgets():
+    resolved = resolve_numbers({"method": "pgd_linf", "eps": "8/255", "alpha": "2/255", "steps": 10, "note": "1/2"})
+    assert resolved == {
+        "method": "pgd_linf",
+        "eps": pytest.approx(8 / 255),
+        "alpha": pytest.approx(2 / 255),
+        "steps": 10,
+        "note": "1/2",
+    }
+
+
+def test_check_config_rejects_eps_outside_the_pixel_scale(config):
+    config["evaluation"]["attacks"]["pgd"]["eps"] = "300/255"
+    with pytest.raises(ConfigError, match=r"evaluation\.attacks\.pgd\.eps"):
+        check_config(config)
+
+
+def test_check_config_rejects_bad_finetune_budget(config):
+    config["finetune"]["alpha"] = "2/0"
+    with pytest.raises(ConfigError):
+        check_config(config)
+    config["finetune"]["alpha"] = "2/255"
+    config["finetune"]["eps"] = "256/255"
+    with pytest.raises(ConfigError, match=r"finetune\.eps"):
+        check_config(config)
+
+
+def test_check_config_rejects_grid_larger_than_image(config):
+    config["purifier"]["transform_params"]["grid"] = 64
+    with pytest.raises(ConfigError, match=r"purifier\.transform_params\.grid"):
+        check_config(config)
+
+
+def test_check_config_accepts_edge_budgets(config):
+    changed = copy.deepcopy(config)
+    changed["evaluation"]["attacks"]["pgd"]["eps"] = "255/255"
+    changed["evaluation"]["attacks"]["fgsm"]["eps"] = 0
+    check_config(changed)
+
+
+# --------------------------------------------------------------------------- CLI --spec
+
+
+EVALUATE_ARGS = ["--data", "d.pt", "--defense", "standard", "--attack", "fgsm", "--classifier", "c.pt", "--out", "o.json"]
+
+
+def test_cli_rejects_invalid_json_spec(capsys):
+    from atop.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--spec", "not json", *EVALUATE_ARGS])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--spec is not valid JSON" in err
+
+
+def test_cli_rejects_non_object_spec(capsys):
+    from atop.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["evaluate", "--spec", "[1, 2]", *EVALUATE_ARGS])
+    assert info.value.code == 2
+    assert "--spec must be a JSON object" in capsys.readouterr().err
+
+
+def test_python_m_atop_rejects_invalid_json_spec(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "atop", "evaluate", "--spec", "{not json", *EVALUATE_ARGS],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "--spec is not valid JSON" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.json").exists()

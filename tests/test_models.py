@@ -1,0 +1,175 @@
+"""Classifier, purifier and the defended model built from them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from atop.defense import DEFENSES, DefendedModel
+from atop.models import CLASSIFIERS, PURIFIERS, build_classifier, build_purifier
+from atop.models.classifiers import Normalize
+from atop.transforms import build_transform
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+MEAN = [0.2, 0.4, 0.6]
+STD = [0.1, 0.2, 0.3]
+
+
+def _classifier(num_classes=3, image_size=16, mean=MEAN, std=STD, seed=0):
+    torch.manual_seed(seed)
+    return build_classifier("small_cnn", num_classes=num_classes, mean=mean, std=std, image_size=image_size, width=4)
+
+
+def _images(n=4, size=16, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _defense(seed=0):
+    torch.manual_seed(seed)
+    parts = build_purifier("gan_unet", base_channels=4)
+    transform = build_transform("rt2", seed=seed, noise_std=0.25, grid=4, mask_rate=0.25)
+    return DefendedModel(_classifier().eval(), parts.generator.eval(), transform).eval()
+
+
+@pytest.mark.parametrize(("num_classes", "size"), [(3, 16), (10, 32)])
+def test_classifier_output_shape(num_classes, size):
+    model = _classifier(num_classes=num_classes, image_size=size).eval()
+    assert model(_images(n=5, size=size)).shape == (5, num_classes)
+
+
+def test_classifier_normalises_inside_itself():
+    model = _classifier().eval()
+    buffers = dict(model.named_buffers())
+    assert torch.equal(buffers["normalize.mean"].flatten(), torch.tensor(MEAN))
+    assert torch.equal(buffers["normalize.std"].flatten(), torch.tensor(STD))
+    # The statistics travel with the weights (checkpoints hold them).
+    assert {"normalize.mean", "normalize.std"} <= model.state_dict().keys()
+    assert isinstance(model.normalize, Normalize)
+
+    # Same weights, identity normalisation, fed pre-normalised images: same logits.
+    plain = _classifier(mean=[0.0] * 3, std=[1.0] * 3).eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    plain.load_state_dict(state, strict=False)
+    x = _images()
+    manual = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(model(x), plain(manual), rtol=1e-4, atol=1e-5)
+    # ... and the statistics are not ignored.
+    assert not torch.allclose(model(x), plain(x), atol=1e-3)
+
+
+def test_unknown_classifier_arch_names_known_ones():
+    with pytest.raises(KeyError, match="small_cnn"):
+        build_classifier("resnet9000", num_classes=2, mean=MEAN, std=STD, image_size=16)
+    assert CLASSIFIERS.names() == ["small_cnn"] and PURIFIERS.names() == ["gan_unet"]
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_generator_output_matches_input_and_is_in_unit_interval(size):
+    torch.manual_seed(0)
+    parts = build_purifier("gan_unet", base_channels=4)
+    x = _images(n=3, size=size)
+    x_t, mask = build_transform("rt2", seed=0, grid=8 if size == 32 else 4)(x)
+    out = parts.generator(x_t * 50 - 25, mask)  # extreme inputs still give [0, 1] images
+    assert out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.isfinite(out).all()
+
+
+def test_generator_uses_the_mask():
+    torch.manual_seed(0)
+    generator = build_purifier("gan_unet", base_channels=4).generator.eval()
+    x = _images(n=2)
+    zeros = torch.zeros(2, 1, 16, 16)
+    assert not torch.equal(generator(x, zeros), generator(x, torch.ones_like(zeros)))
+
+
+def test_discriminator_returns_patch_scores():
+    torch.manual_seed(0)
+    parts = build_purifier("gan_unet", base_channels=4)
+    assert parts.discriminator is not None
+    x = _images(n=3, size=32)
+    scores = parts.discriminator(x, torch.zeros(3, 1, 32, 32))
+    # One score per overlapping patch, not one per image.
+    assert scores.shape == (3, 1, 4, 4)
+    as_module = parts.as_module()
+    assert set(as_module.keys()) == {"generator", "discriminator"}
+
+
+def test_defended_model_output_shape_and_randomized_flag():
+    defense = _defense()
+    assert defense.randomized
+    assert defense(_images(n=5)).shape == (5, 3)
+    standard = DefendedModel(_classifier().eval())
+    assert not standard.randomized
+    assert standard(_images(n=5)).shape == (5, 3)
+    # Without a purifier the defense is the classifier alone.
+    x = _images()
+    assert torch.equal(standard(x), standard.classifier(x))
+
+
+def test_defended_model_train_keeps_classifier_in_eval_mode():
+    defense = _defense()
+    returned = defense.train()
+    assert returned is defense
+    assert defense.training and defense.purifier.training
+    assert not defense.classifier.training
+    assert all(not m.training for m in defense.classifier.modules())
+    # BatchNorm running statistics must not move when the defense is "trained".
+    before = {k: v.clone() for k, v in defense.classifier.state_dict().items()}
+    defense(_images(n=8) * 0.1)
+    after = defense.classifier.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    defense.eval()
+    assert not defense.training and not defense.classifier.training
+
+
+def test_defended_model_survives_torchattacks_mode_toggling():
+    import torchattacks
+
+    defense = _defense().train()
+    torchattacks.FGSM(defense, eps=8 / 255)(_images(n=2), torch.tensor([0, 1]))
+    assert not defense.classifier.training
+
+
+def test_randomized_defense_differs_between_calls_and_repeats_after_reseed():
+    defense = _defense()
+    x = _images(n=4)
+    defense.reseed(11)
+    with torch.no_grad():
+        first, second = defense(x), defense(x)
+        assert not torch.equal(first, second)
+        defense.reseed(11)
+        assert torch.equal(defense(x), first)
+        assert torch.equal(defense(x), second)
+
+
+def test_purifier_without_transform_and_vice_versa_raise():
+    classifier = _classifier()
+    generator = build_purifier("gan_unet", base_channels=4).generator
+    with pytest.raises(ValueError, match="transform"):
+        DefendedModel(classifier, purifier=generator)
+    with pytest.raises(ValueError):
+        DefendedModel(classifier, transform=build_transform("rt1"))
+
+
+def test_defense_kinds():
+    assert DEFENSES.names() == ["ap", "atop", "standard"]
+    assert DEFENSES["standard"].purifier_stage is None
+    assert DEFENSES["ap"].purifier_stage == "pretrained"
+    assert DEFENSES["atop"].purifier_stage == "finetuned"
+
+
+def test_normalize_module_is_nn_module_buffer_only():
+    norm = Normalize([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    assert list(norm.parameters()) == []
+    assert isinstance(norm, nn.Module)
+    torch.testing.assert_close(norm(torch.ones(1, 3, 2, 2)), torch.ones(1, 3, 2, 2))
