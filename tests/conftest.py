@@ -17,21 +17,8 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
 def tiny_config() -> dict:
-    """A few hundred digits, one short epoch per stage, strong budgets, 2 draws."""
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["experiment"] = "tiny"
-    config["data"] |= {"image_size": 16, "limit": 300, "val_size": 40, "test_size": 60}
-    config["classifier"] |= {"epochs": 2, "batch_size": 32}
-    config["purifier"]["arch_params"] = {"base_channels": 4}
-    config["purifier"]["transform_params"]["grid"] = 4
-    config["purifier"]["pretrain"] |= {"epochs": 1, "batch_size": 32}
-    config["finetune"] |= {"epochs": 1, "batch_size": 32, "max_clean_drop": 1.0, "check_draws": 1}
-    config["evaluation"] |= {"n_samples": 40, "draws": 2, "batch_size": 40}
-    config["evaluation"]["attacks"] = {
-        "fgsm": {"method": "fgsm", "eps": "64/255"},
-        "eot_pgd": {"method": "eot_pgd", "eps": "64/255", "alpha": "16/255", "steps": 3, "eot": 2},
-    }
-    return config
+    """config/tiny.yaml: a few hundred digits, one short epoch per stage, strong budgets."""
+    return yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
 
 
 @pytest.fixture
