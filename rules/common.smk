@@ -4,7 +4,7 @@ import re
 import sys
 from pathlib import Path
 
-from atop.config import ConfigError, check_config
+from atop.config import ConfigError, check_config, number
 
 try:
     check_config(config)
@@ -14,6 +14,7 @@ except ConfigError as error:
 EXPERIMENT = config["experiment"]
 DEFENSES = config["evaluation"]["defenses"]
 ATTACKS = list(config["evaluation"]["attacks"])
+SWEEPS = config["evaluation"]["sweeps"]
 # Jobs run `python -m atop` from this checkout's src/ (so --use-conda envs need only
 # the dependencies), with the environment running Snakemake first on PATH (so
 # `.venv/bin/snakemake` works without activating the environment).
@@ -41,6 +42,8 @@ wildcard_constraints:
     experiment=re.escape(EXPERIMENT),
     defense=_alternatives(DEFENSES),
     attack=_alternatives(ATTACKS),
+    sweep=_alternatives(SWEEPS) or "(?!)",
+    point=r"\d+",
 
 
 def spec(*sections, **extra):
@@ -66,6 +69,50 @@ def evaluation_inputs(wildcards):
     return inputs
 
 
+def evaluation_spec(attack):
+    return spec(
+        "evaluation",
+        attack=config["evaluation"]["attacks"][attack],
+        finetune_attack=config["finetune"]["attack"],
+    )
+
+
+def sweep_spec(sweep, point):
+    """One point of a sweep: the base attack with one parameter replaced."""
+    sweep_config = SWEEPS[sweep]
+    value = sweep_config["values"][int(point)]
+    evaluation = dict(config["evaluation"])
+    evaluation["n_samples"] = sweep_config.get("n_samples", evaluation["n_samples"])
+    base = config["evaluation"]["attacks"][sweep_config["attack"]]
+    return spec(
+        attack={**base, sweep_config["param"]: value},
+        evaluation=evaluation,
+        finetune_attack=config["finetune"]["attack"],
+        sweep={
+            "name": sweep,
+            "param": sweep_config["param"],
+            "value": number(value),
+            "index": int(point),
+            "base_attack": sweep_config["attack"],
+        },
+    )
+
+
+def sweep_attack_name(wildcards):
+    sweep_config = SWEEPS[wildcards.sweep]
+    value = sweep_config["values"][int(wildcards.point)]
+    return f"{sweep_config['attack']}@{sweep_config['param']}={value}"
+
+
+def sweep_results(experiment):
+    return [
+        f"results/{experiment}/sweeps/{name}/{defense}/{point}.json"
+        for name, sweep in SWEEPS.items()
+        for defense in sweep.get("defenses", DEFENSES)
+        for point in range(len(sweep["values"]))
+    ]
+
+
 def evaluation_results(experiment):
     return expand(
         "results/{experiment}/eval/{defense}/{attack}.json",
@@ -77,6 +124,7 @@ def evaluation_results(experiment):
 
 def all_targets():
     return [
+        f"results/{EXPERIMENT}/obfuscation_checks.json",
         f"results/{EXPERIMENT}/report/robustness.md",
         f"results/{EXPERIMENT}/report/metrics.json",
         f"results/{EXPERIMENT}/report/robust_accuracy.png",

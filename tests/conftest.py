@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml")
+# src/ too: jobs import the copy's own package (rules/common.smk puts it on PYTHONPATH).
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 

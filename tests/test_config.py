@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from atop.attacks import ATTACKS
+from atop.attacks import ATTACKS, config_parameters
 from atop.config import ConfigError, check_config, number, resolve_numbers
 from atop.data import DATASETS
 from atop.defense import DEFENSES
@@ -87,8 +87,7 @@ def test_schema_attack_parameters_match_the_builders(schema):
     required = _required_by_method(schema)
     assert sorted(required) == ATTACKS.names()
     for method in ATTACKS:
-        signature = inspect.signature(ATTACKS[method].build)
-        params = {n: p for n, p in signature.parameters.items() if n != "model"}
+        params = config_parameters(method)
         builder_required = {n for n, p in params.items() if p.default is inspect.Parameter.empty}
         assert required[method] - {"method"} == builder_required, method
         forbidden = {
@@ -123,11 +122,20 @@ def test_shipped_config_builds_its_attacks(config):
 
     from atop.attacks import build_attack
 
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))
+    from atop.defense import DefendedModel
+
+    model = DefendedModel(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)))
     for name, attack in config["evaluation"]["attacks"].items():
         params = resolve_numbers({k: v for k, v in attack.items() if k != "method"})
-        built = build_attack(attack["method"], model, params)
-        assert built.eps == pytest.approx(24 / 255), name
+        built = build_attack(attack["method"], model, params, num_classes=2, seed=0, draws=1)
+        assert built.eps == pytest.approx(params["eps"]), name
+
+
+def test_l2_methods_table_matches_the_registry():
+    from atop.attacks import ATTACKS
+    from atop.config import L2_METHODS
+
+    assert L2_METHODS == {name for name in ATTACKS if ATTACKS[name].norm == "L2"}
 
 
 @pytest.mark.parametrize(

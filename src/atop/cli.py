@@ -145,13 +145,43 @@ def cmd_evaluate(args) -> None:
     attack_spec = resolve_numbers(spec["attack"])
     data = load_prepared(args.data)
     defense = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"]).to(device)
-    result = evaluate_defense(defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"])
+    result = evaluate_defense(
+        defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"],
+        finetune_attack=spec.get("finetune_attack"),
+    )
+    if "sweep" in spec:
+        result["sweep"] = spec["sweep"]
     inputs = {"data": args.data, "classifier": args.classifier}
     if args.purifier:
         inputs["purifier"] = args.purifier
     result["experiment"] = spec["experiment"]
     result["provenance"] = provenance(device, {name: sha256_file(path) for name, path in inputs.items()})
     write_json(args.out, result)
+
+
+def cmd_checks(args) -> None:
+    from .checks import cross_attack_checks, sweep_checks
+    from .io import read_json, write_json
+
+    results = [read_json(path) for path in args.results]
+    points = [read_json(path) for path in args.sweeps]
+    per_result = [
+        {"defense": r["defense"], "attack": r["attack"], "check": name, **check}
+        for r in results + points
+        for name, check in r.get("checks", {}).items()
+    ]
+    summary = {
+        "per_result": per_result,
+        "cross_attack": cross_attack_checks(results),
+        "sweeps": sweep_checks(points),
+    }
+    failed = [c for group in summary.values() for c in group if not c["passed"]]
+    summary["passed"] = not failed
+    summary["failed"] = failed
+    write_json(args.out, summary)
+    for check in failed:
+        log.warning("OBFUSCATION CHECK FAILED: %s: %s", check.get("defense"), check["detail"])
+    log.info("%d checks, %d failed", sum(len(g) for g in summary.values() if isinstance(g, list)) - len(failed), len(failed))
 
 
 def cmd_report(args) -> None:
@@ -202,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, help="the attack's name in the config")
     p.add_argument("--classifier", type=Path, required=True)
     p.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = stage("checks", cmd_checks, "cross-attack and sweep gradient-obfuscation checks")
+    p.add_argument("--results", type=Path, nargs="+", required=True)
+    p.add_argument("--sweeps", type=Path, nargs="*", default=[])
     p.add_argument("--out", type=Path, required=True)
 
     p = stage("report", cmd_report, "tables, figure and metrics from the evaluation results")

@@ -8,10 +8,12 @@ import time
 import torch
 from tqdm import tqdm
 
-from .attacks import ATTACKS, build_attack
+from .attacks import ATTACKS, build_attack, threat_norm
+from .checks import input_gradients, robust_not_above_clean, zero_budget
 from .data import PreparedData
 from .defense import DEFENSES, DefendedModel
 from .metrics import correct_per_draw, summarize
+from .train.purifier import FINETUNE_ATTACKS
 
 log = logging.getLogger("atop.evaluate")
 
@@ -39,16 +41,22 @@ def evaluate_defense(
     data: PreparedData,
     spec: dict,
     seed: int,
+    finetune_attack: str | None = None,
 ) -> dict:
     """Clean and robust accuracy of ``defense`` on the fixed test subset under one attack."""
     device = next(defense.parameters()).device
     idx = sample_indices(len(data.labels("test")), spec["n_samples"], spec["sample_seed"])
     x, y = data.images("test")[idx], data.labels("test")[idx]
     draws = spec["draws"] if defense.randomized else 1
+    method = attack_spec["method"]
+    entry = ATTACKS[method]
     params = {k: v for k, v in attack_spec.items() if k != "method"}
     if "eot" in params and not defense.randomized:
         params["eot"] = 1  # EOT over a deterministic model repeats the same gradient
-    attack = build_attack(attack_spec["method"], defense, params)
+    context = {"num_classes": data.num_classes, "seed": seed, "draws": draws}
+    attack = build_attack(method, defense, params, **context)
+    if method == "aa_standard" and defense.randomized:
+        log.warning("aa_standard on the randomized defense %s: the reference advises aa_rand (EOT)", defense_name)
 
     began = time.perf_counter()
     defense.reseed(seed)
@@ -60,39 +68,73 @@ def evaluate_defense(
     attack_seconds = time.perf_counter() - attack_began
     defense.reseed(seed + 2)
     robust = correct_per_draw(defense, adversarial, y, draws, spec["batch_size"])
+    clean_summary, robust_summary = summarize(clean), summarize(robust)
+
+    n_check = min(spec["checks"]["gradient_samples"], len(y))
+    defense.reseed(seed + 3)
+    checks = {
+        "robust_not_above_clean": robust_not_above_clean(clean_summary, robust_summary),
+        "input_gradients": input_gradients(defense, x[:n_check], y[:n_check]),
+    }
+    n_zero = min(spec["checks"]["eps_zero_samples"], len(y))
+    if "eps" in params and n_zero > 0:
+        zero_attack = build_attack(method, defense, {**params, "eps": 0.0}, **context)
+        torch.manual_seed(seed)
+        defense.reseed(seed + 4)
+        at_zero_images = run_attack(zero_attack, x[:n_zero], y[:n_zero], spec["batch_size"], "eps=0 check")
+        defense.reseed(seed + 2)
+        at_zero = correct_per_draw(defense, at_zero_images, y[:n_zero], draws, spec["batch_size"])
+        moved = (at_zero_images - x[:n_zero]).abs().max().item()
+        checks["zero_budget"] = zero_budget(summarize(clean[:, :n_zero]), summarize(at_zero), moved)
+    for name, check in checks.items():
+        if not check["passed"]:
+            log.warning("OBFUSCATION CHECK FAILED (%s / %s) %s: %s", defense_name, attack_name, name, check["detail"])
     wall = time.perf_counter() - began
 
-    linf = (adversarial - x).abs().flatten(1).max(dim=1).values.max().item()
+    delta = (adversarial - x).flatten(1)
+    norm = threat_norm(method, params)
+    seen = None
+    if finetune_attack is not None:
+        seen = norm == FINETUNE_ATTACKS[finetune_attack].norm
     result = {
         "defense": defense_name,
         "defense_description": DEFENSES[defense_name].description,
         "randomized": defense.randomized,
         "attack": attack_name,
-        "method": attack_spec["method"],
+        "method": method,
         "params": params,
-        "norm": ATTACKS[attack_spec["method"]].norm,
-        "eps": params.get("eps"),
+        "norm": norm,
+        "eps": params.get("eps", params.get("bound")),
         "steps": params.get("steps", 1),
         "eot": params.get("eot", 1),
+        "white_box": entry.white_box,
+        "upper_bound": entry.upper_bound,
+        "gradient": "bpda_identity" if entry.upper_bound else ("full" if entry.white_box else "none"),
+        "finetune_attack": finetune_attack,
+        "seen": seen,
         "seed": seed,
         "sample_seed": spec["sample_seed"],
         "sample_indices": idx.tolist(),
         "n": len(y),
         "draws": draws,
-        "clean": summarize(clean),
-        "robust": summarize(robust),
+        "clean": clean_summary,
+        "robust": robust_summary,
         "per_sample": {
             "clean_correct_fraction": clean.float().mean(dim=0).tolist(),
             "robust_correct_fraction": robust.float().mean(dim=0).tolist(),
         },
-        "max_perturbation_linf": linf,
+        "max_perturbation_linf": delta.abs().max(dim=1).values.max().item(),
+        "max_perturbation_l2": delta.norm(dim=1).max().item(),
+        "checks": checks,
+        "checks_passed": all(check["passed"] for check in checks.values()),
         "wall_seconds": wall,
         "attack_seconds": attack_seconds,
         "images_per_second": len(y) / attack_seconds if attack_seconds > 0 else None,
         "device": str(device),
     }
     log.info(
-        "%s / %s: clean %.4f robust %.4f (n=%d, draws=%d, %.1f s)",
-        defense_name, attack_name, result["clean"]["accuracy"], result["robust"]["accuracy"], len(y), draws, wall,
+        "%s / %s: clean %.4f robust %.4f (n=%d, draws=%d, %.1f s)%s",
+        defense_name, attack_name, clean_summary["accuracy"], robust_summary["accuracy"], len(y), draws, wall,
+        " [UPPER BOUND: BPDA identity backward]" if entry.upper_bound else "",
     )
     return result

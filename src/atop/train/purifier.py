@@ -9,6 +9,7 @@ with the classifier f frozen.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -140,13 +141,27 @@ def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.d
 FINETUNE_ATTACKS: Registry = Registry("fine-tuning attack")
 
 
-@FINETUNE_ATTACKS.register("fgsm_classifier")
+@dataclass(frozen=True)
+class FinetuneAttack:
+    build: Callable[[nn.Module, DefendedModel, dict], Attack]
+    norm: str  # threat model; evaluation attacks of the same norm count as "seen"
+
+
+def finetune_attack(name: str, norm: str):
+    def add(build):
+        FINETUNE_ATTACKS.register(name)(FinetuneAttack(build, norm))
+        return build
+
+    return add
+
+
+@finetune_attack("fgsm_classifier", norm="Linf")
 def _fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
     """The paper's recipe: one FGSM step on the classifier alone (cheap)."""
     return torchattacks.FGSM(classifier, eps=spec["eps"])
 
 
-@FINETUNE_ATTACKS.register("pgd_defense")
+@finetune_attack("pgd_defense", norm="Linf")
 def _pgd_on_defense(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
     """Stronger and slower: PGD through RT + purifier + classifier."""
     return torchattacks.PGD(defense, eps=spec["eps"], alpha=spec["alpha"], steps=spec["steps"], random_start=True)
@@ -177,7 +192,7 @@ def finetune_purifier(
     classifier = classifier.to(device).eval().requires_grad_(False)
     transform = build_transform(transform_meta["name"], seed=seed, **transform_meta["params"])
     defense = DefendedModel(classifier, parts.generator, transform)
-    attack = FINETUNE_ATTACKS[ft["attack"]](classifier, defense, ft)
+    attack = FINETUNE_ATTACKS[ft["attack"]].build(classifier, defense, ft)
     optimizers = make_optimizers(parts, ft)
     check_seed = seed + 2
     before = defended_val_accuracy(defense, data, ft["check_draws"], check_seed)

@@ -1,0 +1,74 @@
+"""StAdv: spatially transformed adversarial examples (Xiao et al., ICLR 2018).
+
+torchattacks has no StAdv, so it is written here as a torchattacks ``Attack``.
+Each pixel moves by a flow vector; the image is resampled bilinearly. The
+optimiser minimises a CW margin loss plus ``tau`` times the flow-smoothness
+loss (sum over pixels of the distance between neighbouring flows), with the
+flow bounded to ``bound`` of the image size per axis as in the perceptual
+robustness literature (Laidlaw et al.), so the threat model has a budget.
+The paper uses StAdv as an unseen, non-Lp attack.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchattacks.attack import Attack
+
+
+def flow_smoothness(flow: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-image L_flow: sum over pixels of sqrt(|du|^2 + |dv|^2) to each 4-neighbour."""
+    padded = F.pad(flow, (1, 1, 1, 1), mode="replicate")
+    centre = padded[:, :, 1:-1, 1:-1]
+    total = 0
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        neighbour = padded[:, :, 1 + dy : padded.shape[2] - 1 + dy, 1 + dx : padded.shape[3] - 1 + dx]
+        total = total + ((centre - neighbour).pow(2).sum(dim=1) + eps).sqrt()
+    return total.flatten(1).sum(dim=1)
+
+
+def apply_flow(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Resample ``images`` at the identity grid displaced by ``flow`` (normalised coordinates)."""
+    n, _, h, w = images.shape
+    theta = torch.eye(2, 3, device=images.device, dtype=images.dtype).expand(n, 2, 3)
+    grid = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
+    return F.grid_sample(
+        images, grid + flow.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=False
+    )
+
+
+class StAdv(Attack):
+    def __init__(self, model, bound=0.05, tau=0.05, steps=100, lr=0.01, kappa=0.0, eot_iter=1):
+        super().__init__("StAdv", model)
+        self.bound, self.tau, self.steps, self.lr = bound, tau, steps, lr
+        self.kappa, self.eot_iter = kappa, eot_iter
+        self.supported_mode = ["default"]
+
+    def margin(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        true = logits.gather(1, labels[:, None]).squeeze(1)
+        other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).max(dim=1).values
+        return (true - other).clamp_min(-self.kappa)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        n, _, h, w = images.shape
+        # bound is a fraction of the image size; normalised coordinates span 2 per axis.
+        limit = 2 * self.bound
+        flow = torch.zeros(n, 2, h, w, device=self.device, requires_grad=True)
+        optimizer = torch.optim.Adam([flow], lr=self.lr)
+        best = images.clone()
+        best_margin = torch.full((n,), float("inf"), device=self.device)
+        for _ in range(self.steps):
+            adv = apply_flow(images, flow.clamp(-limit, limit))
+            logits = self.get_logits(adv.repeat(self.eot_iter, 1, 1, 1))
+            margin = self.margin(logits, labels.repeat(self.eot_iter)).view(self.eot_iter, n).mean(dim=0)
+            loss = (margin + self.tau * flow_smoothness(flow)).sum()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                improved = margin < best_margin
+                best[improved] = adv[improved].detach()
+                best_margin = torch.where(improved, margin.detach(), best_margin)
+        return best.clamp(0, 1).detach()
