@@ -135,7 +135,7 @@ def test_shipped_config_builds_its_attacks(config):
     [
         pytest.param(lambda c: c["data"].__setitem__("dataset", "mnist"), "dataset", id="dataset"),
         pytest.param(lambda c: c["classifier"].__setitem__("arch", "resnet"), "arch", id="arch"),
-        pytest.param(lambda c: c["purifier"].__setitem__("transform", "rt3"), "transform", id="transform"),
+        pytest.param(lambda c: c["purifier"].__setitem__("transform", "rt9"), "transform", id="transform"),
         pytest.param(lambda c: c["evaluation"].__setitem__("defenses", ["standard", "adv"]), "defenses", id="defenses"),
         pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("method", "cw"), "method", id="method"),
         pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("steps", 3), "steps", id="steps"),
