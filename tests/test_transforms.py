@@ -163,4 +163,4 @@ def test_unknown_transform_name_raises_key_error_listing_known():
     assert "rt9" in message
     for known in TRANSFORMS.names():
         assert known in message
-    assert set(TRANSFORMS.names()) == {"rt1", "rt2"}
+    assert set(TRANSFORMS.names()) == {"rt1", "rt2", "rt3"}
