@@ -167,7 +167,9 @@ class ContextualAttention(nn.Module):
     def forward(self, foreground: torch.Tensor, background: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, h, w = background.shape
         r = self.rate
-        raw = _patches(background, 2 * r, stride=r, padding=r // 2 if r > 1 else 0)  # (B, L, C, 2r, 2r)
+        # Pasted patches: 2r x 2r at stride r (DeepFill), 3 x 3 at full resolution; each pixel gets overlap of them.
+        kernel, padding = (3, 1) if r == 1 else (2 * r, r // 2)
+        raw = _patches(background, kernel, stride=r, padding=padding)  # (B, L, C, k, k)
         f = F.interpolate(foreground, scale_factor=1 / r, mode="nearest")
         bg = F.interpolate(background, scale_factor=1 / r, mode="nearest")
         m = F.interpolate(mask, size=bg.shape[-2:], mode="nearest")
@@ -182,12 +184,13 @@ class ContextualAttention(nn.Module):
         attention = F.softmax(scores * self.softmax_scale, dim=1) * valid
         out = F.conv_transpose2d(
             attention.reshape(1, -1, hs, ws),
-            raw.reshape(-1, c, 2 * r, 2 * r),
+            raw.reshape(-1, c, kernel, kernel),
             stride=r,
-            padding=r // 2 if r > 1 else 0,
+            padding=padding,
             groups=b,
         )
-        return out.view(b, c, *out.shape[-2:])[..., :h, :w] / (4 if r > 1 else 1)
+        overlap = (kernel / r) ** 2
+        return out.view(b, c, *out.shape[-2:])[..., :h, :w] / overlap
 
 
 class DeepFillV2(Purifier):
