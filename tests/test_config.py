@@ -260,3 +260,24 @@ def test_python_m_atop_rejects_invalid_json_spec(tmp_path):
     assert "--spec is not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_check_config_rejects_bad_adversarial_training_budget(config):
+    config["adversarial_training"] = {"eps": "300/255", "alpha": "2/255", "steps": 10}
+    with pytest.raises(ConfigError, match=r"adversarial_training\.eps"):
+        check_config(config)
+    config["adversarial_training"]["eps"] = "8/255"
+    check_config(config)
+
+
+def test_schema_accepts_paper_scale_keys(schema):
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    cfg["data"] |= {"dataset": "cifar10", "raw_dir": "/data/archives", "download": False}
+    cfg["classifier"] |= {"arch": "wrn_28_10", "optimizer": "sgd", "schedule": "cosine", "augment": True,
+                          "pretrained": {"path": "Standard.pt", "sha256": "a" * 64}}
+    cfg["purifier"] |= {"arch": "deepfill_v2", "transform": "rt3", "image_size": 64,
+                        "transform_params": {"noise_std": 0.25, "grid": 8, "copies": 4}}
+    cfg["adversarial_training"] = {"eps": "8/255", "alpha": "2/255", "steps": 10}
+    assert list(_validator(schema).iter_errors(cfg)) == []
+    cfg["classifier"]["pretrained"] = {"path": "Standard.pt", "sha256": "not-a-hash"}
+    assert list(_validator(schema).iter_errors(cfg))
