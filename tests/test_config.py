@@ -143,7 +143,7 @@ def test_l2_methods_table_matches_the_registry():
     [
         pytest.param(lambda c: c["data"].__setitem__("dataset", "mnist"), "dataset", id="dataset"),
         pytest.param(lambda c: c["classifier"].__setitem__("arch", "resnet"), "arch", id="arch"),
-        pytest.param(lambda c: c["purifier"].__setitem__("transform", "rt3"), "transform", id="transform"),
+        pytest.param(lambda c: c["purifier"].__setitem__("transform", "rt9"), "transform", id="transform"),
         pytest.param(lambda c: c["evaluation"].__setitem__("defenses", ["standard", "adv"]), "defenses", id="defenses"),
         pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("method", "cw"), "method", id="method"),
         pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("steps", 3), "steps", id="steps"),
@@ -268,3 +268,24 @@ def test_python_m_atop_rejects_invalid_json_spec(tmp_path):
     assert "--spec is not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_check_config_rejects_bad_adversarial_training_budget(config):
+    config["adversarial_training"] = {"eps": "300/255", "alpha": "2/255", "steps": 10}
+    with pytest.raises(ConfigError, match=r"adversarial_training\.eps"):
+        check_config(config)
+    config["adversarial_training"]["eps"] = "8/255"
+    check_config(config)
+
+
+def test_schema_accepts_paper_scale_keys(schema):
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    cfg["data"] |= {"dataset": "cifar10", "raw_dir": "/data/archives", "download": False}
+    cfg["classifier"] |= {"arch": "wrn_28_10", "optimizer": "sgd", "schedule": "cosine", "augment": True,
+                          "pretrained": {"path": "Standard.pt", "sha256": "a" * 64}}
+    cfg["purifier"] |= {"arch": "deepfill_v2", "transform": "rt3", "image_size": 64,
+                        "transform_params": {"noise_std": 0.25, "grid": 8, "copies": 4}}
+    cfg["adversarial_training"] = {"eps": "8/255", "alpha": "2/255", "steps": 10}
+    assert list(_validator(schema).iter_errors(cfg)) == []
+    cfg["classifier"]["pretrained"] = {"path": "Standard.pt", "sha256": "not-a-hash"}
+    assert list(_validator(schema).iter_errors(cfg))

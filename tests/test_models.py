@@ -69,7 +69,7 @@ def test_classifier_normalises_inside_itself():
 def test_unknown_classifier_arch_names_known_ones():
     with pytest.raises(KeyError, match="small_cnn"):
         build_classifier("resnet9000", num_classes=2, mean=MEAN, std=STD, image_size=16)
-    assert CLASSIFIERS.names() == ["small_cnn"] and PURIFIERS.names() == ["gan_unet"]
+    assert "small_cnn" in CLASSIFIERS.names() and "gan_unet" in PURIFIERS.names()
 
 
 @pytest.mark.parametrize("size", [16, 32])

@@ -249,7 +249,7 @@ def pretrained(tmp_path_factory):
 
 def test_pretrain_purifier_one_epoch(pretrained):
     data, modules, model_meta, transform_meta, history, resume = pretrained
-    assert model_meta == {"arch": "gan_unet", "in_channels": 3, "base_channels": 4}
+    assert model_meta == {"arch": "gan_unet", "in_channels": 3, "image_size": None, "base_channels": 4}
     assert transform_meta == {"name": "rt2", "params": PURIFIER_SPEC["transform_params"]}
     assert set(modules.keys()) == {"generator", "discriminator"}
     assert len(history) == 1 and history[0]["epoch"] == 1

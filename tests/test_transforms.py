@@ -163,4 +163,52 @@ def test_unknown_transform_name_raises_key_error_listing_known():
     assert "rt9" in message
     for known in TRANSFORMS.names():
         assert known in message
-    assert set(TRANSFORMS.names()) == {"rt1", "rt2"}
+    assert set(TRANSFORMS.names()) == {"rt1", "rt2", "rt3"}
+
+
+# --------------------------------------------------------------------------- RT3
+
+
+def test_rt3_partition_is_disjoint_covers_the_image_and_deals_equal_groups():
+    from atop.transforms import partition_masks
+
+    masks = partition_masks(5, 32, 32, grid=8, parts=4, generator=torch.Generator().manual_seed(0), device="cpu")
+    assert masks.shape == (4, 5, 1, 32, 32)
+    assert torch.equal(masks.sum(dim=0), torch.ones(5, 1, 32, 32))  # disjoint and covering
+    for part in masks:
+        blocks = _blocks(part, 8)
+        assert torch.all(blocks.amin(dim=-1) == blocks.amax(dim=-1))  # whole blocks
+        assert blocks[..., 0].flatten(1).sum(dim=1).tolist() == [16] * 5  # 25 % each
+    assert not torch.equal(masks[:, 0], masks[:, 1])  # a fresh partition per image
+    uneven = partition_masks(2, 12, 12, grid=3, parts=4, generator=torch.Generator().manual_seed(0), device="cpu")
+    assert sorted(_blocks(uneven[:, 0], 3)[..., 0].flatten(1).sum(dim=1).tolist()) == [2, 2, 2, 3]
+    with pytest.raises(ValueError, match="cannot split 4 blocks into 5"):
+        partition_masks(1, 8, 8, grid=2, parts=5, generator=torch.Generator(), device="cpu")
+
+
+def test_rt3_training_pair_is_noise_then_one_of_its_masks():
+    transform = build_transform("rt3", seed=0, noise_std=0.1, grid=8, copies=4)
+    x = _images() * 0.5 + 0.25
+    x_t, mask = transform(x)
+    assert torch.equal(mask.mean(dim=(1, 2, 3)), torch.full((4,), 0.25))
+    removed = mask.expand_as(x).bool()
+    assert torch.all(x_t[removed] == 0) and not torch.equal(x_t[~removed], x[~removed])
+
+
+def test_rt3_purify_is_fresh_per_call_and_repeats_after_reseed():
+    transform = build_transform("rt3", seed=5, grid=8, copies=4)
+    x = _images(n=2)
+    masks = []
+
+    def echo_mask(x_t, mask):  # an "inpainter" that shows which copy masked what
+        masks.append(mask)
+        return x_t + mask
+
+    first = transform.purify(echo_mask, x)
+    transform.purify(echo_mask, x)
+    assert not torch.equal(masks[0], masks[1])
+    transform.reseed(5)
+    transform.purify(echo_mask, x)
+    assert torch.equal(masks[2], masks[0])
+    # Each pixel came from the copy that masked it: x_t is 0 there, the mask 1.
+    assert torch.equal(first, torch.ones_like(first))

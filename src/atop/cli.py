@@ -78,9 +78,42 @@ def cmd_train_classifier(args) -> None:
 
     device = _setup(args.spec)
     data = load_prepared(args.data)
+    spec = args.spec["classifier"]
+    inputs = {"data": args.data}
+    if spec.get("pretrained"):
+        # A user-provided RobustBench checkpoint replaces training.
+        from .models.classifiers import load_robustbench_classifier
+
+        provided = spec["pretrained"]
+        model, model_meta = load_robustbench_classifier(
+            provided["path"], provided["sha256"], spec["arch"], data.num_classes, data.info["image_shape"][-1]
+        )
+        stage, history, inputs["pretrained"] = "provided", [], provided["path"]
+    else:
+        resume = Path(str(args.out_checkpoint) + ".resume")
+        model, model_meta, history = train_classifier(data, spec, args.spec["seed"], device, resume)
+        stage = "trained"
+    meta = _checkpoint_meta("classifier", stage, args.spec, device, inputs, model=model_meta)
+    save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
+    _write_curve(args.out_curve, history)
+    if stage == "trained":
+        resume.unlink(missing_ok=True)
+
+
+def cmd_train_adversarial(args) -> None:
+    from .data import load_prepared
+    from .io import save_checkpoint
+    from .train.adversarial import train_adversarial
+
+    device = _setup(args.spec)
+    data = load_prepared(args.data)
     resume = Path(str(args.out_checkpoint) + ".resume")
-    model, model_meta, history = train_classifier(data, args.spec["classifier"], args.spec["seed"], device, resume)
-    meta = _checkpoint_meta("classifier", "trained", args.spec, device, {"data": args.data}, model=model_meta)
+    model, model_meta, history = train_adversarial(
+        data, args.spec["classifier"], args.spec["adversarial_training"], args.spec["seed"], device, resume
+    )
+    meta = _checkpoint_meta(
+        "classifier", "adversarially_trained", args.spec, device, {"data": args.data}, model=model_meta
+    )
     save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
     _write_curve(args.out_curve, history)
     resume.unlink(missing_ok=True)
@@ -207,7 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-manifest", type=Path, required=True)
 
     for name, func, help_text in [
-        ("train-classifier", cmd_train_classifier, "train the classifier normally"),
+        ("train-classifier", cmd_train_classifier, "train the classifier normally (or load a provided one)"),
+        ("train-adversarial", cmd_train_adversarial, "PGD adversarial training of the classifier (the AT baseline)"),
         ("pretrain-purifier", cmd_pretrain_purifier, "pre-train the purifier on RT-transformed clean images"),
     ]:
         p = stage(name, func, help_text)
@@ -248,11 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     """Failures with a message written for users; anything else keeps its traceback."""
+    from .data import DataError
     from .io import CheckpointError
     from .train.loop import NonFiniteLoss
     from .train.purifier import FineTuneCollapse
 
-    return (CheckpointError, NonFiniteLoss, FineTuneCollapse, ValueError, FileNotFoundError)
+    return (CheckpointError, DataError, NonFiniteLoss, FineTuneCollapse, ValueError, FileNotFoundError)
 
 
 def main(argv: list[str] | None = None) -> int:

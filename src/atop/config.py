@@ -34,6 +34,7 @@ def resolve_numbers(params: dict) -> dict:
 def check_config(config: dict) -> None:
     """Raise :class:`ConfigError` naming the key for what the schema let through."""
     budgets = {f"finetune.{k}": config["finetune"].get(k) for k in BUDGET_KEYS}
+    budgets |= {f"adversarial_training.{k}": config.get("adversarial_training", {}).get(k) for k in BUDGET_KEYS}
     for name, attack in config["evaluation"]["attacks"].items():
         if attack["method"] in L2_METHODS or attack.get("norm") == "L2":
             continue

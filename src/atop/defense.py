@@ -42,8 +42,7 @@ class DefendedModel(nn.Module):
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         if self.purifier is None:
             return x
-        x_t, mask = self.transform(x)
-        return self.purifier(x_t, mask)
+        return self.transform.purify(self.purifier, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purify(x))

@@ -1,7 +1,9 @@
 """Purifier pre-training (generative, on RT-transformed clean images) and AToP fine-tuning.
 
 Both stages run the same GAN step: discriminator hinge loss, generator loss =
-adversarial term + L1 to the clean image. Fine-tuning feeds adversarial
+adversarial term + L1 to the clean image (summed over the generator's
+``forward_train`` outputs: DeepFill's coarse and refined images). A purifier
+without a discriminator (the autoencoder) gets the L1 term only. Fine-tuning feeds adversarial
 examples x' instead of clean images and adds ``ce_weight * CE(f(g(t(x'))), y)``
 with the classifier f frozen.
 """
@@ -22,6 +24,7 @@ from ..data import PreparedData
 from ..defense import DefendedModel
 from ..metrics import correct_per_draw
 from ..models import PurifierParts, build_purifier
+from ..models.purifiers import load_initial_weights
 from ..registry import Registry
 from ..transforms import RandomTransform, build_transform
 from .loop import batches, epoch_seed, fit
@@ -70,7 +73,8 @@ def gan_epoch(
         xb, yb = xb.to(device), yb.to(device)
         x_in = make_input(xb, yb) if make_input else xb
         x_t, mask = transform(x_in)
-        fake = generator(x_t, mask)
+        outputs = generator.forward_train(x_t, mask)  # DeepFill: coarse and refined; L1 applies to each
+        fake = outputs[-1]
         metrics: dict[str, float] = {}
         if discriminator is not None:
             discriminator.train()
@@ -82,7 +86,7 @@ def gan_epoch(
             metrics |= {"d_loss": d_loss.item(), "g_adv": adv.item()}
         else:
             adv = fake.new_zeros(())
-        l1 = (fake - xb).abs().mean()
+        l1 = sum((out - xb).abs().mean() for out in outputs)
         g_loss = spec["adv_weight"] * adv + spec["l1_weight"] * l1
         metrics["l1"] = l1.item()
         if extra_loss is not None:
@@ -101,18 +105,31 @@ def gan_epoch(
 
 
 @torch.no_grad()
-def reconstruction_l1(generator: nn.Module, transform: RandomTransform, x: torch.Tensor, device) -> float:
+def reconstruction_l1(
+    generator: nn.Module, transform: RandomTransform, x: torch.Tensor, device, batch_size: int = 256
+) -> float:
     generator.eval()
-    x = x.to(device)
-    return (generator(*transform(x)) - x).abs().mean().item()
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size].to(device)
+        total += (generator(*transform(xb)) - xb).abs().mean().item() * len(xb)
+    return total / len(x)
 
 
 def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.device, resume_path):
     """Generative pre-training on RT-transformed clean training images."""
     torch.manual_seed(seed)
-    model_meta = {"arch": spec["arch"], "in_channels": data.info["image_shape"][0], **spec["arch_params"]}
+    model_meta = {
+        "arch": spec["arch"],
+        "in_channels": data.info["image_shape"][0],
+        "image_size": spec.get("image_size"),
+        **spec["arch_params"],
+    }
     transform_meta = {"name": spec["transform"], "params": spec["transform_params"]}
     parts = build_purifier(**model_meta)
+    if spec.get("init_weights"):
+        load_initial_weights(parts, spec["init_weights"]["path"], spec["init_weights"].get("sha256"))
+        log.info("pretrain_purifier: initialised from %s", spec["init_weights"]["path"])
     modules = parts.as_module().to(device)
     transform = build_transform(spec["transform"], seed=seed, **spec["transform_params"])
     optimizers = make_optimizers(parts, spec["pretrain"])
