@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml")
+# src/ too: jobs import atop from the copy's own src/ (rules/common.smk), not the checkout the venv installed
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "src", "environment.yml")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 

@@ -211,8 +211,10 @@ def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
                 ax.plot(curve["epoch"], scale * curve[column], marker=".", color=colour, label=column)
             if columns:
                 ax.legend(fontsize="x-small", ncol=2)
-            else:
-                ax.text(0.5, 0.5, f"no {label.split()[0]} columns", ha="center", va="center", transform=ax.transAxes)
             ax.set(title=f"{_curve_stage(path)}: {label.split()[0]}", xlabel="epoch", ylabel=label)
+            if not columns:
+                ax.set(xticks=[], yticks=[], ylabel="")
+                ax.text(0.5, 0.5, f"this stage records no {label.split()[0]}", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
     fig.tight_layout()
     return save_figure(fig, stem)
