@@ -122,10 +122,26 @@ def evaluation_results(experiment):
     )
 
 
+def training_curves(experiment):
+    return expand(
+        "results/{experiment}/curves/{stage}.csv",
+        experiment=experiment,
+        stage=["classifier", "purifier_pretrain", "purifier_finetune"],
+    )
+
+
+# The paper's published numbers the report sets the run's next to.
+REFERENCE_NUMBERS = "config/reference/paper.csv"
+REPORT_TABLES = ["defenses", "rt_ablation", "purifiers", "gradients", "reference"]
+REPORT_FIGURES = ["robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"]
+
+
 def all_targets():
+    folder = f"results/{EXPERIMENT}/report"
     return [
         f"results/{EXPERIMENT}/obfuscation_checks.json",
-        f"results/{EXPERIMENT}/report/robustness.md",
-        f"results/{EXPERIMENT}/report/metrics.json",
-        f"results/{EXPERIMENT}/report/robust_accuracy.png",
+        f"{folder}/robustness.md",
+        f"{folder}/summary.md",
+        f"{folder}/metrics.json",
+        *(f"{folder}/{name}.png" for name in REPORT_FIGURES),
     ]

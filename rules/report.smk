@@ -1,21 +1,51 @@
+# The reproduction report. The rule waits for every result; for a report on the
+# results that exist so far (some attacks still running), run the same command
+# by hand into another folder (README: "Reading a run before it finishes").
+REPORT = "results/{experiment}/report"
+
+
 rule report:
     input:
-        lambda w: evaluation_results(w.experiment),
+        results=lambda w: evaluation_results(w.experiment),
+        sweeps=lambda w: sweep_results(w.experiment),
+        checks="results/{experiment}/obfuscation_checks.json",
+        curves=lambda w: training_curves(w.experiment),
+        reference=REFERENCE_NUMBERS,
     output:
-        table="results/{experiment}/report/robustness.csv",
-        markdown="results/{experiment}/report/robustness.md",
-        figure=report(
-            "results/{experiment}/report/robust_accuracy.png",
-            caption="../report/robust_accuracy.rst",
-            category="Robustness",
+        table=f"{REPORT}/robustness.csv",
+        markdown=f"{REPORT}/robustness.md",
+        summary=f"{REPORT}/summary.md",
+        metrics=f"{REPORT}/metrics.json",
+        tables=expand(
+            f"{REPORT}/tables/{{name}}.{{ext}}",
+            name=REPORT_TABLES,
+            ext=["csv", "md"],
+            allow_missing=True,
         ),
-        metrics="results/{experiment}/report/metrics.json",
+        figures=[
+            report(
+                f"{REPORT}/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Reproduction report",
+            )
+            for name in REPORT_FIGURES
+        ],
+        vectors=expand(
+            f"{REPORT}/{{name}}.svg", name=REPORT_FIGURES, allow_missing=True
+        ),
     log:
         "results/{experiment}/logs/report.log",
     benchmark:
         "results/{experiment}/benchmarks/report.tsv"
     conda:
         ENV
+    params:
+        dataset=config["data"]["dataset"],
+        purifier=config["purifier"]["arch"],
+        transform=config["purifier"]["transform"],
     shell:
-        "python -m atop report --experiment {wildcards.experiment} --results {input}"
-        " --out-dir results/{wildcards.experiment}/report > {log} 2>&1"
+        "python -m atop report --experiment {wildcards.experiment} --dataset {params.dataset}"
+        " --purifier {params.purifier} --transform {params.transform}"
+        " --results {input.results} {input.sweeps} --expected {input.results} {input.sweeps}"
+        " --checks {input.checks} --curves {input.curves}"
+        " --reference {input.reference} --out-dir results/{wildcards.experiment}/report > {log} 2>&1"

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# src/ too: jobs import the copy's own package (rules/common.smk puts it on PYTHONPATH).
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
+# src/ too: jobs import atop from the copy's own src/ (rules/common.smk), not the checkout the venv installed
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "src", "environment.yml")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 

@@ -48,10 +48,17 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     table = pd.read_csv(report / "robustness.csv")
     assert len(table) == 6
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics) == {"standard", "ap", "atop"}
-    assert all(m["worst_case"] <= m["clean"] for m in metrics.values())
-    assert (report / "robust_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(metrics["defenses"]) == {"standard", "ap", "atop"}
+    assert all(m["worst_case"] <= m["clean"] for m in metrics["defenses"].values())
+    assert metrics["missing"] == 0 and metrics["results"] == 6
+    for figure in ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"):
+        assert (report / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (report / f"{figure}.svg").stat().st_size > 0
     assert "| atop" in (report / "robustness.md").read_text()
+    summary = (report / "summary.md").read_text()
+    assert "Dataset differs from the paper" in summary and "Nothing: every expected result is here" in summary
+    reference = pd.read_csv(report / "tables" / "reference.csv")
+    assert not (reference["status"] == "comparable").any(), "a digits run must never be compared to CIFAR numbers"
 
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
     assert again.returncode == 0

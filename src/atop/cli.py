@@ -220,8 +220,12 @@ def cmd_checks(args) -> None:
 def cmd_report(args) -> None:
     from .report import write_report
 
-    write_report(args.results, args.out_dir, args.experiment)
-    log.info("report written to %s", args.out_dir)
+    metrics = write_report(
+        args.results, args.out_dir, args.experiment, args.dataset,
+        curve_paths=args.curves, reference_paths=args.reference, expected=args.expected,
+        purifier=args.purifier, transform=args.transform, checks_path=args.checks,
+    )
+    log.info("report written to %s (%d results, %d missing)", args.out_dir, metrics["results"], metrics["missing"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,9 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweeps", type=Path, nargs="*", default=[])
     p.add_argument("--out", type=Path, required=True)
 
-    p = stage("report", cmd_report, "tables, figure and metrics from the evaluation results")
+    p = stage("report", cmd_report, "tables, figures, metrics and summary from whatever results exist")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--results", type=Path, nargs="+", required=True)
+    p.add_argument("--dataset", required=True, help="the run's dataset; paper numbers of other datasets are not compared")
+    p.add_argument("--results", type=Path, nargs="+", required=True, help="result JSONs, or folders searched for them")
+    p.add_argument("--curves", type=Path, nargs="*", default=[], help="training-curve CSVs, or folders of them")
+    p.add_argument("--reference", type=Path, nargs="*", default=[], help="CSVs of the paper's numbers (config/reference)")
+    p.add_argument("--expected", type=Path, nargs="*", default=[], help="result files the experiment should have")
+    p.add_argument("--checks", type=Path, help="obfuscation_checks.json of the workflow's cross-attack and sweep checks")
+    p.add_argument("--purifier", help="purifier architecture behind bare ap / atop defense names")
+    p.add_argument("--transform", help="random transform (rt1|rt2|rt3) behind bare ap / atop defense names")
     p.add_argument("--out-dir", type=Path, required=True)
     return parser
 

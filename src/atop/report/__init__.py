@@ -1,0 +1,168 @@
+"""The reproduction report: the paper's tables and figures next to the paper's numbers.
+
+``write_report`` reads whatever result JSONs and training curves exist, so it runs
+on partial results too and lists what is missing. Outputs (in ``out_dir``):
+
+- ``robustness.csv``: every result, one row each; ``robustness.md``: all tables;
+- ``tables/{defenses,rt_ablation,purifiers,gradients,reference}.{csv,md}``: the paper's tables
+  (1) AT vs AP vs AToP, (2) RT x FT, (3) GAN vs AE, (4) classifier-only vs full gradient,
+  and the paper's published numbers joined to the run's;
+- ``robust_accuracy``, ``robust_vs_eps``, ``sweeps``, ``training_curves`` as PNG and SVG;
+- ``metrics.json`` (headline numbers for DVC) and ``summary.md`` (the paper's claims, judged).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import atomic_path, read_json, write_json, write_text
+from . import figures
+from .reference import join_reference, load_reference, reference_summary
+from .results import find_files, load_results, main_results, missing_results, parse_defense
+from .summary import claims, gradient_comparisons, summary_markdown
+from .tables import (
+    Estimate,
+    defenses_table,
+    gradient_table,
+    purifier_table,
+    rt_ablation_table,
+    table_csv,
+    table_markdown,
+)
+
+log = logging.getLogger("atop.report")
+
+TABLES = {
+    "defenses": "(1) AT vs AP vs AToP across seen and unseen attacks",
+    "rt_ablation": "(2) Random transform x fine-tuning ablation",
+    "purifiers": "(3) GAN vs AE purifier, with and without fine-tuning",
+    "gradients": "(4) Classifier-only (BPDA, an upper bound) vs full-gradient attacks",
+}
+FIGURES = ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves")
+
+
+def _write_csv(frame: pd.DataFrame, path: Path, index: bool) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=index)
+
+
+def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, missing) -> dict:
+    """Numbers DVC tracks: per-defense accuracies (fractions), claim verdicts, reference and missing counts."""
+    def key(column: str) -> str:  # "pgd (seen)" -> "pgd", "worst case (seen)" -> "worst_case_seen"
+        if column.startswith("worst case"):
+            return column.replace(" (", "_").rstrip(")").replace(" ", "_")
+        return column.split(" (")[0]
+
+    defenses = {
+        defense: {key(col): round(float(v.value), 4) for col, v in row.items() if isinstance(v, Estimate)}
+        for defense, row in table.iterrows()
+    }
+    return {
+        "defenses": defenses,
+        "claims": {claim.key: claim.verdict for claim in judged},
+        "reference": reference_summary(joined),
+        "results": int(len(frame)),
+        "missing": int(len(missing)),
+    }
+
+
+def write_report(
+    result_paths,
+    out_dir,
+    experiment: str,
+    dataset: str,
+    curve_paths=(),
+    reference_paths=(),
+    expected=(),
+    purifier: str | None = None,
+    transform: str | None = None,
+    checks_path=None,
+) -> dict:
+    """Write every table, figure, metrics.json and summary.md; return the metrics.
+
+    ``checks_path`` is the workflow's obfuscation_checks.json (cross-attack and
+    sweep checks); its failures are listed in the summary.
+    """
+    out_dir = Path(out_dir)
+    reference = load_reference(reference_paths)  # a malformed reference fails before any output is touched
+    frame, problems = load_results(result_paths, purifier, transform)
+    if frame.empty and not expected:
+        raise ValueError(f"no evaluation results found in {', '.join(map(str, result_paths))}")
+    missing = missing_results(frame, [Path(p) for p in expected])
+    expected_defenses = [Path(p).parent.name for p in expected]
+
+    tables = {
+        "defenses": defenses_table(frame, expected_defenses),
+        "rt_ablation": rt_ablation_table(frame),
+        "purifiers": purifier_table(frame),
+        "gradients": gradient_table(frame),
+    }
+    joined = join_reference(frame, reference, dataset)
+    judged = claims(frame, gradient_comparisons(frame), joined, dataset)
+
+    _write_csv(frame, out_dir / "robustness.csv", index=False)
+    for name, table in tables.items():
+        _write_csv(table_csv(table), out_dir / "tables" / f"{name}.csv", index=True)
+        write_text(out_dir / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
+    _write_csv(joined, out_dir / "tables" / "reference.csv", index=False)
+    write_text(out_dir / "tables" / "reference.md", "# The paper's numbers next to the run's\n\n" + _reference_markdown(joined) + "\n")
+    write_text(out_dir / "robustness.md", _document(experiment, dataset, frame, tables, joined, missing, problems))
+
+    curves = find_files(curve_paths, ".csv")
+    figures.robust_accuracy_figure(frame, out_dir / "robust_accuracy")
+    figures.eps_curves_figure(frame, out_dir / "robust_vs_eps")
+    figures.sweeps_figure(frame, out_dir / "sweeps")
+    figures.training_curves_figure(curves, out_dir / "training_curves")
+
+    metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing)
+    cross_checks = []
+    if checks_path is not None:
+        recorded = read_json(checks_path)
+        cross_checks = [c for group in ("cross_attack", "sweeps") for c in recorded.get(group, [])]
+    metrics["obfuscation_checks_failed"] = sum(not c["passed"] for c in cross_checks) + int(
+        (frame["failed_checks"] != "").sum()
+    )
+    write_text(
+        out_dir / "summary.md", summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks)
+    )
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _reference_markdown(joined: pd.DataFrame) -> str:
+    shown = joined.drop(columns=["note"]).astype(object).fillna("")
+    shown["run_value"] = [
+        f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if v != "" else "missing"
+        for v, lo, hi in zip(shown["run_value"], shown["run_ci95_low"], shown["run_ci95_high"])
+    ]
+    columns = ["paper_setting", "paper_dataset", "paper_defense", "paper_purifier", "paper_rt", "paper_attack",
+               "gradient", "metric", "paper_value", "run_defense", "run_attack", "run_eps", "run_value", "status",
+               "difference", "paper_within_ci95"]
+    return shown[columns].to_markdown(index=False)
+
+
+def _document(experiment, dataset, frame, tables, joined, missing, problems) -> str:
+    main = main_results(frame)
+    n = main["n"].max()
+    settings = sorted({f"{s.name}: {s.kind}" + (f" ({s.purifier}, {s.rt})" if s.purifier or s.rt else "")
+                       for s in map(parse_defense, main["defense"].unique())})
+    text = [
+        f"# Robustness of the defenses: experiment `{experiment}` ({dataset})",
+        "",
+        f"Accuracy in % on the same {int(n) if pd.notna(n) else '?'} test images for every defense and attack. "
+        "Full-gradient attacks target the whole defended model (random transform + purifier + classifier); "
+        "classifier-only (BPDA) numbers are upper bounds and appear only in table (4). Randomized defenses are "
+        "scored as the mean over independent draws; brackets are 95 % Wilson intervals; `missing` marks what the "
+        "run has not produced.",
+        "",
+        "Defenses: " + "; ".join(settings) + ".",
+        "",
+    ]
+    for name, table in tables.items():
+        text += [f"## {TABLES[name]}", "", table_markdown(table), ""]
+    text += ["## The paper's numbers next to the run's", "", _reference_markdown(joined), ""]
+    text += ["## Missing", ""] + ([f"- {m}" for m in missing + problems] or ["- Nothing."]) + [""]
+    return "\n".join(text)

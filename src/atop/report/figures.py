@@ -1,0 +1,220 @@
+"""Figures: one colour per defense everywhere, PNG and SVG side by side."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from ..io import atomic_path  # noqa: E402
+from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense  # noqa: E402
+from .tables import attack_columns, clean_estimate, full_gradient  # noqa: E402
+
+FORMATS = ("png", "svg")
+# Families of hues by defense kind (AP blues, AToP oranges: apart for colour-blind
+# readers too), one shade per purifier x RT setting, so a defense keeps its colour
+# in every figure and every run whatever else is plotted next to it.
+KIND_COLOURS = {"standard": "Greys", "at": "Purples", "ap": "Blues", "atop": "Oranges"}
+SETTINGS = [(p, rt) for p in PURIFIER_ORDER for rt in RT_ORDER]
+
+
+def defense_colour(name: str) -> tuple[float, float, float]:
+    """The colour of a defense: a function of its name only."""
+    setting = parse_defense(name)
+    if setting.kind in ("standard", "at"):
+        return sns.color_palette(KIND_COLOURS[setting.kind], 5)[3]
+    if setting.kind in KIND_COLOURS:
+        shades = sns.color_palette(KIND_COLOURS[setting.kind], len(SETTINGS) + 3)[2:]
+        key = (setting.purifier, setting.rt)
+        # bare ap / atop (one purifier, one RT) take the headline GAN + RT2 shade
+        return shades[SETTINGS.index(key) if key in SETTINGS else SETTINGS.index(("gan", "rt2"))]
+    digest = int(hashlib.sha256(name.encode()).hexdigest(), 16)
+    return sns.color_palette("husl", 12)[digest % 12]
+
+
+def defense_palette(names) -> dict[str, tuple[float, float, float]]:
+    return {name: defense_colour(name) for name in names}
+
+
+def save_figure(fig, stem: Path) -> list[Path]:
+    """The figure as ``stem.png`` and ``stem.svg``, each written atomically."""
+    written = []
+    for fmt in FORMATS:
+        path = stem.with_suffix(f".{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def _message_figure(title: str, message: str):
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, color="0.35")
+    return fig
+
+
+def robust_accuracy_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Bars: clean and robust accuracy per attack per defense; whiskers are the 95 % Wilson intervals."""
+    full = full_gradient(frame)
+    if full.empty:
+        return save_figure(_message_figure("Clean and robust accuracy", "no full-gradient results yet"), stem)
+    defenses = defense_order(full["defense"])
+    groups = [("clean", None)] + attack_columns(frame)
+    width = 0.8 / len(defenses)
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(2.0 + 1.1 * len(groups) * max(1, len(defenses) / 3), 4.4))
+    for i, defense in enumerate(defenses):
+        rows = full[full["defense"] == defense]
+        values, lows, highs = [], [], []
+        for attack, _ in groups:
+            if attack == "clean":
+                estimate = clean_estimate(rows)
+                value, low, high = (estimate.value, estimate.low, estimate.high) if estimate else (math.nan,) * 3
+            else:
+                hit = rows[rows["attack"] == attack]
+                value, low, high = (
+                    hit[["robust_accuracy", "robust_ci95_low", "robust_ci95_high"]].iloc[0].tolist()
+                    if len(hit) else (math.nan,) * 3
+                )
+            values.append(100 * value)
+            lows.append(100 * (value - low))
+            highs.append(100 * (high - value))
+        x = np.arange(len(groups)) - 0.4 + width * (i + 0.5)
+        ax.bar(x, values, width, color=defense_colour(defense), label=defense, edgecolor="white", linewidth=0.5)
+        ax.errorbar(x, values, yerr=[lows, highs], fmt="none", ecolor="0.2", capsize=2, linewidth=1)
+        for xi, value in zip(x, values):
+            if math.isnan(value):  # a result still missing: say so where its bar would be
+                ax.text(xi, 1.5, "missing", rotation=90, ha="center", va="bottom", fontsize=7, color="0.4")
+    labels = ["clean"] + [f"{a}\n({s})" if s else a for a, s in groups[1:]]
+    ax.set_xticks(np.arange(len(groups)), labels)
+    ax.grid(axis="x", visible=False)
+    ax.set(ylim=(0, 105), ylabel="accuracy (%)", title="Clean and robust accuracy (full-gradient attacks)")
+    ax.legend(title="defense", fontsize="small", bbox_to_anchor=(1.01, 1), loc="upper left")
+    return save_figure(fig, stem)
+
+
+def _shared_legend(fig, axes) -> None:
+    """One legend for all panels, right of the last one: every defense once, in paper order."""
+    handles = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    order = defense_order(handles)
+    axes[-1].legend([handles[k] for k in order], order, title="defense", fontsize="small",
+                    bbox_to_anchor=(1.02, 1), loc="upper left")
+
+
+def _budget_axis(norm: str) -> tuple[float, str]:
+    return (255.0, "eps (x/255)") if norm == "Linf" else (1.0, f"eps ({norm or 'budget'})")
+
+
+def _band(ax, x, rows: pd.DataFrame, colour, label: str) -> None:
+    ax.plot(x, 100 * rows["robust_accuracy"], marker="o", color=colour, label=label)
+    ax.fill_between(x, 100 * rows["robust_ci95_low"], 100 * rows["robust_ci95_high"], color=colour, alpha=0.15, linewidth=0)
+
+
+def eps_series(frame: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """Robust accuracy vs eps per (method, norm, defense): an eps sweep where one was run, else the
+    main results, with the defense's clean accuracy as the eps = 0 point when the sweep has none."""
+    full = frame[frame["gradient"] == "full"].dropna(subset=["eps", "robust_accuracy"]).fillna({"norm": ""})
+    main = main_results(frame)
+    series = {}
+    for (method, norm, defense), rows in full.groupby(["method", "norm", "defense"]):
+        swept = rows[rows["sweep_param"] == "eps"]
+        rows = swept if len(swept) else rows[~rows["sweep"]]
+        # at one eps the strongest setting (most steps / EOT) is the curve's point
+        rows = rows.sort_values("robust_accuracy").drop_duplicates("eps")
+        clean = clean_estimate(main[main["defense"] == defense])
+        if clean and not (rows["eps"] == 0).any():
+            zero = {"eps": 0.0, "robust_accuracy": clean.value, "robust_ci95_low": clean.low, "robust_ci95_high": clean.high}
+            rows = pd.concat([pd.DataFrame([zero]), rows], ignore_index=True)
+        series[(method, norm, defense)] = rows.sort_values("eps")
+    return series
+
+
+def eps_curves_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Robust accuracy vs eps per defense, one panel per attack method; eps 0 is clean accuracy."""
+    series = eps_series(frame)
+    if not series:
+        return save_figure(_message_figure("Robust accuracy vs eps", "no full-gradient results yet"), stem)
+    panels = list(dict.fromkeys((method, norm) for method, norm, _ in series))
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1.5, 3.8), squeeze=False)
+    for ax, (method, norm) in zip(axes[0], panels):
+        scale, label = _budget_axis(norm)
+        defenses = defense_order(d for m, n, d in series if (m, n) == (method, norm))
+        for defense in defenses:
+            rows = series[(method, norm, defense)]
+            _band(ax, rows["eps"] * scale, rows, defense_colour(defense), defense)
+        ax.set(title=f"{method} ({norm})", xlabel=label, ylabel="robust accuracy (%)", ylim=(0, 102))
+    _shared_legend(fig, axes[0])
+    fig.suptitle("Robust accuracy vs eps (eps 0 = clean accuracy; bands are 95 % intervals)", fontsize="medium")
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def sweeps_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
+    """Every sweep of the evaluation (eps, steps, EOT, ...): one panel per sweep, one line per defense."""
+    sweeps = frame[frame["sweep"]].dropna(subset=["robust_accuracy"])
+    if sweeps.empty:
+        message = "no sweeps in these results\n(robust accuracy must fall with eps, and not rise with steps / EOT)"
+        return save_figure(_message_figure("Sweeps", message), stem)
+    names = sorted(sweeps["sweep_name"].fillna("sweep").unique())
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names) + 1.5, 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = sweeps[sweeps["sweep_name"].fillna("sweep") == name]
+        param = rows["sweep_param"].dropna().iloc[0] if rows["sweep_param"].notna().any() else "value"
+        column = param if param in ("eps", "steps", "eot") else "sweep_value"
+        scale, label = _budget_axis(rows["norm"].iloc[0]) if param == "eps" else (1.0, param)
+        for defense in defense_order(rows["defense"]):
+            d = rows[rows["defense"] == defense].sort_values(column)
+            _band(ax, d[column] * scale, d, defense_colour(defense), defense)
+        attack = rows["attack"].iloc[0].split("@")[0]
+        ax.set(title=f"{name}: {attack} vs {param}", xlabel=label, ylabel="robust accuracy (%)", ylim=(0, 102))
+    fig.tight_layout()
+    _shared_legend(fig, axes[0])
+    return save_figure(fig, stem)
+
+
+def _curve_stage(path: Path) -> str:
+    return path.stem.replace("_", " ")
+
+
+def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
+    """One row per training stage: losses on the left, accuracies on the right, per epoch."""
+    curves = [(p, pd.read_csv(p)) for p in curve_paths]
+    curves = [(p, c) for p, c in curves if "epoch" in c.columns and len(c)]
+    if not curves:
+        return save_figure(_message_figure("Training curves", "no training curves found"), stem)
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, axes = plt.subplots(len(curves), 2, figsize=(10, 2.8 * len(curves)), squeeze=False)
+    for (path, curve), (loss_ax, acc_ax) in zip(curves, axes):
+        metrics = [c for c in curve.columns if c not in ("epoch", "seconds") and pd.api.types.is_numeric_dtype(curve[c])]
+        accuracies = [c for c in metrics if "accuracy" in c]
+        losses = [c for c in metrics if c not in accuracies]
+        for ax, columns, label in ((loss_ax, losses, "loss"), (acc_ax, accuracies, "accuracy (%)")):
+            colours = sns.color_palette("deep", max(1, len(columns)))
+            for colour, column in zip(colours, columns):
+                scale = 100 if column in accuracies else 1
+                ax.plot(curve["epoch"], scale * curve[column], marker=".", color=colour, label=column)
+            if columns:
+                ax.legend(fontsize="x-small", ncol=2)
+            ax.set(title=f"{_curve_stage(path)}: {label.split()[0]}", xlabel="epoch", ylabel=label)
+            if not columns:
+                ax.set(xticks=[], yticks=[], ylabel="")
+                ax.text(0.5, 0.5, f"this stage records no {label.split()[0]}", ha="center", va="center",
+                        transform=ax.transAxes, color="0.4")
+    fig.tight_layout()
+    return save_figure(fig, stem)

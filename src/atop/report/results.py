@@ -1,0 +1,240 @@
+"""Result JSONs -> one tidy frame, tolerant of fields older or newer results lack.
+
+Every field is read with ``.get``: the evaluation grows (BPDA, seen/unseen labels,
+obfuscation checks, sweeps), and a report on partial or older results must
+still come out, showing what it could not find as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import ConfigError, number
+
+log = logging.getLogger("atop.report")
+
+KIND_ORDER = ("standard", "at", "ap", "atop")
+RT_ORDER = ("rt1", "rt2", "rt3")
+PURIFIER_ORDER = ("gan", "ae")
+
+# Attack methods grouped into the families the paper's tables name, so a run's
+# `aa_standard` meets the paper's "AutoAttack" row and `cw_l2` its "CW" row.
+ATTACK_FAMILY = {
+    "fgsm": "fgsm",
+    "pgd_linf": "pgd",
+    "pgd": "pgd",
+    "pgd_l2": "pgd_l2",
+    "eot_pgd": "pgd_eot",
+    "bpda_eot": "pgd_eot",
+    "bpda_pgd": "pgd",
+    "cw": "cw",
+    "cw_l2": "cw",
+    "aa_standard": "autoattack",
+    "aa_rand": "autoattack",
+    "autoattack": "autoattack",
+    "square": "square",
+    "stadv": "stadv",
+}
+
+
+@dataclass(frozen=True)
+class DefenseSetting:
+    """What a defense name says: its kind and, for purification, purifier and RT."""
+
+    name: str
+    kind: str  # standard | at | ap | atop | the name itself when unrecognised
+    purifier: str | None = None  # gan | ae
+    rt: str | None = None  # rt1 | rt2 | rt3
+
+    @property
+    def finetuned(self) -> bool | None:
+        return {"ap": False, "atop": True}.get(self.kind)
+
+
+def purifier_family(arch: str | None) -> str | None:
+    """``gan_unet`` -> ``gan``: the paper compares purifier families, not architectures."""
+    if not arch:
+        return None
+    arch = arch.lower()
+    return next((family for family in PURIFIER_ORDER if arch.startswith(family)), arch)
+
+
+def parse_defense(name: str, purifier: str | None = None, rt: str | None = None) -> DefenseSetting:
+    """``atop-gan-rt2`` -> atop / gan / rt2; bare ``ap``/``atop`` take the experiment's purifier and RT."""
+    kind, *parts = name.split("-")
+    if kind not in KIND_ORDER:
+        return DefenseSetting(name, name)
+    if kind in ("standard", "at"):
+        return DefenseSetting(name, kind) if not parts else DefenseSetting(name, name)
+    named_rt = next((p for p in parts if p in RT_ORDER), None)
+    named_purifier = next((purifier_family(p) for p in parts if p not in RT_ORDER), None)
+    return DefenseSetting(name, kind, named_purifier or purifier_family(purifier), named_rt or rt)
+
+
+def defense_order(names) -> list[str]:
+    """Paper order: standard, AT, then AP and AToP by purifier and RT; unknown names last."""
+
+    def key(name: str):
+        s = parse_defense(name)
+        known = s.kind in KIND_ORDER
+        return (
+            not known,
+            KIND_ORDER.index(s.kind) if known else 0,
+            PURIFIER_ORDER.index(s.purifier) if s.purifier in PURIFIER_ORDER else len(PURIFIER_ORDER),
+            s.rt or "",
+            name,
+        )
+
+    return sorted(dict.fromkeys(names), key=key)
+
+
+def _gradient(result: dict) -> str:
+    """``bpda`` for attacks computed on the classifier only (upper bounds), else ``full``."""
+    flagged = str(result.get("gradient", "")).lower().startswith("bpda") or bool(result.get("upper_bound"))
+    return "bpda" if flagged or str(result.get("method", "")).startswith("bpda") else "full"
+
+
+def _seen(value) -> str | None:
+    if isinstance(value, bool):
+        return "seen" if value else "unseen"
+    if isinstance(value, str) and value.lower() in ("seen", "unseen"):
+        return value.lower()
+    return None
+
+
+def _failed_checks(checks) -> list[str]:
+    """Names of failed obfuscation checks, whether a check is a bool or a dict with ``passed``."""
+    if not isinstance(checks, dict):
+        return []
+    failed = []
+    for name, check in checks.items():
+        passed = check.get("passed") if isinstance(check, dict) else check
+        if passed is False:
+            failed.append(name)
+    return failed
+
+
+def _interval(block: dict) -> tuple[float, float]:
+    ci = block.get("ci95") or [math.nan, math.nan]
+    return float(ci[0]), float(ci[1])
+
+
+def _sweep_value(value) -> float:
+    try:
+        return float(number(value))
+    except (ConfigError, TypeError, ValueError):
+        return math.nan
+
+
+def _nan(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def result_row(result: dict, path: str, purifier: str | None = None, rt: str | None = None) -> dict:
+    """One result JSON as one flat row; anything the JSON lacks is NaN/None."""
+    clean, robust = result.get("clean") or {}, result.get("robust") or {}
+    setting = parse_defense(str(result["defense"]), result.get("purifier") or purifier, result.get("transform") or rt)
+    method = str(result.get("method") or result["attack"])
+    family = ATTACK_FAMILY.get(method) or ATTACK_FAMILY.get(method.removeprefix("bpda_"), method.removeprefix("bpda_"))
+    sweep = result.get("sweep") if isinstance(result.get("sweep"), dict) else {}
+    return {
+        "defense": setting.name,
+        "kind": setting.kind,
+        "purifier": setting.purifier,
+        "rt": setting.rt,
+        "finetuned": setting.finetuned,
+        "attack": str(result["attack"]),
+        "method": method,
+        "attack_family": family,
+        "gradient": _gradient(result),
+        "seen": _seen(result.get("seen")),
+        "norm": result.get("norm"),
+        "eps": _nan(result.get("eps")),
+        "steps": _nan(result.get("steps")),
+        "eot": _nan(result.get("eot")),
+        "sweep": bool(sweep),
+        "sweep_name": sweep.get("name"),
+        "sweep_param": sweep.get("param"),
+        "sweep_value": _sweep_value(sweep.get("value")),
+        "n": _nan(result.get("n", robust.get("n"))),
+        "draws": _nan(result.get("draws", robust.get("draws"))),
+        "clean_accuracy": _nan(clean.get("accuracy")),
+        "clean_ci95_low": _interval(clean)[0],
+        "clean_ci95_high": _interval(clean)[1],
+        "robust_accuracy": _nan(robust.get("accuracy")),
+        "robust_strict_accuracy": _nan(robust.get("strict_accuracy")),
+        "robust_ci95_low": _interval(robust)[0],
+        "robust_ci95_high": _interval(robust)[1],
+        "checks_recorded": bool(result.get("checks") or result.get("obfuscation_checks")),
+        "failed_checks": ";".join(_failed_checks(result.get("checks") or result.get("obfuscation_checks"))),
+        "wall_seconds": _nan(result.get("wall_seconds")),
+        "images_per_second": _nan(result.get("images_per_second")),
+        "dataset": result.get("dataset"),
+        "path": path,
+    }
+
+
+def find_files(paths, suffix: str) -> list[Path]:
+    """Files named directly, plus every ``*suffix`` under folders; missing paths are skipped."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob(f"*{suffix}") if not p.name.startswith(".")))
+        elif path.is_file():
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def load_results(paths, purifier: str | None = None, rt: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The results frame and a list of problems (unreadable files, duplicates) to report."""
+    rows, problems = [], []
+    for path in find_files(paths, ".json"):
+        try:
+            result = json.loads(path.read_text())
+            rows.append(result_row(result, str(path), purifier, rt))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            problems.append(f"{path}: unreadable result ({type(error).__name__}: {error})")
+    frame = pd.DataFrame(rows, columns=list(result_row({"defense": "x", "attack": "y"}, "").keys()))
+    duplicated = frame[~frame["sweep"]].duplicated(["defense", "attack"], keep="first")
+    for _, row in frame[~frame["sweep"]][duplicated].iterrows():
+        problems.append(f"{row['path']}: second result for {row['defense']} / {row['attack']}, ignored")
+    frame = frame.drop(index=frame[~frame["sweep"]][duplicated].index)
+    for problem in problems:
+        log.warning(problem)
+    return sort_frame(frame), problems
+
+
+def sort_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    order = {name: i for i, name in enumerate(defense_order(frame["defense"]))}
+    return (
+        frame.assign(_order=frame["defense"].map(order))
+        .sort_values(["_order", "attack", "eps", "steps", "eot"])
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
+
+
+def main_results(frame: pd.DataFrame) -> pd.DataFrame:
+    """The one result per (defense, attack) the tables use: sweep points excluded."""
+    return frame[~frame["sweep"]]
+
+
+def missing_results(frame: pd.DataFrame, expected: list[str]) -> list[str]:
+    """Expected result files that do not exist, and (defense, attack) cells absent from the grid."""
+    absent = [Path(p) for p in expected if not Path(p).is_file()]
+    # eval/<defense>/<attack>.json: an absent expected file already names its grid cell
+    covered = {(p.parent.name, p.stem) for p in absent}
+    missing = [f"{p} (expected, not found)" for p in absent]
+    main = main_results(frame)
+    present = set(zip(main["defense"], main["attack"]))
+    for defense in defense_order(main["defense"]):
+        for attack in sorted(main["attack"].unique()):
+            if (defense, attack) not in present | covered:
+                missing.append(f"{defense} / {attack} (no result)")
+    return missing

@@ -1,0 +1,203 @@
+"""The paper's four tables, built from the results frame.
+
+Each table is a frame of :class:`Estimate` cells (``None`` = the run did not
+produce it), so CSV and Markdown render the same content and rows the run did
+not produce stay visible as missing instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..metrics import wilson_interval
+from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results
+
+MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An accuracy (fraction) with its 95 % interval and where it came from."""
+
+    value: float
+    low: float
+    high: float
+    source: str = ""  # the attack behind a worst case, for instance
+
+    @classmethod
+    def robust(cls, row) -> "Estimate | None":
+        if pd.isna(row["robust_accuracy"]):
+            return None
+        return cls(row["robust_accuracy"], row["robust_ci95_low"], row["robust_ci95_high"], row["attack"])
+
+    def beats(self, other: "Estimate") -> bool:
+        """Higher beyond noise: the two 95 % intervals do not overlap."""
+        return self.low > other.high
+
+    def text(self) -> str:
+        bounds = "" if math.isnan(self.low) else f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+        return f"{100 * self.value:.1f}{bounds}"
+
+
+def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
+    """Clean accuracy of one defense: the mean over its result files (each re-scores the same images)."""
+    rows = rows.dropna(subset=["clean_accuracy"])
+    if rows.empty:
+        return None
+    value = float(rows["clean_accuracy"].mean())
+    n = rows["n"].max()
+    if pd.isna(n) or n <= 0:
+        return Estimate(value, math.nan, math.nan, "clean")
+    low, high = wilson_interval(value * n, int(n))
+    return Estimate(value, low, high, "clean")
+
+
+def worst_case(estimates: list[Estimate | None]) -> Estimate | None:
+    present = [e for e in estimates if e is not None]
+    return min(present, key=lambda e: e.value) if present else None
+
+
+def full_gradient(frame: pd.DataFrame) -> pd.DataFrame:
+    main = main_results(frame)
+    return main[main["gradient"] == "full"]
+
+
+def attack_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """Full-gradient attacks with their seen/unseen label, seen first (the paper's column order)."""
+    full = full_gradient(frame)
+    labels = full.groupby("attack")["seen"].agg(lambda s: next((v for v in s if v), None))
+    rank = {"seen": 0, "unseen": 1, None: 2}
+    return sorted(labels.items(), key=lambda item: (rank[item[1]], item[0]))
+
+
+def attack_label(attack: str, seen: str | None) -> str:
+    return f"{attack} ({seen})" if seen else attack
+
+
+def defense_cells(frame: pd.DataFrame, defense: str | None) -> dict[str, Estimate | None]:
+    """clean, each attack, worst case (seen / unseen / all) of one defense; all missing if None."""
+    columns = attack_columns(frame)
+    rows = full_gradient(frame)
+    rows = rows[rows["defense"] == defense] if defense else rows.iloc[0:0]
+    by_attack = {row["attack"]: Estimate.robust(row) for _, row in rows.iterrows()}
+    cells: dict[str, Estimate | None] = {"clean": clean_estimate(rows)}
+    for attack, seen in columns:
+        cells[attack_label(attack, seen)] = by_attack.get(attack)
+    for group in ("seen", "unseen"):
+        if any(seen == group for _, seen in columns):
+            cells[f"worst case ({group})"] = worst_case([by_attack.get(a) for a, s in columns if s == group])
+    cells["worst case"] = worst_case([by_attack.get(a) for a, _ in columns])
+    cells["attacks run"] = f"{sum(by_attack.get(a) is not None for a, _ in columns)}/{len(columns)}"
+    return cells
+
+
+def _table(index: pd.MultiIndex | pd.Index, cells: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(cells, index=index)
+
+
+def defenses_table(frame: pd.DataFrame, extra_defenses=()) -> pd.DataFrame:
+    """Table (1): AT vs AP vs AToP across seen and unseen attacks, with worst cases."""
+    defenses = defense_order(list(full_gradient(frame)["defense"]) + list(extra_defenses))
+    return _table(pd.Index(defenses, name="defense"), [defense_cells(frame, d) for d in defenses])
+
+
+def _settings(frame: pd.DataFrame) -> pd.DataFrame:
+    main = main_results(frame)
+    settings = main[main["kind"].isin(["ap", "atop"])].drop_duplicates("defense")
+    return settings.set_index("defense").loc[defense_order(settings["defense"])]
+
+
+def _find(settings: pd.DataFrame, kind: str, purifier: str, rt: str) -> str | None:
+    hit = settings[(settings["kind"] == kind) & (settings["purifier"] == purifier) & (settings["rt"] == rt)]
+    return hit.index[0] if len(hit) else None
+
+
+def _setting_rows(frame, keys: list[tuple[str, str, bool]], names: list[str]) -> pd.DataFrame:
+    settings = _settings(frame)
+    cells = []
+    for purifier, rt, finetuned in keys:
+        defense = _find(settings, "atop" if finetuned else "ap", purifier, rt)
+        cells.append({"run defense": defense or MISSING, **defense_cells(frame, defense)})
+    index = pd.MultiIndex.from_tuples([(p, r, "yes" if f else "no") for p, r, f in keys], names=names)
+    return _table(index, cells)
+
+
+def _purifiers(frame) -> list[str]:
+    present = [p for p in _settings(frame)["purifier"].dropna().unique()]
+    return [p for p in PURIFIER_ORDER if p in present] + sorted(set(present) - set(PURIFIER_ORDER)) or ["gan"]
+
+
+def rt_ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table (2): RT1 / RT2 / RT3 x fine-tuning off / on, for each purifier the run has."""
+    keys = [(p, rt, ft) for p in _purifiers(frame) for rt in RT_ORDER for ft in (False, True)]
+    return _setting_rows(frame, keys, ["purifier", "rt", "FT"])
+
+
+def headline_rt(frame: pd.DataFrame) -> str:
+    """The RT the purifier comparison is made at: RT2 (the paper's) when run, else the run's most common."""
+    rts = _settings(frame)["rt"].dropna()
+    return "rt2" if "rt2" in set(rts) or rts.empty else rts.mode().iloc[0]
+
+
+def purifier_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table (3): GAN vs AE purifier, with and without fine-tuning, at the headline RT."""
+    rt = headline_rt(frame)
+    present = [p for p in _purifiers(frame) if p not in PURIFIER_ORDER]
+    keys = [(p, rt, ft) for p in [*PURIFIER_ORDER, *present] for ft in (False, True)]
+    return _setting_rows(frame, keys, ["purifier", "rt", "FT"])
+
+
+def gradient_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Table (4): classifier-only (BPDA, an upper bound) next to full-gradient robust accuracy.
+
+    Each BPDA result meets the weakest full-gradient result of the same defense and
+    attack family; defenses without a BPDA result show it as missing.
+    """
+    main = main_results(frame)
+    full, bpda = main[main["gradient"] == "full"], main[main["gradient"] == "bpda"]
+    # the families someone attacked classifier-only; with none yet, every full-gradient family (all missing)
+    families = set(bpda["attack_family"]) or set(full["attack_family"])
+    pairs = set(zip(bpda["defense"], bpda["attack_family"])) | set(zip(full["defense"], full["attack_family"]))
+    keys = sorted(
+        {(d, f) for d, f in pairs if f in families},
+        key=lambda k: (defense_order(main["defense"]).index(k[0]), k[1]),
+    )
+    cells = []
+    for defense, family in keys:
+        pick = lambda rows: rows[(rows["defense"] == defense) & (rows["attack_family"] == family)]  # noqa: E731
+        upper = worst_case([Estimate.robust(r) for _, r in pick(bpda).iterrows()])
+        exact = worst_case([Estimate.robust(r) for _, r in pick(full).iterrows()])
+        gap = None if upper is None or exact is None else 100 * (upper.value - exact.value)
+        cells.append(
+            {
+                "classifier-only (BPDA)": upper,
+                "full gradient": exact,
+                "gap (points)": MISSING if gap is None else round(gap, 2),
+                "gap beyond noise": MISSING if gap is None else ("yes" if upper.beats(exact) else "no"),
+            }
+        )
+    index = pd.MultiIndex.from_tuples(keys, names=["defense", "attack family"])
+    return _table(index, cells)
+
+
+def table_csv(table: pd.DataFrame) -> pd.DataFrame:
+    """Estimates as numbers in %: value, ci95_low and ci95_high columns per cell; missing = empty."""
+    out = {}
+    for column in table.columns:
+        values = table[column]
+        if any(isinstance(v, Estimate) for v in values):
+            for suffix, attr in (("", "value"), ("_ci95_low", "low"), ("_ci95_high", "high")):
+                out[column + suffix] = [
+                    round(100 * getattr(v, attr), 2) if isinstance(v, Estimate) else math.nan for v in values
+                ]
+        else:
+            out[column] = [math.nan if v == MISSING else v for v in values]
+    return pd.DataFrame(out, index=table.index)
+
+
+def table_markdown(table: pd.DataFrame) -> str:
+    shown = table.apply(lambda col: col.map(lambda v: v.text() if isinstance(v, Estimate) else (MISSING if v is None else v)))
+    return shown.reset_index().to_markdown(index=False)
