@@ -46,7 +46,14 @@ def test_tiny_workflow_end_to_end(workflow_dir):
 
     report = results / "report"
     table = pd.read_csv(report / "robustness.csv")
-    assert len(table) == 6
+    assert len(table) == 6 + 2, "six (defense, attack) results and two sweep points"
+    for point, eps in ((0, 0.0), (1, 128 / 255)):
+        swept = json.loads((results / "sweeps" / "eps" / "atop" / f"{point}.json").read_text())
+        assert swept["sweep"]["value"] == pytest.approx(eps) and swept["n"] == 20
+    assert swept["robust"]["accuracy"] <= swept["clean"]["accuracy"]
+    checks = json.loads((results / "obfuscation_checks.json").read_text())
+    assert {"per_result", "cross_attack", "sweeps", "passed", "failed"} <= set(checks)
+    assert len(checks["per_result"]) >= 8 and len(checks["sweeps"]) == 2
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["defenses"]) == {"standard", "ap", "atop"}
     assert all(m["worst_case"] <= m["clean"] for m in metrics["defenses"].values())
