@@ -69,9 +69,18 @@ def evaluation_inputs(wildcards):
     return inputs
 
 
+# What every evaluation job shares; each job adds only its own attack, so editing
+# one attack (or a sweep) reruns that attack's jobs and no others.
+SCORING = {
+    key: value
+    for key, value in config["evaluation"].items()
+    if key not in ("attacks", "sweeps", "defenses")
+}
+
+
 def evaluation_spec(attack):
     return spec(
-        "evaluation",
+        evaluation=SCORING,
         attack=config["evaluation"]["attacks"][attack],
         finetune_attack=config["finetune"]["attack"],
     )
@@ -81,8 +90,10 @@ def sweep_spec(sweep, point):
     """One point of a sweep: the base attack with one parameter replaced."""
     sweep_config = SWEEPS[sweep]
     value = sweep_config["values"][int(point)]
-    evaluation = dict(config["evaluation"])
-    evaluation["n_samples"] = sweep_config.get("n_samples", evaluation["n_samples"])
+    evaluation = {
+        **SCORING,
+        "n_samples": sweep_config.get("n_samples", SCORING["n_samples"]),
+    }
     base = config["evaluation"]["attacks"][sweep_config["attack"]]
     return spec(
         attack={**base, sweep_config["param"]: value},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -70,6 +71,16 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Editing one attack reruns that attack's jobs and what reads them, nothing upstream.
+    config["evaluation"]["attacks"]["fgsm"]["eps"] = "48/255"
+    edited = write_config(workflow_dir, config, "edited.yaml")
+    plan = run_snakemake(workflow_dir, "-n", "--quiet", "rules", "all", "--configfile", str(edited))
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    listing = plan.stdout + plan.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", listing, flags=re.M))
+    assert counts.pop("total") == "6", listing
+    assert counts == {"evaluate": "3", "obfuscation_checks": "1", "report": "1", "all": "1"}, listing
 
 
 def _broken(change) -> dict:

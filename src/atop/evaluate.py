@@ -24,6 +24,17 @@ def sample_indices(n_test: int, n_samples: int, seed: int) -> torch.Tensor:
     return order[: min(n_samples, n_test)].sort().values
 
 
+# Images per attack batch when the config says "auto": GPUs want large batches, and on
+# a CPU a few hundred already saturate the cores without a large memory peak.
+AUTO_BATCH_SIZE = {"cuda": 512, "cpu": 256}
+
+
+def evaluation_batch_size(requested: int | str, device: torch.device) -> int:
+    if requested == "auto":
+        return AUTO_BATCH_SIZE.get(device.type, 256)
+    return int(requested)
+
+
 def run_attack(attack, x: torch.Tensor, y: torch.Tensor, batch_size: int, label: str) -> torch.Tensor:
     adversarial = []
     with tqdm(total=len(y), desc=label, unit="img", mininterval=5, dynamic_ncols=False) as bar:
@@ -45,6 +56,7 @@ def evaluate_defense(
 ) -> dict:
     """Clean and robust accuracy of ``defense`` on the fixed test subset under one attack."""
     device = next(defense.parameters()).device
+    batch = evaluation_batch_size(spec["batch_size"], device)
     idx = sample_indices(len(data.labels("test")), spec["n_samples"], spec["sample_seed"])
     x, y = data.images("test")[idx], data.labels("test")[idx]
     draws = spec["draws"] if defense.randomized else 1
@@ -60,14 +72,14 @@ def evaluate_defense(
 
     began = time.perf_counter()
     defense.reseed(seed)
-    clean = correct_per_draw(defense, x, y, draws, spec["batch_size"])
+    clean = correct_per_draw(defense, x, y, draws, batch)
     torch.manual_seed(seed)
     defense.reseed(seed + 1)
     attack_began = time.perf_counter()
-    adversarial = run_attack(attack, x, y, spec["batch_size"], f"{defense_name}/{attack_name}")
+    adversarial = run_attack(attack, x, y, batch, f"{defense_name}/{attack_name}")
     attack_seconds = time.perf_counter() - attack_began
     defense.reseed(seed + 2)
-    robust = correct_per_draw(defense, adversarial, y, draws, spec["batch_size"])
+    robust = correct_per_draw(defense, adversarial, y, draws, batch)
     clean_summary, robust_summary = summarize(clean), summarize(robust)
 
     n_check = min(spec["checks"]["gradient_samples"], len(y))
@@ -81,9 +93,9 @@ def evaluate_defense(
         zero_attack = build_attack(method, defense, {**params, "eps": 0.0}, **context)
         torch.manual_seed(seed)
         defense.reseed(seed + 4)
-        at_zero_images = run_attack(zero_attack, x[:n_zero], y[:n_zero], spec["batch_size"], "eps=0 check")
+        at_zero_images = run_attack(zero_attack, x[:n_zero], y[:n_zero], batch, "eps=0 check")
         defense.reseed(seed + 2)
-        at_zero = correct_per_draw(defense, at_zero_images, y[:n_zero], draws, spec["batch_size"])
+        at_zero = correct_per_draw(defense, at_zero_images, y[:n_zero], draws, batch)
         moved = (at_zero_images - x[:n_zero]).abs().max().item()
         checks["zero_budget"] = zero_budget(summarize(clean[:, :n_zero]), summarize(at_zero), moved)
     for name, check in checks.items():
@@ -130,6 +142,7 @@ def evaluate_defense(
         "wall_seconds": wall,
         "attack_seconds": attack_seconds,
         "images_per_second": len(y) / attack_seconds if attack_seconds > 0 else None,
+        "batch_size": batch,
         "device": str(device),
     }
     log.info(
