@@ -141,14 +141,17 @@ def cmd_pretrain_purifier(args) -> None:
 def cmd_finetune_purifier(args) -> None:
     from .data import load_prepared
     from .defense import load_classifier
-    from .io import CheckpointError, load_checkpoint, save_checkpoint, write_json
+    from .io import CheckpointError, load_checkpoint, require_same_data, save_checkpoint, sha256_file, write_json
     from .train.purifier import finetune_purifier
 
     device = _setup(args.spec)
     spec = {**args.spec, "finetune": resolve_numbers(args.spec["finetune"])}
     data = load_prepared(args.data)
-    classifier, _ = load_classifier(args.classifier)
+    data_sha = sha256_file(args.data)
+    classifier, classifier_meta = load_classifier(args.classifier)
     state, pre_meta = load_checkpoint(args.purifier, expect_kind="purifier")
+    require_same_data(classifier_meta, args.data, data_sha, args.classifier)
+    require_same_data(pre_meta, args.data, data_sha, args.purifier)
     if pre_meta["stage"] != "pretrained":
         raise CheckpointError(f"{args.purifier} is a {pre_meta['stage']} purifier, fine-tuning needs a pretrained one")
     resume = Path(str(args.out_checkpoint) + ".resume")
@@ -170,13 +173,16 @@ def cmd_evaluate(args) -> None:
     from .data import load_prepared
     from .defense import build_defense
     from .evaluate import evaluate_defense
-    from .io import sha256_file, write_json
+    from .io import load_checkpoint, require_same_data, sha256_file, write_json
     from .provenance import provenance
 
     device = _setup(args.spec)
     spec = args.spec
     attack_spec = resolve_numbers(spec["attack"])
     data = load_prepared(args.data)
+    data_sha = sha256_file(args.data)
+    for checkpoint in filter(None, (args.classifier, args.purifier)):
+        require_same_data(load_checkpoint(checkpoint)[1], args.data, data_sha, checkpoint)
     defense = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"]).to(device)
     result = evaluate_defense(
         defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"],

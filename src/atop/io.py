@@ -88,3 +88,14 @@ def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> 
             f"{path} holds a {meta.get('kind')!r} checkpoint, expected {expect_kind!r}"
         )
     return payload["state_dict"], meta
+
+
+def require_same_data(meta: dict, data_path: str | os.PathLike, data_sha: str, checkpoint_path) -> None:
+    """Refuse a checkpoint trained on another prepared dataset (another experiment, or a stale run)."""
+    trained_on = meta.get("provenance", {}).get("inputs_sha256", {}).get("data")
+    if trained_on is not None and trained_on != data_sha:
+        raise CheckpointError(
+            f"{checkpoint_path} was trained on another dataset file (sha256 {trained_on[:12]}...) than "
+            f"{data_path} (sha256 {data_sha[:12]}...): it belongs to another experiment or an outdated run; "
+            "rerun the rule that trains it"
+        )

@@ -1,0 +1,130 @@
+"""Faults a multi-day run meets: interrupted jobs, foreign checkpoints, reruns. Nothing may be lost or mixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from atop import cli
+from conftest import SNAKEMAKE, run_snakemake, tiny_config, write_config
+
+PYTHON = sys.executable
+
+
+def _data_spec(split_seed: int) -> dict:
+    return {
+        "experiment": "faults", "seed": 0, "device": "cpu",
+        "data": {"dataset": "digits", "image_size": 8, "limit": 120, "val_size": 20, "test_size": 40,
+                 "split_seed": split_seed},
+    }
+
+
+def _prepare(folder: Path, split_seed: int) -> Path:
+    out = folder / f"data{split_seed}.pt"
+    args = ["prepare-data", "--spec", json.dumps(_data_spec(split_seed)), "--out-data", str(out),
+            "--out-manifest", str(folder / f"manifest{split_seed}.json")]
+    assert cli.main(args) == 0
+    return out
+
+
+def test_checkpoint_from_another_experiment_is_refused(tmp_path, caplog):
+    data_a, data_b = _prepare(tmp_path, 0), _prepare(tmp_path, 1)
+    classifier = tmp_path / "classifier.pt"
+    spec = {**_data_spec(0), "classifier": {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 1,
+                                            "batch_size": 32, "lr": 1e-3, "weight_decay": 0}}
+    assert cli.main(["train-classifier", "--spec", json.dumps(spec), "--data", str(data_a),
+                     "--out-checkpoint", str(classifier), "--out-curve", str(tmp_path / "curve.csv")]) == 0
+    evaluation = {"n_samples": 8, "sample_seed": 0, "draws": 1, "batch_size": "auto",
+                  "checks": {"gradient_samples": 4, "eps_zero_samples": 0}}
+    eval_spec = {**_data_spec(1), "evaluation": evaluation, "attack": {"method": "fgsm", "eps": "8/255"}}
+    out = tmp_path / "result.json"
+    code = cli.main(["evaluate", "--spec", json.dumps(eval_spec), "--data", str(data_b), "--defense", "standard",
+                     "--attack", "fgsm", "--classifier", str(classifier), "--out", str(out)])
+    assert code == 1
+    assert "trained on another dataset file" in caplog.text and str(classifier) in caplog.text
+    assert not out.exists()
+    eval_spec["data"]["split_seed"] = 0
+    assert cli.main(["evaluate", "--spec", json.dumps(eval_spec), "--data", str(data_a), "--defense", "standard",
+                     "--attack", "fgsm", "--classifier", str(classifier), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["n"] == 8
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_killed_evaluation_leaves_no_result_and_reruns(tmp_path):
+    """SIGKILL in the middle of an attack: no result file (complete or partial), and a rerun completes."""
+    data = _prepare(tmp_path, 0)
+    classifier = tmp_path / "classifier.pt"
+    spec = {**_data_spec(0), "classifier": {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 1,
+                                            "batch_size": 32, "lr": 1e-3, "weight_decay": 0}}
+    assert cli.main(["train-classifier", "--spec", json.dumps(spec), "--data", str(data),
+                     "--out-checkpoint", str(classifier), "--out-curve", str(tmp_path / "curve.csv")]) == 0
+    out = tmp_path / "eval" / "result.json"
+    evaluation = {"n_samples": 40, "sample_seed": 0, "draws": 1, "batch_size": 4,
+                  "checks": {"gradient_samples": 4, "eps_zero_samples": 0}}
+    slow = {**_data_spec(0), "evaluation": evaluation,
+            "attack": {"method": "pgd_linf", "eps": "8/255", "alpha": "1/255", "steps": 400}}
+    command = [PYTHON, "-m", "atop", "evaluate", "--spec", json.dumps(slow), "--data", str(data), "--defense",
+               "standard", "--attack", "pgd", "--classifier", str(classifier), "--out", str(out)]
+    log = tmp_path / "eval.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stderr=handle, stdout=handle, start_new_session=True)
+        deadline = time.time() + 120
+        while "standard/pgd" not in log.read_text() and time.time() < deadline:
+            time.sleep(0.2)  # tqdm's first line: the attack has started
+        assert process.poll() is None, log.read_text()
+        _kill_group(process)
+    assert not out.exists()
+    assert not any(out.parent.glob(".*.tmp")) if out.parent.exists() else True
+    quick = {**slow, "attack": {"method": "pgd_linf", "eps": "8/255", "alpha": "2/255", "steps": 2}}
+    command[command.index("--spec") + 1] = json.dumps(quick)
+    subprocess.run(command, check=True, capture_output=True)
+    assert json.loads(out.read_text())["steps"] == 2
+
+
+@pytest.mark.workflow
+def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
+    """Kill Snakemake and its jobs mid-run, rerun: the result equals an uninterrupted run's, bit for bit."""
+    from conftest import REPO, WORKFLOW_FILES
+    import shutil
+
+    runs = {}
+    for name in ("uninterrupted", "interrupted"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for item in WORKFLOW_FILES:
+            source = REPO / item
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / item)
+        configfile = write_config(folder, tiny_config())
+        if name == "interrupted":
+            process = subprocess.Popen(
+                [SNAKEMAKE, "--cores", "2", "all", "--configfile", str(configfile)], cwd=folder,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+            curve = folder / "results" / "tiny" / "curves" / "classifier.csv"
+            deadline = time.time() + 300
+            while not curve.exists() and time.time() < deadline:
+                time.sleep(0.5)  # the first training job has finished; others are running
+            assert process.poll() is None
+            _kill_group(process)
+        run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
+        assert run.returncode == 0, run.stderr[-3000:]
+        runs[name] = folder / "results" / "tiny"
+
+    first, second = runs["uninterrupted"], runs["interrupted"]
+    assert (first / "report" / "metrics.json").read_text() == (second / "report" / "metrics.json").read_text()
+    for result in sorted((first / "eval").rglob("*.json")):
+        a = json.loads(result.read_text())
+        b = json.loads((second / result.relative_to(first)).read_text())
+        assert a["per_sample"] == b["per_sample"] and a["robust"] == b["robust"], result
+        assert a["provenance"]["inputs_sha256"] == b["provenance"]["inputs_sha256"], result
