@@ -93,8 +93,8 @@ BAD_CONFIGS = {
     "unknown dataset": (lambda c: c["data"].update(dataset="mnist"), ["mnist", "digits", "dataset"]),
     "unknown defense": (lambda c: c["evaluation"].update(defenses=["standard", "diffpure"]), ["diffpure", "atop"]),
     "unknown attack": (
-        lambda c: c["evaluation"]["attacks"].update(cw={"method": "cw_l2", "eps": 0.5}),
-        ["cw_l2", "eot_pgd", "method"],
+        lambda c: c["evaluation"]["attacks"].update(df={"method": "deepfool", "eps": 0.5}),
+        ["deepfool", "eot_pgd", "method"],
     ),
     "missing key": (lambda c: c["purifier"].pop("transform"), ["transform", "required"]),
     "wrong type": (lambda c: c["classifier"].update(epochs="eight"), ["eight", "integer", "epochs"]),
