@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 CORES ?= 8
 
-.PHONY: install run test lint bench dry-run
+.PHONY: install run test lint bench bench-slurm dry-run
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,6 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/skeleton.py
+
+bench-slurm: install
+	$(BIN)/python benchmarks/slurm_overhead.py

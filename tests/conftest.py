@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# src/ too: jobs import atop from the copy's own src/ (rules/common.smk), not the checkout the venv installed
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "src", "environment.yml")
+# src/ too: jobs import atop from the workflow's own src/ (rules/common.smk), not from
+# whichever checkout the shared virtual environment was installed from.
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
@@ -40,8 +41,10 @@ def write_config(folder: Path, config: dict, name: str = "test.yaml") -> Path:
     return path
 
 
-def run_snakemake(folder: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_snakemake(
+    folder: Path, *args: str, timeout: int = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [SNAKEMAKE, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -1,0 +1,97 @@
+"""The tiny workflow end to end on a real one-node SLURM cluster, through profiles/slurm.
+
+tests/slurm/setup_local_slurm.sh installs (if needed) and starts munge and SLURM on
+localhost; the run uses `--profile profiles/slurm` with a workflow profile that sets
+only the site knobs (partition, no account, squeue status, polling, threads). The node
+advertises 16 CPUs, 64 GB and 2 GPUs, so every request of the real profile - GPUs
+included - is scheduled as written. Skips only where SLURM cannot be installed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake, tiny_config, write_config
+
+sys.path.insert(0, str(REPO / "tests" / "slurm"))
+from local_cluster import SLURM_PROFILE, LocalCluster, SlurmUnavailable, write_override_profile  # noqa: E402
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
+
+GPU_RULES = ("train_classifier", "pretrain_purifier", "finetune_purifier", "evaluate")
+SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
+
+
+@pytest.fixture(scope="module")
+def local_slurm(tmp_path_factory):
+    # One local cluster per machine at a time: /etc/slurm/slurm.conf points at it.
+    with open("/tmp/atop-local-slurm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cluster = LocalCluster(tmp_path_factory.mktemp("slurm"))
+        try:
+            cluster.start()
+        except SlurmUnavailable as error:
+            pytest.skip(f"SLURM cannot be installed here: {error}")
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def test_profile_requests_a_gpu_for_every_gpu_rule():
+    profile = yaml.safe_load(SLURM_PROFILE.read_text())
+    assert profile["executor"] == "slurm" and profile["retries"] >= 1 and profile["slurm-requeue"] is True
+    assert "CHANGE-ME" in profile["default-resources"]["slurm_account"]
+    for rule in GPU_RULES:
+        resources = profile["set-resources"][rule]
+        assert resources["gpu"] == 1 and resources["cpus_per_gpu"] >= 1, rule
+        assert resources["runtime"] > 0 and resources["mem_mb"] > 0, rule
+        assert profile["set-threads"][rule] == resources["cpus_per_gpu"], rule
+
+
+def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
+    configfile = write_config(workflow_dir, tiny_config())
+    write_override_profile(workflow_dir / "slurm-local")
+    run = run_snakemake(
+        workflow_dir,
+        *("--profile", str(REPO / "profiles" / "slurm"), "--workflow-profile", "slurm-local"),
+        *("all", "--configfile", str(configfile)),
+        env=local_slurm.env,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+
+    results, models = workflow_dir / "results" / "tiny", workflow_dir / "models" / "tiny"
+    for name in ("classifier", "purifier_pretrained", "purifier_finetuned"):
+        assert (models / f"{name}.pt").stat().st_size > 0
+        assert not (models / f"{name}.pt.resume").exists()
+    for defense in ("standard", "ap", "atop"):
+        for attack in ("fgsm", "eot_pgd"):
+            result = json.loads((results / "eval" / defense / f"{attack}.json").read_text())
+            assert 0 <= result["robust"]["accuracy"] <= result["clean"]["accuracy"] <= 1
+    assert set(json.loads((results / "report" / "metrics.json").read_text())) == {"standard", "ap", "atop"}
+
+    # Every job went through sbatch: Snakemake's SLURM job ids are the controller's jobs.
+    submitted = {int(job_id): Path(log) for job_id, log in SUBMITTED.findall(output)}
+    assert len(submitted) == 11, output[-4000:]  # prepare, 2 trainings, fine-tune, 6 evaluations, report
+    jobs = {int(job["JobID"]): job for job in local_slurm.jobs()}
+    assert set(submitted) <= set(jobs)
+    for job_id, log in submitted.items():
+        job = jobs[job_id]
+        rule = re.match(r"rule_(\w+?)_wildcards", job["Comment"]).group(1)
+        assert job["State"] == "COMPLETED", job
+        # The GPU rules got a GPU from SLURM; the others did not ask for one.
+        assert (job["tres-per-job"] == "gres:gpu:1") == (rule in GPU_RULES), job
+        assert log.is_file() and f"rule {rule}:" in log.read_text(), log
+    rules = sorted(re.match(r"rule_(\w+?)_wildcards", jobs[i]["Comment"]).group(1) for i in submitted)
+    assert rules.count("evaluate") == 6 and rules.count("report") == 1
+
+    again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
+    assert "Nothing to be done" in again.stdout + again.stderr
