@@ -12,7 +12,7 @@ rule train_classifier:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         spec=spec("classifier"),
     shell:

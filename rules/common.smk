@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +26,20 @@ os.environ.update(
     ),
 )
 ENV = "../environment.yml"
+
+
+def _runs_on_gpu():
+    """Whether jobs will take a GPU here: the config asks for one, or auto finds one."""
+    device = config["device"]
+    if device == "auto":
+        return shutil.which("nvidia-smi") is not None
+    return device.startswith("cuda")
+
+
+# Each model job holds one GPU while it runs, so the default profile's gpu=1 limit
+# keeps two of them off one GPU. On a CPU-only machine they hold none and run side
+# by side. Cluster profiles set gpu per rule themselves (set-resources).
+GPU = 1 if _runs_on_gpu() else 0
 
 # Which purifier checkpoint each defense puts in front of the classifier.
 PURIFIER_OF_DEFENSE = {

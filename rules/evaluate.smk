@@ -11,7 +11,7 @@ rule evaluate:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         spec=lambda w: evaluation_spec(w.attack),
         purifier=lambda w, input: (
@@ -36,7 +36,7 @@ rule evaluate_sweep:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         spec=lambda w: sweep_spec(w.sweep, w.point),
         attack=sweep_attack_name,

@@ -15,7 +15,7 @@ rule finetune_purifier:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         spec=spec("finetune"),
     shell:

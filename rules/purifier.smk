@@ -12,7 +12,7 @@ rule pretrain_purifier:
         ENV
     threads: 2
     resources:
-        gpu=1,
+        gpu=GPU,
     params:
         spec=spec("purifier"),
     shell:
