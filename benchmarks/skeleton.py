@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml")
+FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
 
 
 def copy_workflow(target: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
