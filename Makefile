@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 CORES ?= 8
 
-.PHONY: install run test lint bench bench-slurm dry-run
+.PHONY: install run test lint bench bench-slurm dry-run pull
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,8 @@ bench: install
 
 bench-slurm: install
 	$(BIN)/python benchmarks/slurm_overhead.py
+
+# DVC does not keep file times: after pulling, Snakemake is told the pulled files are current.
+pull: install
+	$(BIN)/dvc pull
+	$(BIN)/snakemake --touch --cores 1 all --configfile "$$($(BIN)/python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["configfile"])')"

@@ -16,6 +16,9 @@ if not workflow.config_settings.configfiles:
 validate(config, "config/schema.yaml", set_default=True)
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/classifier.smk"

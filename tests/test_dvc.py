@@ -1,0 +1,221 @@
+"""DVC over the workflow: dvc.yaml matches the Snakefile, repro / no-op / partial rerun,
+push and pull through a local remote, and Snakemake's HTML report.
+
+One tiny experiment is built once (module fixture) in a throwaway git repository
+holding the checkout's files, with the README's command
+`dvc exp run -S configfile=config/tiny.yaml -S experiment=tiny`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from atop import dvc_pipeline
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow
+
+BIN = Path(sys.executable).parent
+TINY = ("-S", "configfile=config/tiny.yaml", "-S", "experiment=tiny")
+
+
+def _env() -> dict:
+    return {
+        **os.environ,
+        "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+        "PYTHONPATH": str(REPO / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.org",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.org",
+    }
+
+
+def run(folder: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def output(done: subprocess.CompletedProcess) -> str:
+    return done.stdout + done.stderr
+
+
+def checkout_copy(target: Path) -> Path:
+    """The checkout's tracked and not-ignored files as a fresh git repository with one commit."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    run(target, "git", "init", "-q")
+    run(target, "git", "add", "-A")
+    run(target, "git", "commit", "-qm", "checkout")
+    return target
+
+
+def commit_all(folder: Path, message: str) -> None:
+    run(folder, "git", "add", "-A")
+    run(folder, "git", "commit", "-qm", message)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, str]:
+    """A repository where the tiny experiment was built through DVC, committed with a local remote."""
+    repo = checkout_copy(tmp_path_factory.mktemp("dvc-repo"))
+    built = run(repo, "dvc", "exp", "run", *TINY)
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    run(repo, "dvc", "remote", "add", "-d", "local", str(remote))
+    commit_all(repo, "tiny experiment")
+    return repo, output(built)
+
+
+def test_dvc_yaml_matches_the_workflow():
+    check = run(REPO, sys.executable, "-m", "atop.dvc_pipeline", "--check", check=False)
+    assert check.returncode == 0, output(check)
+    assert "up to date" in check.stdout
+
+
+def test_dvc_yaml_describes_every_snakemake_output(built):
+    """After a build, every file Snakemake's summary lists lies in some stage's outs, in its own stage."""
+    repo, _ = built
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == ["data", "classifiers", "purifiers", "finetuning", "evaluation", "report"]
+    outs = {
+        stage: [next(iter(out)).replace("${experiment}", "tiny") for out in description["outs"]]
+        for stage, description in stages.items()
+    }
+    summary = run(repo, "snakemake", "--summary", "all", "--configfile", "config/tiny.yaml").stdout
+    rows = [line.split("\t") for line in summary.splitlines()[1:] if line.strip()]
+    assert len(rows) >= 17
+    for path, _, rule, *_ in rows:
+        (stage,) = [s for s, rules in dvc_pipeline.STAGES.items() if rule in rules]
+        assert any(path == out or path.startswith(out + "/") for out in outs[stage]), (path, stage)
+    assert stages["evaluation"]["params"] == [{"${configfile}": ["device", "evaluation", "experiment", "seed"]}]
+    assert "src/atop/train/loop.py" in stages["classifiers"]["deps"]
+    assert "src/atop/train/loop.py" not in stages["evaluation"]["deps"]
+    assert "src/atop/attacks.py" not in stages["classifiers"]["deps"]
+
+
+def test_dvc_exp_run_builds_the_tiny_experiment(built):
+    repo, log = built
+    for stage in dvc_pipeline.STAGES:
+        assert f"Running stage '{stage}'" in log
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(dvc_pipeline.STAGES)
+    assert lock["evaluation"]["params"]["config/tiny.yaml"]["evaluation"]["attacks"]["fgsm"]["eps"] == "64/255"
+    assert (repo / "models/tiny/purifier_finetuned.pt").stat().st_size > 0
+    assert len(list((repo / "results/tiny/eval").rglob("*.json"))) == 6
+    metrics = run(repo, "dvc", "metrics", "show", "--json").stdout
+    assert "results/tiny/report/metrics.json" in metrics and "worst_case" in metrics
+
+
+def test_second_repro_does_nothing_and_says_so(built):
+    repo, _ = built
+    again = output(run(repo, "dvc", "repro"))
+    assert "Running stage" not in again
+    assert "Data and pipelines are up to date." in again
+    dry = output(run(repo, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
+    assert "Nothing to be done" in dry
+
+
+def test_html_report_holds_every_figure_its_caption_and_the_config(built):
+    repo, _ = built
+    run(repo, "snakemake", "--report", "results/tiny/report.html", "--configfile", "config/tiny.yaml")
+    html = (repo / "results/tiny/report.html").read_text()
+    figures = sorted((repo / "results/tiny").rglob("*.png"))
+    assert figures
+    for figure in figures:
+        assert figure.name in html, f"{figure.name} is not marked report() in its rule"
+    assert "bootstrap intervals" in html  # the caption in report/robust_accuracy.rst
+    assert "mask_rate" in html  # the config
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=\"http", html), "the report must be self-contained"
+
+
+def test_push_then_pull_into_a_fresh_clone_is_up_to_date(built, tmp_path):
+    repo, _ = built
+    run(repo, "dvc", "push")
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    run(clone, "dvc", "pull")
+    assert (clone / "models/tiny/classifier.pt").read_bytes() == (repo / "models/tiny/classifier.pt").read_bytes()
+    # DVC does not keep file times; the README's step after a pull tells Snakemake they are current.
+    run(clone, "snakemake", "--touch", "--cores", "1", "all", "--configfile", "config/tiny.yaml")
+    dry = output(run(clone, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
+    assert "Nothing to be done" in dry
+    status = output(run(clone, "dvc", "status"))
+    assert "Data and pipelines are up to date." in status
+
+
+def test_mismatched_experiment_fails_before_touching_results(built):
+    repo, _ = built
+    params = repo / "params.yaml"
+    original = params.read_text()
+    stamp = {p: p.stat().st_mtime_ns for p in (repo / "results/tiny").rglob("*") if p.is_file()}
+    try:
+        params.write_text(original.replace("experiment: tiny", "experiment: other"))
+        failed = run(repo, "dvc", "repro", check=False, timeout=300)
+    finally:
+        params.write_text(original)
+    assert failed.returncode != 0
+    assert "results/other/data/dataset.pt" in output(failed)
+    assert not (repo / "results/other").exists()
+    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+
+
+def test_changing_an_attack_reruns_only_evaluation_and_report(built):
+    repo, _ = built
+    config = repo / "config/tiny.yaml"
+    config.write_text(config.read_text().replace("      eps: 64/255\n    eot_pgd", "      eps: 48/255\n    eot_pgd"))
+    log = output(run(repo, "dvc", "repro"))
+    ran = re.findall(r"Running stage '(\w+)'", log)
+    assert ran == ["evaluation", "report"], log[-3000:]
+    for stage in ("data", "classifiers", "purifiers", "finetuning"):
+        assert f"Stage '{stage}' didn't change" in log
+    assert not re.search(r"rule (prepare_data|train_classifier|pretrain_purifier|finetune_purifier)", log)
+    assert '"eps": 0.18823' in (repo / "results/tiny/eval/ap/fgsm.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"configfile": "config/tiny.yaml", "experiment": "digits"}, "names experiment 'tiny'"),
+        ({"configfile": "config/nope.yaml", "experiment": "nope"}, "does not exist"),
+        ({"experiment": "tiny"}, "lacks configfile"),
+    ],
+)
+def test_bad_params_file_is_named(tmp_path, params, message):
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config/tiny.yaml", tmp_path / "config/tiny.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(dvc_pipeline.PipelineError, match=message):
+        dvc_pipeline.experiment_configs(tmp_path, dvc_pipeline.load_selection(tmp_path))
+
+
+def test_outputs_map_to_files_or_their_wildcard_free_folder():
+    assert dvc_pipeline.dvc_out("models/{experiment}/c.pt", {"experiment"}) == ("models/${experiment}/c.pt", True)
+    assert dvc_pipeline.dvc_out("results/{experiment}/eval/{defense}/{attack}.json", {"experiment", "defense", "attack"}) == (
+        "results/${experiment}/eval",
+        False,
+    )
+    with pytest.raises(dvc_pipeline.PipelineError, match="not namespaced"):
+        dvc_pipeline.dvc_out("results/shared.csv", set())
+
+
+def test_a_rule_outside_every_stage_is_an_error():
+    with pytest.raises(dvc_pipeline.PipelineError, match="train_adversarial"):
+        dvc_pipeline.stage_of_rules({rule: {} for rules in dvc_pipeline.STAGES.values() for rule in rules} | {"train_adversarial": {}})
