@@ -266,9 +266,11 @@ def describe(repo: Path, rules: dict, included: list[str]) -> dict:
         deps += [path for path in produced if _feeds(path, names, rules)]
         produced += outs
         targets = files if files else ["all"]
+        # --allowed-rules, not --until: upstream stages' outputs are DVC's to provide, and
+        # --until with several rules leaves a stage's last job unscheduled (snakemake#823).
         cmd = (
             f"snakemake {' '.join(targets)} --cores all --configfile ${{configfile}}"
-            f" --rerun-triggers {RERUN_TRIGGERS} --forcerun {' '.join(names)} --until {' '.join(names)}"
+            f" --rerun-triggers {RERUN_TRIGGERS} --forcerun {' '.join(names)} --allowed-rules {' '.join(names)}"
         )
         description = {"cmd": cmd, "deps": deps}
         if keys:
