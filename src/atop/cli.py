@@ -177,11 +177,13 @@ def cmd_evaluate(args) -> None:
     spec = args.spec
     attack_spec = resolve_numbers(spec["attack"])
     data = load_prepared(args.data)
-    defense = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"]).to(device)
+    defense, built_from = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"])
+    defense = defense.to(device)
     result = evaluate_defense(
         defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"],
         finetune_attack=spec.get("finetune_attack"),
     )
+    result |= built_from  # kind, variant, purifier arch and RT: the report reads them, not just the name
     if "sweep" in spec:
         result["sweep"] = spec["sweep"]
     inputs = {"data": args.data, "classifier": args.classifier}
