@@ -93,7 +93,7 @@ def build_defense(
     classifier, classifier_meta = load_classifier(classifier_path)
     if classifier_meta["stage"] not in CLASSIFIER_STAGES[spec.classifier]:
         raise CheckpointError(
-            f"defense {name!r} needs a {spec.classifier} classifier, {classifier_path} is {classifier_meta['stage']}"
+            f"defense {name!r} needs the {spec.classifier} classifier, {classifier_path} is {classifier_meta['stage']}"
         )
     info = {"defense_kind": kind, "classifier_stage": classifier_meta["stage"], "purifier_variant": variant}
     if spec.purifier_stage is None:
