@@ -117,7 +117,9 @@ def evaluation_settings(**overrides):
 def attack_params(attack):
     """An attack's parameters, without the selection of defenses it runs on."""
     return {
-        k: v for k, v in config["evaluation"]["attacks"][attack].items() if k != "defenses"
+        k: v
+        for k, v in config["evaluation"]["attacks"][attack].items()
+        if k != "defenses"
     }
 
 
