@@ -192,10 +192,10 @@ def _save_classifier(path, stage):
     save_checkpoint(path, build_classifier(**meta["model"]).state_dict(), meta)
 
 
-def _save_purifier(path, stage):
+def _save_purifier(path, stage, variant="gan-rt2"):
     model = {"arch": "gan_unet", "in_channels": 3, "image_size": None, "base_channels": 4}
     transform = {"name": "rt2", "params": {"noise_std": 0.25, "grid": 4, "mask_rate": 0.25}}
-    meta = {"kind": "purifier", "stage": stage, "model": model, "transform": transform}
+    meta = {"kind": "purifier", "stage": stage, "model": model, "transform": transform, "variant": variant}
     save_checkpoint(path, build_purifier(**model).as_module().state_dict(), meta)
 
 
@@ -207,6 +207,8 @@ def test_build_defense_names_what_it_was_built_from(tmp_path):
     assert defense.randomized and defense(_images()).shape == (4, 3)
     assert info == {"defense_kind": "atop", "classifier_stage": "trained", "purifier_variant": "gan-rt2",
                     "purifier": "gan_unet", "transform": "rt2"}
+    _, info = build_defense("atop", tmp_path / "standard.pt", tmp_path / "finetuned.pt", seed=0)
+    assert info["purifier_variant"] == "gan-rt2", "a bare name takes the variant the checkpoint records"
     defense, info = build_defense("at", tmp_path / "at.pt", None, seed=0)
     assert not defense.randomized and info["classifier_stage"] == "adversarially_trained"
 
@@ -218,6 +220,7 @@ def test_build_defense_names_what_it_was_built_from(tmp_path):
         ("standard", "at.pt", None, "needs the standard classifier"),
         ("atop-gan-rt2", "at.pt", "finetuned.pt", "needs the standard classifier"),
         ("ap-gan-rt2", "standard.pt", "finetuned.pt", "needs a pretrained purifier"),
+        ("atop-ae-rt1", "standard.pt", "finetuned.pt", "needs purifier variant 'ae-rt1'"),
     ],
 )
 def test_build_defense_rejects_the_wrong_checkpoint(tmp_path, name, classifier, purifier, match):

@@ -66,7 +66,7 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["defenses"]) == {"standard", "at", "ap", "atop"}
     assert all(m["worst_case"] <= m["clean"] for m in metrics["defenses"].values())
-    assert metrics["missing"] == 0 and metrics["results"] == 8
+    assert metrics["missing"] == 0 and metrics["results"] == 8 + 2, "eight results and two sweep points"
     for figure in ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"):
         assert (report / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (report / f"{figure}.svg").stat().st_size > 0

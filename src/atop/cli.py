@@ -131,7 +131,8 @@ def cmd_pretrain_purifier(args) -> None:
         data, args.spec["purifier"], args.spec["seed"], device, resume
     )
     meta = _checkpoint_meta(
-        "purifier", "pretrained", args.spec, device, {"data": args.data}, model=model_meta, transform=transform_meta
+        "purifier", "pretrained", args.spec, device, {"data": args.data},
+        model=model_meta, transform=transform_meta, variant=args.spec.get("variant"),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -159,6 +160,7 @@ def cmd_finetune_purifier(args) -> None:
     meta = _checkpoint_meta(
         "purifier", "finetuned", spec, device, inputs,
         model=pre_meta["model"], transform=pre_meta["transform"], collapse_check=check,
+        variant=pre_meta.get("variant"),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)

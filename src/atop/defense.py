@@ -105,5 +105,11 @@ def build_defense(
         raise CheckpointError(
             f"defense {name!r} needs a {spec.purifier_stage} purifier, {purifier_path} is {meta['stage']}"
         )
-    info |= {"purifier": meta["model"]["arch"], "transform": meta["transform"]["name"]}
+    if variant is not None and meta.get("variant") not in (None, variant):
+        raise CheckpointError(f"defense {name!r} needs purifier variant {variant!r}, {purifier_path} is {meta['variant']!r}")
+    info |= {
+        "purifier_variant": variant or meta.get("variant"),  # bare ap / atop: the checkpoint says which
+        "purifier": meta["model"]["arch"],
+        "transform": meta["transform"]["name"],
+    }
     return DefendedModel(classifier, generator, transform).eval(), info
