@@ -5,7 +5,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from atop.config import ConfigError, check_config, number
+# The DAG is built with this checkout's atop (not whichever one the environment installed).
+sys.path.insert(0, f"{workflow.basedir}/src")
+
+from atop.config import (
+    ConfigError,
+    attack_defenses,
+    check_config,
+    number,
+    purifier_variant,
+)
+from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
 
 try:
     check_config(config)
@@ -16,6 +26,11 @@ EXPERIMENT = config["experiment"]
 DEFENSES = config["evaluation"]["defenses"]
 ATTACKS = list(config["evaluation"]["attacks"])
 SWEEPS = config["evaluation"]["sweeps"]
+PURIFIERS = config["purifiers"]
+# Only the variants some evaluated defense puts in front of the classifier are built.
+VARIANTS = sorted(
+    {purifier_variant(config, d) for d in DEFENSES} - {None},
+)
 # Jobs run `python -m atop` from this checkout's src/ (so --use-conda envs need only
 # the dependencies), with the environment running Snakemake first on PATH (so
 # `.venv/bin/snakemake` works without activating the environment).
@@ -41,12 +56,12 @@ def _runs_on_gpu():
 # by side. Cluster profiles set gpu per rule themselves (set-resources).
 GPU = 1 if _runs_on_gpu() else 0
 
-# Which purifier checkpoint each defense puts in front of the classifier.
-PURIFIER_OF_DEFENSE = {
-    "standard": None,
-    "ap": "purifier_pretrained",
-    "atop": "purifier_finetuned",
+# The checkpoint each classifier role and purifier stage is read from.
+CLASSIFIER_CHECKPOINT = {
+    "standard": "models/{experiment}/classifier.pt",
+    "adversarial": "models/{experiment}/classifier_adversarial.pt",
 }
+PURIFIER_CHECKPOINT = "models/{experiment}/purifiers/{variant}/{stage}.pt"
 
 
 def _alternatives(names):
@@ -58,6 +73,7 @@ wildcard_constraints:
     defense=_alternatives(DEFENSES),
     attack=_alternatives(ATTACKS),
     sweep=_alternatives(SWEEPS) or "(?!)",
+    variant=_alternatives(PURIFIERS) or "(?!)",
     point=r"\d+",
 
 
@@ -74,29 +90,58 @@ def spec(*sections, **extra):
 
 
 def evaluation_inputs(wildcards):
+    """The data and the checkpoints the defense is built from (defense_kinds.py)."""
+    kind = DEFENSE_KINDS[split_defense(wildcards.defense)[0]]
+    experiment = wildcards.experiment
     inputs = {
-        "data": f"results/{wildcards.experiment}/data/dataset.pt",
-        "classifier": f"models/{wildcards.experiment}/classifier.pt",
+        "data": f"results/{experiment}/data/dataset.pt",
+        "classifier": CLASSIFIER_CHECKPOINT[kind.classifier].format(
+            experiment=experiment
+        ),
     }
-    purifier = PURIFIER_OF_DEFENSE[wildcards.defense]
-    if purifier is not None:
-        inputs["purifier"] = f"models/{wildcards.experiment}/{purifier}.pt"
+    if kind.purifier_stage is not None:
+        inputs["purifier"] = PURIFIER_CHECKPOINT.format(
+            experiment=experiment,
+            variant=purifier_variant(config, wildcards.defense),
+            stage=kind.purifier_stage,
+        )
     return inputs
 
 
-# What every evaluation job shares; each job adds only its own attack, so editing
-# one attack (or a sweep) reruns that attack's jobs and no others.
-SCORING = {
-    key: value
-    for key, value in config["evaluation"].items()
-    if key not in ("attacks", "sweeps", "defenses")
-}
+def purifier_spec(variant):
+    """One variant's section, as the pre-training stage reads it (other variants stay out)."""
+    return spec(purifier=PURIFIERS[variant], variant=variant)
+
+
+def adversarial_training_spec():
+    """The classifier recipe and the AT budget; a provided standard checkpoint does not matter here."""
+    classifier = {k: v for k, v in config["classifier"].items() if k != "pretrained"}
+    return spec("adversarial_training", classifier=classifier)
+
+
+# What every evaluation job reads from the evaluation section: the lists of
+# defenses, attacks and sweeps stay out, so adding one reruns nothing else.
+EVALUATION_SETTINGS = ("n_samples", "sample_seed", "draws", "batch_size", "checks")
+
+
+def evaluation_settings(**overrides):
+    settings = {k: config["evaluation"][k] for k in EVALUATION_SETTINGS}
+    return settings | overrides
+
+
+def attack_params(attack):
+    """An attack's parameters, without the selection of defenses it runs on."""
+    return {
+        k: v
+        for k, v in config["evaluation"]["attacks"][attack].items()
+        if k != "defenses"
+    }
 
 
 def evaluation_spec(attack):
     return spec(
-        evaluation=SCORING,
-        attack=config["evaluation"]["attacks"][attack],
+        attack=attack_params(attack),
+        evaluation=evaluation_settings(),
         finetune_attack=config["finetune"]["attack"],
     )
 
@@ -105,14 +150,10 @@ def sweep_spec(sweep, point):
     """One point of a sweep: the base attack with one parameter replaced."""
     sweep_config = SWEEPS[sweep]
     value = sweep_config["values"][int(point)]
-    evaluation = {
-        **SCORING,
-        "n_samples": sweep_config.get("n_samples", SCORING["n_samples"]),
-    }
-    base = config["evaluation"]["attacks"][sweep_config["attack"]]
+    n_samples = sweep_config.get("n_samples", config["evaluation"]["n_samples"])
     return spec(
-        attack={**base, sweep_config["param"]: value},
-        evaluation=evaluation,
+        attack={**attack_params(sweep_config["attack"]), sweep_config["param"]: value},
+        evaluation=evaluation_settings(n_samples=n_samples),
         finetune_attack=config["finetune"]["attack"],
         sweep={
             "name": sweep,
@@ -140,20 +181,37 @@ def sweep_results(experiment):
 
 
 def evaluation_results(experiment):
-    return expand(
-        "results/{experiment}/eval/{defense}/{attack}.json",
-        experiment=experiment,
-        defense=DEFENSES,
-        attack=ATTACKS,
-    )
+    """One result per (defense, attack), for the defenses each attack selects."""
+    return [
+        f"results/{experiment}/eval/{defense}/{attack}.json"
+        for attack in ATTACKS
+        for defense in attack_defenses(config, attack)
+    ]
 
 
 def training_curves(experiment):
-    return expand(
-        "results/{experiment}/curves/{stage}.csv",
-        experiment=experiment,
-        stage=["classifier", "purifier_pretrain", "purifier_finetune"],
-    )
+    """The curve of every training job the evaluated defenses need."""
+    stages = ["classifier"]
+    for defense in DEFENSES:
+        kind = DEFENSE_KINDS[split_defense(defense)[0]]
+        variant = purifier_variant(config, defense)
+        if kind.classifier == "adversarial":
+            stages.append("classifier_adversarial")
+        if kind.purifier_stage is not None:
+            stages.append(f"purifier_pretrain_{variant}")
+        if kind.purifier_stage == "finetuned":
+            stages.append(f"purifier_finetune_{variant}")
+    return [
+        f"results/{experiment}/curves/{stage}.csv" for stage in dict.fromkeys(stages)
+    ]
+
+
+def report_purifier_args():
+    """The purifier and RT behind bare ap / atop names (one variant), for the report."""
+    if len(PURIFIERS) != 1:
+        return ""
+    (purifier,) = PURIFIERS.values()
+    return f"--purifier {purifier['arch']} --transform {purifier['transform']}"
 
 
 # The paper's published numbers the report sets the run's next to.

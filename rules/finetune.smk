@@ -1,16 +1,18 @@
+# AToP fine-tuning of each variant's purifier against the standard classifier,
+# which stays fixed (the method never touches f).
 rule finetune_purifier:
     input:
         data="results/{experiment}/data/dataset.pt",
         classifier="models/{experiment}/classifier.pt",
-        purifier="models/{experiment}/purifier_pretrained.pt",
+        purifier="models/{experiment}/purifiers/{variant}/pretrained.pt",
     output:
-        checkpoint="models/{experiment}/purifier_finetuned.pt",
-        curve="results/{experiment}/curves/purifier_finetune.csv",
-        check="results/{experiment}/finetune_check.json",
+        checkpoint="models/{experiment}/purifiers/{variant}/finetuned.pt",
+        curve="results/{experiment}/curves/purifier_finetune_{variant}.csv",
+        check="results/{experiment}/finetune_checks/{variant}.json",
     log:
-        "results/{experiment}/logs/finetune_purifier.log",
+        "results/{experiment}/logs/finetune_purifier/{variant}.log",
     benchmark:
-        "results/{experiment}/benchmarks/finetune_purifier.tsv"
+        "results/{experiment}/benchmarks/finetune_purifier/{variant}.tsv"
     conda:
         ENV
     threads: 2

@@ -41,11 +41,10 @@ rule report:
         ENV
     params:
         dataset=config["data"]["dataset"],
-        purifier=config["purifier"]["arch"],
-        transform=config["purifier"]["transform"],
+        purifier=report_purifier_args(),
     shell:
         "python -m atop report --experiment {wildcards.experiment} --dataset {params.dataset}"
-        " --purifier {params.purifier} --transform {params.transform}"
+        " {params.purifier}"
         " --results {input.results} {input.sweeps} --expected {input.results} {input.sweeps}"
         " --checks {input.checks} --curves {input.curves}"
         " --reference {input.reference} --out-dir results/{wildcards.experiment}/report > {log} 2>&1"

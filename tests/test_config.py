@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,16 +61,26 @@ def _enum(schema, *path):
     [
         (("properties", "data", "properties", "dataset"), DATASETS),
         (("properties", "classifier", "properties", "arch"), CLASSIFIERS),
-        (("properties", "purifier", "properties", "arch"), PURIFIERS),
-        (("properties", "purifier", "properties", "transform"), TRANSFORMS),
-        (("properties", "evaluation", "properties", "defenses", "items"), DEFENSES),
+        (("$defs", "purifier", "properties", "arch"), PURIFIERS),
+        (("$defs", "purifier", "properties", "transform"), TRANSFORMS),
         (("$defs", "attack", "properties", "method"), ATTACKS),
         (("properties", "finetune", "properties", "attack"), FINETUNE_ATTACKS),
     ],
-    ids=["dataset", "classifier", "purifier", "transform", "defenses", "attack", "finetune_attack"],
+    ids=["dataset", "classifier", "purifier", "transform", "attack", "finetune_attack"],
 )
 def test_schema_enum_equals_registry(schema, path, registry):
     assert _enum(schema, *path) == registry.names()
+
+
+def test_schema_defense_pattern_knows_every_kind(schema):
+    pattern = schema["$defs"]["defense"]["pattern"]
+    for kind in DEFENSES:
+        assert re.search(r"\b" + kind + r"\b", pattern), kind
+    validator = jsonschema.Draft202012Validator({"$ref": "#/$defs/defense", "$defs": schema["$defs"]})
+    for good in ("standard", "at", "ap", "atop", "ap-gan-rt2", "atop-ae.v2_rt3"):
+        assert validator.is_valid(good), good
+    for bad in ("at-gan", "standard-x", "diffpure", "ap-", "atop--x", "AP-gan"):
+        assert not validator.is_valid(bad), bad
 
 
 def _required_by_method(schema) -> dict[str, set[str]]:
@@ -97,7 +108,7 @@ def test_schema_attack_parameters_match_the_builders(schema):
             for name, sub in rule["then"].get("properties", {}).items()
             if sub == {"not": {}}
         }
-        allowed = set(attack["properties"]) - {"method"} - forbidden
+        allowed = set(attack["properties"]) - {"method", "defenses"} - forbidden  # defenses: which jobs, not a parameter
         assert allowed == set(params), method
 
 
@@ -126,7 +137,7 @@ def test_shipped_config_builds_its_attacks(config):
 
     model = DefendedModel(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)))
     for name, attack in config["evaluation"]["attacks"].items():
-        params = resolve_numbers({k: v for k, v in attack.items() if k != "method"})
+        params = resolve_numbers({k: v for k, v in attack.items() if k not in ("method", "defenses")})
         built = build_attack(attack["method"], model, params, num_classes=2, seed=0, draws=1)
         assert built.eps == pytest.approx(params["eps"]), name
 
@@ -143,7 +154,7 @@ def test_l2_methods_table_matches_the_registry():
     [
         pytest.param(lambda c: c["data"].__setitem__("dataset", "mnist"), "dataset", id="dataset"),
         pytest.param(lambda c: c["classifier"].__setitem__("arch", "resnet"), "arch", id="arch"),
-        pytest.param(lambda c: c["purifier"].__setitem__("transform", "rt9"), "transform", id="transform"),
+        pytest.param(lambda c: c["purifiers"]["gan-rt2"].__setitem__("transform", "rt9"), "transform", id="transform"),
         pytest.param(lambda c: c["evaluation"].__setitem__("defenses", ["standard", "adv"]), "defenses", id="defenses"),
         pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("method", "cw"), "method", id="method"),
         pytest.param(lambda c: c["evaluation"]["attacks"]["fgsm"].__setitem__("steps", 3), "steps", id="steps"),
@@ -219,8 +230,8 @@ def test_check_config_rejects_bad_finetune_budget(config):
 
 
 def test_check_config_rejects_grid_larger_than_image(config):
-    config["purifier"]["transform_params"]["grid"] = 64
-    with pytest.raises(ConfigError, match=r"purifier\.transform_params\.grid"):
+    config["purifiers"]["gan-rt2"]["transform_params"]["grid"] = 64
+    with pytest.raises(ConfigError, match=r"purifiers\.gan-rt2\.transform_params\.grid"):
         check_config(config)
 
 
@@ -283,9 +294,92 @@ def test_schema_accepts_paper_scale_keys(schema):
     cfg["data"] |= {"dataset": "cifar10", "raw_dir": "/data/archives", "download": False}
     cfg["classifier"] |= {"arch": "wrn_28_10", "optimizer": "sgd", "schedule": "cosine", "augment": True,
                           "pretrained": {"path": "Standard.pt", "sha256": "a" * 64}}
-    cfg["purifier"] |= {"arch": "deepfill_v2", "transform": "rt3", "image_size": 64,
+    cfg["purifiers"]["gan-rt2"] |= {"arch": "deepfill_v2", "transform": "rt3", "image_size": 64,
                         "transform_params": {"noise_std": 0.25, "grid": 8, "copies": 4}}
     cfg["adversarial_training"] = {"eps": "8/255", "alpha": "2/255", "steps": 10}
     assert list(_validator(schema).iter_errors(cfg)) == []
     cfg["classifier"]["pretrained"] = {"path": "Standard.pt", "sha256": "not-a-hash"}
     assert list(_validator(schema).iter_errors(cfg))
+
+
+# --------------------------------------------------------------------------- purifier variants and defenses
+
+
+def _two_variants(config) -> dict:
+    config["purifiers"]["ae-rt1"] = {**config["purifiers"]["gan-rt2"], "arch": "ae", "transform": "rt1"}
+    config["evaluation"]["defenses"] = ["standard", "at", "ap-gan-rt2", "atop-ae-rt1"]
+    for sweep in config["evaluation"]["sweeps"].values():
+        sweep["defenses"] = ["standard", "atop-ae-rt1"]
+    return config
+
+
+def test_check_config_accepts_named_variants(config):
+    from atop.config import purifier_variant
+
+    config = _two_variants(config)
+    check_config(config)
+    assert purifier_variant(config, "atop-ae-rt1") == "ae-rt1"
+    assert purifier_variant(config, "at") is None
+
+
+def test_bare_ap_names_the_only_variant(config):
+    from atop.config import purifier_variant
+
+    assert purifier_variant(config, "ap") == "gan-rt2" and purifier_variant(config, "atop") == "gan-rt2"
+
+
+@pytest.mark.parametrize(
+    ("defenses", "match"),
+    [
+        (["standard", "atop-gan-rt9"], r"evaluation\.defenses: 'atop-gan-rt9' names purifier variant 'gan-rt9', not in purifiers \(gan-rt2, ae-rt1\)"),
+        (["standard", "ap"], r"evaluation\.defenses: 'ap' names no purifier variant.*exactly one.*ap-<variant>"),
+        (["ap-gan-rt2", "at-gan-rt2"], r"evaluation\.defenses: 'at-gan-rt2'.*no purifier"),
+    ],
+)
+def test_check_config_rejects_bad_defense_names(config, defenses, match):
+    config = _two_variants(config)
+    config["evaluation"]["defenses"] = defenses
+    config["evaluation"]["sweeps"] = {}
+    with pytest.raises(ConfigError, match=match):
+        check_config(config)
+
+
+def test_check_config_rejects_the_same_defense_twice(config):
+    config["evaluation"]["defenses"] = ["standard", "atop", "atop-gan-rt2"]
+    config["evaluation"]["sweeps"] = {}
+    with pytest.raises(ConfigError, match=r"'atop-gan-rt2' is the same defense as 'atop'"):
+        check_config(config)
+
+
+def test_attack_defenses_select_by_name_and_kind(config):
+    from atop.config import attack_defenses
+
+    config = _two_variants(config)
+    attacks = config["evaluation"]["attacks"]
+    attacks["fgsm"]["defenses"] = ["standard", "at"]
+    attacks["pgd"]["defenses"] = ["ap", "atop"]
+    attacks["pgd_l2"]["defenses"] = ["atop-ae-rt1"]
+    check_config(config)
+    assert attack_defenses(config, "fgsm") == ["standard", "at"]
+    assert attack_defenses(config, "pgd") == ["ap-gan-rt2", "atop-ae-rt1"]
+    assert attack_defenses(config, "pgd_l2") == ["atop-ae-rt1"]
+    assert attack_defenses(config, "eot_pgd") == config["evaluation"]["defenses"]
+
+
+@pytest.mark.parametrize(
+    ("selection", "match"),
+    [
+        (["atop-gan-rt9"], r"evaluation\.attacks\.fgsm\.defenses \['atop-gan-rt9'\] are neither defense kinds"),
+        (["at"], r"evaluation\.attacks\.fgsm\.defenses \['at'\] select none of evaluation\.defenses"),
+    ],
+)
+def test_check_config_rejects_bad_attack_selection(config, selection, match):
+    config["evaluation"]["attacks"]["fgsm"]["defenses"] = selection
+    with pytest.raises(ConfigError, match=match):
+        check_config(config)
+
+
+def test_schema_rejects_bad_variant_name(schema):
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    cfg["purifiers"]["gan/rt2"] = cfg["purifiers"]["gan-rt2"]
+    assert any("gan/rt2" in e.message for e in _validator(schema).iter_errors(cfg))

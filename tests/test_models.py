@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from atop.defense import DEFENSES, DefendedModel
+from atop.defense import DEFENSES, DefendedModel, build_defense
+from atop.defense_kinds import split_defense
+from atop.io import CheckpointError, save_checkpoint
 from atop.models import CLASSIFIERS, PURIFIERS, build_classifier, build_purifier
 from atop.models.classifiers import Normalize
 from atop.transforms import build_transform
@@ -162,10 +164,71 @@ def test_purifier_without_transform_and_vice_versa_raise():
 
 
 def test_defense_kinds():
-    assert DEFENSES.names() == ["ap", "atop", "standard"]
-    assert DEFENSES["standard"].purifier_stage is None
+    assert DEFENSES.names() == ["ap", "at", "atop", "standard"]
+    assert DEFENSES["standard"].purifier_stage is None and DEFENSES["standard"].classifier == "standard"
+    assert DEFENSES["at"].purifier_stage is None and DEFENSES["at"].classifier == "adversarial"
     assert DEFENSES["ap"].purifier_stage == "pretrained"
-    assert DEFENSES["atop"].purifier_stage == "finetuned"
+    assert DEFENSES["atop"].purifier_stage == "finetuned" and DEFENSES["atop"].classifier == "standard"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("standard", ("standard", None)), ("at", ("at", None)), ("ap", ("ap", None)),
+     ("atop-gan-rt2", ("atop", "gan-rt2")), ("ap-ae.v2", ("ap", "ae.v2"))],
+)
+def test_split_defense(name, expected):
+    assert split_defense(name) == expected
+
+
+@pytest.mark.parametrize(("name", "match"), [("diffpure", "unknown defense 'diffpure'"), ("at-gan", "no purifier")])
+def test_split_defense_rejects_bad_names(name, match):
+    with pytest.raises(KeyError, match=match):
+        split_defense(name)
+
+
+def _save_classifier(path, stage):
+    meta = {"kind": "classifier", "stage": stage,
+            "model": {"arch": "small_cnn", "num_classes": 3, "mean": MEAN, "std": STD, "image_size": 16, "width": 8}}
+    save_checkpoint(path, build_classifier(**meta["model"]).state_dict(), meta)
+
+
+def _save_purifier(path, stage, variant="gan-rt2"):
+    model = {"arch": "gan_unet", "in_channels": 3, "image_size": None, "base_channels": 4}
+    transform = {"name": "rt2", "params": {"noise_std": 0.25, "grid": 4, "mask_rate": 0.25}}
+    meta = {"kind": "purifier", "stage": stage, "model": model, "transform": transform, "variant": variant}
+    save_checkpoint(path, build_purifier(**model).as_module().state_dict(), meta)
+
+
+def test_build_defense_names_what_it_was_built_from(tmp_path):
+    _save_classifier(tmp_path / "standard.pt", "trained")
+    _save_classifier(tmp_path / "at.pt", "adversarially_trained")
+    _save_purifier(tmp_path / "finetuned.pt", "finetuned")
+    defense, info = build_defense("atop-gan-rt2", tmp_path / "standard.pt", tmp_path / "finetuned.pt", seed=0)
+    assert defense.randomized and defense(_images()).shape == (4, 3)
+    assert info == {"defense_kind": "atop", "classifier_stage": "trained", "purifier_variant": "gan-rt2",
+                    "purifier": "gan_unet", "transform": "rt2"}
+    _, info = build_defense("atop", tmp_path / "standard.pt", tmp_path / "finetuned.pt", seed=0)
+    assert info["purifier_variant"] == "gan-rt2", "a bare name takes the variant the checkpoint records"
+    defense, info = build_defense("at", tmp_path / "at.pt", None, seed=0)
+    assert not defense.randomized and info["classifier_stage"] == "adversarially_trained"
+
+
+@pytest.mark.parametrize(
+    ("name", "classifier", "purifier", "match"),
+    [
+        ("at", "standard.pt", None, "needs the adversarial classifier"),
+        ("standard", "at.pt", None, "needs the standard classifier"),
+        ("atop-gan-rt2", "at.pt", "finetuned.pt", "needs the standard classifier"),
+        ("ap-gan-rt2", "standard.pt", "finetuned.pt", "needs a pretrained purifier"),
+        ("atop-ae-rt1", "standard.pt", "finetuned.pt", "needs purifier variant 'ae-rt1'"),
+    ],
+)
+def test_build_defense_rejects_the_wrong_checkpoint(tmp_path, name, classifier, purifier, match):
+    _save_classifier(tmp_path / "standard.pt", "trained")
+    _save_classifier(tmp_path / "at.pt", "adversarially_trained")
+    _save_purifier(tmp_path / "finetuned.pt", "finetuned")
+    with pytest.raises(CheckpointError, match=match):
+        build_defense(name, tmp_path / classifier, purifier and tmp_path / purifier, seed=0)
 
 
 def test_normalize_module_is_nn_module_buffer_only():

@@ -25,21 +25,30 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     assert manifest["sizes"] == {"train": 200, "val": 40, "test": 60}
     assert manifest["split_seed"] == 0 and len(manifest["file_sha256"]) == 64
 
-    for name in ("classifier", "purifier_pretrained", "purifier_finetuned"):
+    stages = {}
+    for name in ("classifier", "classifier_adversarial", "purifiers/gan-rt2/pretrained", "purifiers/gan-rt2/finetuned"):
         payload = torch.load(models / f"{name}.pt", weights_only=True)
         assert payload["meta"]["provenance"]["versions"]["torch"].startswith("2.14.1")
-    for curve, epochs in (("classifier", 2), ("purifier_pretrain", 1), ("purifier_finetune", 1)):
+        stages[name] = payload["meta"]["stage"]
+    assert stages["classifier_adversarial"] == "adversarially_trained"
+    assert stages["purifiers/gan-rt2/finetuned"] == "finetuned"
+    curves = {"classifier": 2, "classifier_adversarial": 2, "purifier_pretrain_gan-rt2": 1, "purifier_finetune_gan-rt2": 1}
+    for curve, epochs in curves.items():
         assert len(pd.read_csv(results / "curves" / f"{curve}.csv")) == epochs
+    assert json.loads((results / "finetune_checks" / "gan-rt2.json").read_text())["draws"] == 1
 
     indices = set()
-    for defense in ("standard", "ap", "atop"):
+    for defense in ("standard", "at", "ap", "atop"):
         for attack in ("fgsm", "eot_pgd"):
             result = json.loads((results / "eval" / defense / f"{attack}.json").read_text())
             clean, robust = result["clean"]["accuracy"], result["robust"]["accuracy"]
             assert 0 <= robust <= 1 and 0 <= clean <= 1
             assert robust <= clean, (defense, attack, clean, robust)
             assert result["n"] == 40 and result["max_perturbation_linf"] <= 64 / 255 + 1e-6
-            assert result["draws"] == (1 if defense == "standard" else 2)
+            assert result["draws"] == (1 if defense in ("standard", "at") else 2)
+            assert result["defense_kind"] == defense
+            if defense in ("ap", "atop"):  # bare names: the only variant, recorded in the result
+                assert (result["purifier_variant"], result["purifier"], result["transform"]) == ("gan-rt2", "gan_unet", "rt2")
             indices.add(tuple(result["sample_indices"]))
             assert (results / "logs" / "evaluate" / defense / f"{attack}.log").is_file()
             assert (results / "benchmarks" / "evaluate" / defense / f"{attack}.tsv").is_file()
@@ -47,18 +56,18 @@ def test_tiny_workflow_end_to_end(workflow_dir):
 
     report = results / "report"
     table = pd.read_csv(report / "robustness.csv")
-    assert len(table) == 6 + 2, "six (defense, attack) results and two sweep points"
+    assert len(table) == 8 + 2, "eight (defense, attack) results and two sweep points"
     for point, eps in ((0, 0.0), (1, 128 / 255)):
         swept = json.loads((results / "sweeps" / "eps" / "atop" / f"{point}.json").read_text())
         assert swept["sweep"]["value"] == pytest.approx(eps) and swept["n"] == 20
     assert swept["robust"]["accuracy"] <= swept["clean"]["accuracy"]
     checks = json.loads((results / "obfuscation_checks.json").read_text())
     assert {"per_result", "cross_attack", "sweeps", "passed", "failed"} <= set(checks)
-    assert len(checks["per_result"]) >= 8 and len(checks["sweeps"]) == 2
+    assert len(checks["per_result"]) >= 10 and len(checks["sweeps"]) == 2
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics["defenses"]) == {"standard", "ap", "atop"}
+    assert set(metrics["defenses"]) == {"standard", "at", "ap", "atop"}
     assert all(m["worst_case"] <= m["clean"] for m in metrics["defenses"].values())
-    assert metrics["missing"] == 0 and metrics["results"] == 6 + 2
+    assert metrics["missing"] == 0 and metrics["results"] == 8 + 2, "eight results and two sweep points"
     for figure in ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"):
         assert (report / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (report / f"{figure}.svg").stat().st_size > 0
@@ -93,10 +102,18 @@ BAD_CONFIGS = {
     "unknown dataset": (lambda c: c["data"].update(dataset="mnist"), ["mnist", "digits", "dataset"]),
     "unknown defense": (lambda c: c["evaluation"].update(defenses=["standard", "diffpure"]), ["diffpure", "atop"]),
     "unknown attack": (
-        lambda c: c["evaluation"]["attacks"].update(df={"method": "deepfool", "eps": 0.5}),
+        lambda c: c["evaluation"]["attacks"].update(deepfool={"method": "deepfool", "eps": 0.5}),
         ["deepfool", "eot_pgd", "method"],
     ),
-    "missing key": (lambda c: c["purifier"].pop("transform"), ["transform", "required"]),
+    "missing key": (lambda c: c["purifiers"]["gan-rt2"].pop("transform"), ["transform", "required"]),
+    "unknown purifier variant": (
+        lambda c: c["evaluation"].update(defenses=["standard", "atop", "atop-gan-rt9"]),
+        ["evaluation.defenses", "atop-gan-rt9", "'gan-rt9', not in purifiers (gan-rt2)"],
+    ),
+    "bare ap with two variants": (
+        lambda c: c["purifiers"].update({"ae-rt2": {"arch": "ae", "transform": "rt2"}}),
+        ["evaluation.defenses: 'ap' names no purifier variant", "gan-rt2, ae-rt2"],
+    ),
     "wrong type": (lambda c: c["classifier"].update(epochs="eight"), ["eight", "integer", "epochs"]),
     "unknown key": (lambda c: c["classifier"].update(epochs_total=3), ["epochs_total"]),
     "budget out of range": (

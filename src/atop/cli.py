@@ -131,7 +131,8 @@ def cmd_pretrain_purifier(args) -> None:
         data, args.spec["purifier"], args.spec["seed"], device, resume
     )
     meta = _checkpoint_meta(
-        "purifier", "pretrained", args.spec, device, {"data": args.data}, model=model_meta, transform=transform_meta
+        "purifier", "pretrained", args.spec, device, {"data": args.data},
+        model=model_meta, transform=transform_meta, variant=args.spec.get("variant"),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -162,6 +163,7 @@ def cmd_finetune_purifier(args) -> None:
     meta = _checkpoint_meta(
         "purifier", "finetuned", spec, device, inputs,
         model=pre_meta["model"], transform=pre_meta["transform"], collapse_check=check,
+        variant=pre_meta.get("variant"),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -183,11 +185,13 @@ def cmd_evaluate(args) -> None:
     data_sha = sha256_file(args.data)
     for checkpoint in filter(None, (args.classifier, args.purifier)):
         require_same_data(load_checkpoint(checkpoint)[1], args.data, data_sha, checkpoint)
-    defense = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"]).to(device)
+    defense, built_from = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"])
+    defense = defense.to(device)
     result = evaluate_defense(
         defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"],
         finetune_attack=spec.get("finetune_attack"),
     )
+    result |= built_from  # kind, variant, purifier arch and RT: the report reads them, not just the name
     if "sweep" in spec:
         result["sweep"] = spec["sweep"]
     inputs = {"data": args.data, "classifier": args.classifier}

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from .defense_kinds import DEFENSES, split_defense
+
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 BUDGET_KEYS = ("eps", "alpha")
 # Attacks whose budget is an L2 radius (may exceed 1); a test keeps this in step with the registry.
@@ -63,7 +65,62 @@ def check_config(config: dict) -> None:
         unknown = set(sweep.get("defenses", [])) - set(config["evaluation"]["defenses"])
         if unknown:
             raise ConfigError(f"{key}.defenses {sorted(unknown)} are not in evaluation.defenses")
-    grid = config["purifier"].get("transform_params", {}).get("grid")
     size = config["data"].get("image_size")
-    if grid is not None and size is not None and grid > size:
-        raise ConfigError(f"purifier.transform_params.grid = {grid} is larger than data.image_size = {size}")
+    for variant, purifier in config.get("purifiers", {}).items():
+        grid = purifier.get("transform_params", {}).get("grid")
+        if grid is not None and size is not None and grid > size:
+            raise ConfigError(
+                f"purifiers.{variant}.transform_params.grid = {grid} is larger than data.image_size = {size}"
+            )
+    _check_defenses(config)
+
+
+def purifier_variant(config: dict, defense: str) -> str | None:
+    """The purifier variant behind a defense name: its suffix, or the only variant for bare ap / atop."""
+    kind, variant = split_defense(defense)
+    if DEFENSES[kind].purifier_stage is None:
+        return None
+    return variant or next(iter(config.get("purifiers", {})), None)
+
+
+def attack_defenses(config: dict, attack: str) -> list[str]:
+    """The evaluated defenses one attack runs on: its ``defenses`` entries select by name or by kind."""
+    selectors = config["evaluation"]["attacks"][attack].get("defenses")
+    defenses = config["evaluation"]["defenses"]
+    if selectors is None:
+        return list(defenses)
+    return [d for d in defenses if d in selectors or split_defense(d)[0] in selectors]
+
+
+def _check_defenses(config: dict) -> None:
+    purifiers = config.get("purifiers", {})
+    known = ", ".join(purifiers) or "none"
+    built: dict[tuple[str, str | None], str] = {}
+    for name in config["evaluation"]["defenses"]:
+        key = f"evaluation.defenses: {name!r}"
+        try:
+            kind, variant = split_defense(name)
+        except KeyError as error:
+            raise ConfigError(f"{key}: {error.args[0]}") from None
+        if DEFENSES[kind].purifier_stage is not None:
+            if variant is None and len(purifiers) != 1:
+                raise ConfigError(
+                    f"{key} names no purifier variant, which only works with exactly one in purifiers "
+                    f"(there are: {known}); write {kind}-<variant>"
+                )
+            if variant is not None and variant not in purifiers:
+                raise ConfigError(f"{key} names purifier variant {variant!r}, not in purifiers ({known})")
+            variant = purifier_variant(config, name)
+        if (kind, variant) in built:
+            raise ConfigError(f"{key} is the same defense as {built[kind, variant]!r}")
+        built[kind, variant] = name
+    for attack, spec in config["evaluation"]["attacks"].items():
+        selectors = spec.get("defenses")
+        if selectors is None:
+            continue
+        key = f"evaluation.attacks.{attack}.defenses"
+        unknown = [s for s in selectors if s not in config["evaluation"]["defenses"] and s not in DEFENSES]
+        if unknown:
+            raise ConfigError(f"{key} {unknown} are neither defense kinds nor in evaluation.defenses")
+        if not attack_defenses(config, attack):
+            raise ConfigError(f"{key} {selectors} select none of evaluation.defenses")

@@ -1,22 +1,25 @@
 """The defended model: [0, 1] image -> RT -> purifier -> classifier logits.
 
-Defense kinds name the rows of the paper's tables: ``standard`` is the
-classifier alone, ``ap`` puts RT and the pre-trained purifier in front,
-``atop`` RT and the fine-tuned purifier.
+Defense kinds name the rows of the paper's tables (registry in defense_kinds.py):
+``standard`` is the classifier alone, ``at`` the adversarially trained classifier
+alone, ``ap-<variant>`` puts RT and a pre-trained purifier in front, ``atop-<variant>``
+RT and the fine-tuned purifier.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .defense_kinds import CLASSIFIER_STAGES, DEFENSES, DefenseKind, split_defense
 from .io import CheckpointError, load_checkpoint
 from .models import build_classifier, build_purifier
-from .registry import Registry
 from .transforms import RandomTransform, build_transform
+
+# DEFENSES and DefenseKind live torch-free in defense_kinds.py (the Snakefile reads them).
+__all__ = ["DEFENSES", "DefendedModel", "DefenseKind", "build_defense", "load_classifier", "load_purifier"]
 
 
 class DefendedModel(nn.Module):
@@ -59,18 +62,6 @@ class DefendedModel(nn.Module):
             self.transform.reseed(seed)
 
 
-@dataclass(frozen=True)
-class DefenseKind:
-    purifier_stage: str | None  # which purifier checkpoint the defense uses, if any
-    description: str
-
-
-DEFENSES: Registry = Registry("defense")
-DEFENSES.register("standard")(DefenseKind(None, "classifier alone"))
-DEFENSES.register("ap")(DefenseKind("pretrained", "RT + pre-trained purifier (adversarial purification)"))
-DEFENSES.register("atop")(DefenseKind("finetuned", "RT + fine-tuned purifier (AToP)"))
-
-
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:
     state, meta = load_checkpoint(path, expect_kind="classifier")
     model = build_classifier(**meta["model"])
@@ -94,17 +85,31 @@ def _load_state(model: nn.Module, state: dict, path) -> None:
 
 
 def build_defense(
-    kind: str, classifier_path: str | Path, purifier_path: str | Path | None, seed: int
-) -> DefendedModel:
+    name: str, classifier_path: str | Path, purifier_path: str | Path | None, seed: int
+) -> tuple[DefendedModel, dict]:
+    """The defense ``name`` names, and what it was built from (for the result JSON)."""
+    kind, variant = split_defense(name)
     spec = DEFENSES[kind]
-    classifier, _ = load_classifier(classifier_path)
+    classifier, classifier_meta = load_classifier(classifier_path)
+    if classifier_meta["stage"] not in CLASSIFIER_STAGES[spec.classifier]:
+        raise CheckpointError(
+            f"defense {name!r} needs the {spec.classifier} classifier, {classifier_path} is {classifier_meta['stage']}"
+        )
+    info = {"defense_kind": kind, "classifier_stage": classifier_meta["stage"], "purifier_variant": variant}
     if spec.purifier_stage is None:
-        return DefendedModel(classifier).eval()
+        return DefendedModel(classifier).eval(), info
     if purifier_path is None:
-        raise ValueError(f"defense {kind!r} needs a {spec.purifier_stage} purifier checkpoint")
+        raise ValueError(f"defense {name!r} needs a {spec.purifier_stage} purifier checkpoint")
     generator, transform, meta = load_purifier(purifier_path, seed=seed)
     if meta["stage"] != spec.purifier_stage:
         raise CheckpointError(
-            f"defense {kind!r} needs a {spec.purifier_stage} purifier, {purifier_path} is {meta['stage']}"
+            f"defense {name!r} needs a {spec.purifier_stage} purifier, {purifier_path} is {meta['stage']}"
         )
-    return DefendedModel(classifier, generator, transform).eval()
+    if variant is not None and meta.get("variant") not in (None, variant):
+        raise CheckpointError(f"defense {name!r} needs purifier variant {variant!r}, {purifier_path} is {meta['variant']!r}")
+    info |= {
+        "purifier_variant": variant or meta.get("variant"),  # bare ap / atop: the checkpoint says which
+        "purifier": meta["model"]["arch"],
+        "transform": meta["transform"]["name"],
+    }
+    return DefendedModel(classifier, generator, transform).eval(), info

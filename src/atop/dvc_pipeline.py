@@ -36,7 +36,7 @@ import yaml
 # DVC stage -> the Snakemake rules it runs, in pipeline order.
 STAGES = {
     "data": ["prepare_data"],
-    "classifiers": ["train_classifier"],
+    "classifiers": ["train_classifier", "train_adversarial"],
     "purifiers": ["pretrain_purifier"],
     "finetuning": ["finetune_purifier"],
     "evaluation": ["evaluate", "evaluate_sweep", "obfuscation_checks"],

@@ -12,6 +12,7 @@ from .attacks import ATTACKS, build_attack, threat_norm
 from .checks import input_gradients, robust_not_above_clean, zero_budget
 from .data import PreparedData
 from .defense import DEFENSES, DefendedModel
+from .defense_kinds import split_defense
 from .metrics import correct_per_draw, summarize
 from .train.purifier import FINETUNE_ATTACKS
 
@@ -110,7 +111,7 @@ def evaluate_defense(
         seen = norm == FINETUNE_ATTACKS[finetune_attack].norm
     result = {
         "defense": defense_name,
-        "defense_description": DEFENSES[defense_name].description,
+        "defense_description": DEFENSES[split_defense(defense_name)[0]].description,
         "randomized": defense.randomized,
         "attack": attack_name,
         "method": method,

@@ -57,12 +57,16 @@ class DefenseSetting:
         return {"ap": False, "atop": True}.get(self.kind)
 
 
+# Architecture-name prefixes of each family: the paper's GAN purifier is DeepFill v2.
+FAMILY_PREFIXES = {"gan": ("gan", "deepfill"), "ae": ("ae",)}
+
+
 def purifier_family(arch: str | None) -> str | None:
-    """``gan_unet`` -> ``gan``: the paper compares purifier families, not architectures."""
+    """``gan_unet`` / ``deepfill_v2`` -> ``gan``: the paper compares purifier families, not architectures."""
     if not arch:
         return None
     arch = arch.lower()
-    return next((family for family in PURIFIER_ORDER if arch.startswith(family)), arch)
+    return next((family for family in PURIFIER_ORDER if arch.startswith(FAMILY_PREFIXES[family])), arch)
 
 
 def parse_defense(name: str, purifier: str | None = None, rt: str | None = None) -> DefenseSetting:

@@ -1,0 +1,140 @@
+"""An ESTIMATE of the GPU hours a paper preset needs, from FLOPs (no GPU measured).
+
+FLOPs per image are counted by torch's FlopCounterMode on the registry's own models
+at the preset's resolution (one multiply-add = 2 FLOPs); a backward pass is taken as
+2x its forward. Each stage's count is then: images x passes, for example
+train_classifier = epochs x train images x 3 x F(classifier). Attack gradients per image:
+FGSM 1, PGD steps, EOT-PGD / BPDA steps x EOT (EOT 1 on deterministic defenses), CW and StAdv
+steps (x EOT), AutoAttack-rand 2 x 100 x EOT, AutoAttack-standard APGD-CE 100 + APGD-T 9 x 100
++ FAB-T 9 x 100 + Square 5000 forwards (an upper bound: AutoAttack stops on broken images).
+Seconds = FLOPs / (peak x utilisation).
+
+    python benchmarks/gpu_hours.py config/paper/cifar10.yaml [--peak-tflops 495] [--utilisation 0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from atop.config import attack_defenses, purifier_variant  # noqa: E402
+from atop.defense_kinds import DEFENSES, split_defense  # noqa: E402
+from atop.models import build_classifier, build_purifier  # noqa: E402
+
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenette": 9_469, "digits": 1_797}
+CLASSES = {"cifar10": 10, "cifar100": 100, "imagenette": 10, "digits": 10}
+
+
+def forward_flops(model, *inputs) -> float:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return float(counter.get_total_flops())
+
+
+def attack_gradients(attack: dict, randomized: bool) -> float:
+    eot = attack.get("eot", 1) if randomized else 1
+    per_method = {
+        "fgsm": 1,
+        "pgd_linf": attack.get("steps", 1),
+        "pgd_l2": attack.get("steps", 1),
+        "eot_pgd": attack.get("steps", 1) * eot,
+        "bpda_eot": attack.get("steps", 1) * eot,
+        "cw_l2": attack.get("steps", 100),
+        "stadv": attack.get("steps", 100) * eot,
+        "aa_rand": 2 * attack.get("steps", 100) * eot,
+        "aa_standard": attack.get("steps", 100) * 19 + attack.get("n_queries", 5000) / 3,
+        "square": attack.get("n_queries", 5000) / 3,
+    }
+    return per_method[attack["method"]]
+
+
+def estimate(config: dict) -> dict[str, float]:
+    data = config["data"]
+    size, n_train = data["image_size"], TRAIN_IMAGES[data["dataset"]] - data.get("val_size", 0)
+    x = torch.rand(1, 3, size, size)
+    classifier = build_classifier(
+        config["classifier"]["arch"], CLASSES[data["dataset"]], [0.5] * 3, [0.25] * 3, size,
+        **config["classifier"].get("arch_params", {}),
+    ).eval()
+    f_c = forward_flops(classifier, x)
+    purifier_flops = {}
+    for name, spec in config.get("purifiers", {}).items():
+        parts = build_purifier(spec["arch"], in_channels=3, image_size=spec.get("image_size"), **spec.get("arch_params", {}))
+        mask = torch.ones(1, 1, size, size)
+        copies = spec.get("transform_params", {}).get("copies", 1) if spec["transform"] == "rt3" else 1
+        f_g = copies * forward_flops(parts.generator.eval(), x, mask)
+        f_d = forward_flops(parts.discriminator.eval(), x, mask) if parts.discriminator is not None else 0.0
+        purifier_flops[name] = (f_g, f_d)
+
+    cls, ft, ev = config["classifier"], config["finetune"], config["evaluation"]
+    at = config.get("adversarial_training", {})
+    flops = {"train_classifier": cls.get("epochs", 8) * n_train * 3 * f_c}
+    defenses = ev["defenses"]
+    if "at" in defenses:
+        flops["train_adversarial"] = cls.get("epochs", 8) * n_train * 3 * f_c * (at.get("steps", 10) + 1)
+    variants = {purifier_variant(config, d) for d in defenses} - {None}
+    finetuned = {purifier_variant(config, d) for d in defenses if split_defense(d)[0] == "atop"}
+    flops["pretrain_purifier"] = sum(
+        config["purifiers"][v]["pretrain"].get("epochs", 10) * n_train * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1])
+        for v in variants
+    )
+    flops["finetune_purifier"] = sum(
+        ft.get("epochs", 6) * n_train * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1] + 6 * f_c) for v in finetuned
+    )
+
+    def job(defense: str, attack: dict, n: int) -> float:
+        variant = purifier_variant(config, defense)
+        randomized = DEFENSES[split_defense(defense)[0]].purifier_stage is not None
+        f_g = purifier_flops[variant][0] if randomized else 0.0
+        per_gradient = f_g + 3 * f_c if attack["method"] == "bpda_eot" else 3 * (f_g + f_c)
+        draws = ev.get("draws", 4) if randomized else 1
+        return n * (attack_gradients(attack, randomized) * per_gradient + 2 * draws * (f_g + f_c))
+
+    attacks = ev["attacks"]
+    flops["evaluate"] = sum(
+        job(d, attacks[a], ev.get("n_samples", 200)) for a in attacks for d in attack_defenses(config, a)
+    )
+    flops["evaluate_sweep"] = sum(
+        job(d, {**attacks[s["attack"]], s["param"]: value}, s.get("n_samples", ev.get("n_samples", 200)))
+        for s in ev.get("sweeps", {}).values()
+        for d in s.get("defenses", defenses)
+        for value in s["values"]
+        if s["param"] != "eps"
+    ) + sum(
+        len(s["values"]) * job(d, attacks[s["attack"]], s.get("n_samples", ev.get("n_samples", 200)))
+        for s in ev.get("sweeps", {}).values()
+        for d in s.get("defenses", defenses)
+        if s["param"] == "eps"
+    )
+    return {"per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}}, "flops": flops}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+", type=Path)
+    parser.add_argument("--peak-tflops", type=float, default=495.0, help="H100 SXM dense TF32 (cuDNN convolutions' default)")
+    parser.add_argument("--utilisation", type=float, default=0.3)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rate = args.peak_tflops * 1e12 * args.utilisation
+    for path in args.configs:
+        config = yaml.safe_load(path.read_text())
+        result = estimate(config)
+        print(f"{path}  (ESTIMATE at {args.peak_tflops:g} TFLOP/s x {args.utilisation:g} utilisation)")
+        print("  forward GFLOPs per image:", ", ".join(f"{k} {v:.3g}" for k, v in result["per_image_gflops"].items()))
+        total = 0.0
+        for stage, flops in result["flops"].items():
+            hours = flops / rate / 3600
+            total += hours
+            print(f"  {stage:<18} {flops:10.3e} FLOPs  {hours:8.1f} GPU h")
+        print(f"  {'total':<18} {'':>16}  {total:8.1f} GPU h")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The paper presets: each is a complete, valid config whose dry run lists the paper's DAG."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake
+
+PRESETS = sorted((REPO / "config" / "paper").glob("*.yaml"))
+# Hand-derived job counts: (defenses, evaluate jobs, sweep points, purifier variants).
+#   cifar10: 14 defenses (standard, at, ap/atop x {gan, ae} x {rt1, rt2, rt3}); 5 attacks on all 14,
+#            aa_standard on 2, aa_rand and bpda_eot on 12 -> 70 + 2 + 24 = 96; sweeps 6 x 4 + 5 + 5 = 34.
+#   cifar100: 6 defenses (standard, at, ap/atop x {gan, ae} x rt2) -> 5 x 6 + 2 + 2 x 4 = 40; sweeps 34.
+#   imagenette: 8 defenses (standard, at, ap/atop x gan x {rt1, rt2, rt3}) -> 3 x 8 + 2 + 2 x 6 = 38;
+#            sweeps 6 x 2 = 12.
+HAND_COUNTS = {"cifar10": (14, 96, 34, 6), "cifar100": (6, 40, 34, 2), "imagenette": (8, 38, 12, 3)}
+
+
+def _selected(attack: dict, defenses: list[str]) -> list[str]:
+    """The defenses an attack runs on: its ``defenses`` entries are names or kinds (ap, atop, ...)."""
+    chosen = attack.get("defenses")
+    return [d for d in defenses if chosen is None or d in chosen or d.split("-")[0] in chosen]
+
+
+def expected_jobs(config: dict) -> dict[str, int]:
+    evaluation = config["evaluation"]
+    defenses = evaluation["defenses"]
+    variants = {d.split("-", 1)[1] for d in defenses if d.split("-")[0] in ("ap", "atop")}
+    finetuned = {d.split("-", 1)[1] for d in defenses if d.split("-")[0] == "atop"}
+    return {
+        "prepare_data": 1,
+        "train_classifier": 1,
+        "train_adversarial": int("at" in defenses),
+        "pretrain_purifier": len(variants),
+        "finetune_purifier": len(finetuned),
+        "evaluate": sum(len(_selected(a, defenses)) for a in evaluation["attacks"].values()),
+        "evaluate_sweep": sum(
+            len(s["values"]) * len(s.get("defenses", defenses)) for s in evaluation.get("sweeps", {}).values()
+        ),
+        "obfuscation_checks": 1,
+        "report": 1,
+        "all": 1,
+    }
+
+
+def job_stats(output: str) -> dict[str, int]:
+    table = output[output.index("Job stats:") :].split("\n\n")[0]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def test_every_dataset_has_a_preset():
+    assert [p.stem for p in PRESETS] == sorted(HAND_COUNTS)
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
+def test_preset_dry_run_lists_the_paper_dag(workflow_dir: Path, preset: Path):
+    config = yaml.safe_load(preset.read_text())
+    run = run_snakemake(workflow_dir, "-n", "-p", "all", "--configfile", f"config/paper/{preset.name}", timeout=300)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    stats = job_stats(output)
+    expected = {rule: n for rule, n in expected_jobs(config).items() if n}
+    assert stats == expected
+
+    n_defenses, n_evaluate, n_sweep, n_variants = HAND_COUNTS[preset.stem]
+    assert len(config["evaluation"]["defenses"]) == n_defenses
+    assert (stats["evaluate"], stats["evaluate_sweep"], stats["pretrain_purifier"]) == (n_evaluate, n_sweep, n_variants)
+    assert stats["finetune_purifier"] == n_variants and stats["train_adversarial"] == 1
+
+    experiment = config["experiment"]
+    models = f"models/{experiment}"
+    # `at` is scored with the adversarially trained classifier; AToP fine-tunes against the standard one.
+    assert f"--defense at --attack aa_standard --classifier {models}/classifier_adversarial.pt" in output
+    assert f"--defense standard --attack aa_standard --classifier {models}/classifier.pt" in output
+    assert re.search(rf"--classifier {models}/classifier\.pt --purifier {models}/purifiers/gan-rt2/pretrained\.pt", output)
+    assert f"--defense atop-gan-rt2 --attack eot_pgd --classifier {models}/classifier.pt" in output
+    assert f"--purifier {models}/purifiers/gan-rt2/finetuned.pt" in output
+    assert "--defense ap-gan-rt2 --attack aa_standard" not in output, "aa_standard is for deterministic defenses"
+    assert "--defense standard --attack aa_rand" not in output
+    assert "--defense standard --attack bpda_eot" not in output
+    # the paper's budgets and fine-tuning recipe reach the jobs
+    assert '"attack": {"alpha": 0.007, "eot": 20, "eps": "8/255", "method": "eot_pgd", "steps": 200}' in output
+    assert '"ce_start_epoch": 3' in output and '"ce_weight": 0.05' in output
+    assert '"n_samples": 512' in output
+    # an evaluation job's params hold only what affects it: no lists of defenses, attacks or sweeps
+    specs = re.findall(r"atop evaluate --spec '([^']*)'", output)
+    assert len(specs) == n_evaluate + n_sweep
+    assert not any('"defenses"' in spec or '"attacks"' in spec or '"sweeps"' in spec for spec in specs)
+    assert not (workflow_dir / "results").exists(), "a dry run writes nothing"
