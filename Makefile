@@ -32,8 +32,12 @@ lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
 
+# On-demand measurements (not part of the tests); each prints its figures side by side.
 bench: install
-	$(BIN)/python benchmarks/skeleton.py
+	$(BIN)/python benchmarks/eot.py
+	$(BIN)/python benchmarks/harness.py
+	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/workflow.py --cores 2
 
 bench-slurm: install
 	$(BIN)/python benchmarks/slurm_overhead.py
