@@ -52,7 +52,7 @@ def _training_command(stage: str, dataset: Path) -> list[str]:
     if stage == "train-classifier":
         spec = {"seed": 0, "device": "cpu", "classifier": {**config["classifier"], "epochs": EPOCHS[stage], "weight_decay": 0.0}}
     else:
-        purifier = config["purifier"]
+        (purifier,) = config["purifiers"].values()
         spec = {"seed": 0, "device": "cpu", "purifier": {**purifier, "pretrain": {**purifier["pretrain"], "epochs": EPOCHS[stage]}}}
     return [stage, "--spec", json.dumps(spec), "--data", str(dataset), "--out-checkpoint", "model.pt", "--out-curve", "curve.csv"]
 
