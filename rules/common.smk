@@ -61,7 +61,8 @@ CLASSIFIER_CHECKPOINT = {
     "standard": "models/{experiment}/classifier.pt",
     "adversarial": "models/{experiment}/classifier_adversarial.pt",
 }
-PURIFIER_CHECKPOINT = "models/{experiment}/purifiers/{variant}/{stage}.pt"
+# One folder per stage: DVC tracks each stage's per-variant outputs as one directory.
+PURIFIER_CHECKPOINT = "models/{experiment}/purifier_{stage}/{variant}.pt"
 
 
 def _alternatives(names):
@@ -198,9 +199,9 @@ def training_curves(experiment):
         if kind.classifier == "adversarial":
             stages.append("classifier_adversarial")
         if kind.purifier_stage is not None:
-            stages.append(f"purifier_pretrain_{variant}")
+            stages.append(f"purifier_pretrain/{variant}")
         if kind.purifier_stage == "finetuned":
-            stages.append(f"purifier_finetune_{variant}")
+            stages.append(f"purifier_finetune/{variant}")
     return [
         f"results/{experiment}/curves/{stage}.csv" for stage in dict.fromkeys(stages)
     ]

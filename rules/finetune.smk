@@ -4,10 +4,10 @@ rule finetune_purifier:
     input:
         data="results/{experiment}/data/dataset.pt",
         classifier="models/{experiment}/classifier.pt",
-        purifier="models/{experiment}/purifiers/{variant}/pretrained.pt",
+        purifier="models/{experiment}/purifier_pretrained/{variant}.pt",
     output:
-        checkpoint="models/{experiment}/purifiers/{variant}/finetuned.pt",
-        curve="results/{experiment}/curves/purifier_finetune_{variant}.csv",
+        checkpoint="models/{experiment}/purifier_finetuned/{variant}.pt",
+        curve="results/{experiment}/curves/purifier_finetune/{variant}.csv",
         check="results/{experiment}/finetune_checks/{variant}.json",
     log:
         "results/{experiment}/logs/finetune_purifier/{variant}.log",

@@ -3,8 +3,8 @@ rule pretrain_purifier:
     input:
         data="results/{experiment}/data/dataset.pt",
     output:
-        checkpoint="models/{experiment}/purifiers/{variant}/pretrained.pt",
-        curve="results/{experiment}/curves/purifier_pretrain_{variant}.csv",
+        checkpoint="models/{experiment}/purifier_pretrained/{variant}.pt",
+        curve="results/{experiment}/curves/purifier_pretrain/{variant}.csv",
     log:
         "results/{experiment}/logs/pretrain_purifier/{variant}.log",
     benchmark:

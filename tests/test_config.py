@@ -374,6 +374,7 @@ def test_attack_defenses_select_by_name_and_kind(config):
     ],
 )
 def test_check_config_rejects_bad_attack_selection(config, selection, match):
+    config["evaluation"]["defenses"] = [d for d in config["evaluation"]["defenses"] if d != "at"]
     config["evaluation"]["attacks"]["fgsm"]["defenses"] = selection
     with pytest.raises(ConfigError, match=match):
         check_config(config)

@@ -117,6 +117,9 @@ def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
                 time.sleep(0.5)  # the first training job has finished; others are running
             assert process.poll() is None
             _kill_group(process)
+            # A killed Snakemake leaves its lock behind; unlocking is the documented first step.
+            unlock = run_snakemake(folder, "--unlock", "all", "--configfile", str(configfile))
+            assert unlock.returncode == 0, unlock.stderr[-2000:]
         run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
         assert run.returncode == 0, run.stderr[-3000:]
         runs[name] = folder / "results" / "tiny"

@@ -69,14 +69,15 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
     assert run.returncode == 0, output[-4000:]
 
     results, models = workflow_dir / "results" / "tiny", workflow_dir / "models" / "tiny"
-    for name in ("classifier", "purifier_pretrained", "purifier_finetuned"):
+    for name in ("classifier", "classifier_adversarial", "purifier_pretrained/gan-rt2", "purifier_finetuned/gan-rt2"):
         assert (models / f"{name}.pt").stat().st_size > 0
         assert not (models / f"{name}.pt.resume").exists()
-    for defense in ("standard", "ap", "atop"):
+    for defense in ("standard", "at", "ap", "atop"):
         for attack in ("fgsm", "eot_pgd"):
             result = json.loads((results / "eval" / defense / f"{attack}.json").read_text())
             assert 0 <= result["robust"]["accuracy"] <= result["clean"]["accuracy"] <= 1
-    assert set(json.loads((results / "report" / "metrics.json").read_text())) == {"standard", "ap", "atop"}
+    metrics = json.loads((results / "report" / "metrics.json").read_text())
+    assert set(metrics["defenses"]) == {"standard", "at", "ap", "atop"}
 
     # Every job went through sbatch: Snakemake's SLURM job ids are the controller's jobs.
     submitted = {int(job_id): Path(log) for job_id, log in SUBMITTED.findall(output)}

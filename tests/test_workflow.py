@@ -26,13 +26,13 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     assert manifest["split_seed"] == 0 and len(manifest["file_sha256"]) == 64
 
     stages = {}
-    for name in ("classifier", "classifier_adversarial", "purifiers/gan-rt2/pretrained", "purifiers/gan-rt2/finetuned"):
+    for name in ("classifier", "classifier_adversarial", "purifier_pretrained/gan-rt2", "purifier_finetuned/gan-rt2"):
         payload = torch.load(models / f"{name}.pt", weights_only=True)
         assert payload["meta"]["provenance"]["versions"]["torch"].startswith("2.14.1")
         stages[name] = payload["meta"]["stage"]
     assert stages["classifier_adversarial"] == "adversarially_trained"
-    assert stages["purifiers/gan-rt2/finetuned"] == "finetuned"
-    curves = {"classifier": 2, "classifier_adversarial": 2, "purifier_pretrain_gan-rt2": 1, "purifier_finetune_gan-rt2": 1}
+    assert stages["purifier_finetuned/gan-rt2"] == "finetuned"
+    curves = {"classifier": 2, "classifier_adversarial": 2, "purifier_pretrain/gan-rt2": 1, "purifier_finetune/gan-rt2": 1}
     for curve, epochs in curves.items():
         assert len(pd.read_csv(results / "curves" / f"{curve}.csv")) == epochs
     assert json.loads((results / "finetune_checks" / "gan-rt2.json").read_text())["draws"] == 1

@@ -265,12 +265,17 @@ def describe(repo: Path, rules: dict, included: list[str]) -> dict:
         # Inputs made by earlier stages are their outs: DVC orders the stages from them.
         deps += [path for path in produced if _feeds(path, names, rules)]
         produced += outs
-        targets = files if files else ["all"]
-        # --allowed-rules, not --until: upstream stages' outputs are DVC's to provide, and
-        # --until with several rules leaves a stage's last job unscheduled (snakemake#823).
+        # Concrete targets: --allowed-rules keeps Snakemake inside the stage (upstream
+        # outputs are DVC's to provide). Only wildcard outputs: target `all` and stop
+        # after the stage's rules with --until (--until with several rules can leave a
+        # stage's last job unscheduled, snakemake#823, so it is the fallback).
+        if files:
+            targets, limit = files, f"--allowed-rules {' '.join(names)}"
+        else:
+            targets, limit = ["all"], f"--until {' '.join(names)}"
         cmd = (
             f"snakemake {' '.join(targets)} --cores all --configfile ${{configfile}}"
-            f" --rerun-triggers {RERUN_TRIGGERS} --forcerun {' '.join(names)} --allowed-rules {' '.join(names)}"
+            f" --rerun-triggers {RERUN_TRIGGERS} --forcerun {' '.join(names)} {limit}"
         )
         description = {"cmd": cmd, "deps": deps}
         if keys:

@@ -189,7 +189,9 @@ def sweeps_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def _curve_stage(path: Path) -> str:
-    return path.stem.replace("_", " ")
+    """curves/classifier.csv -> "classifier"; curves/purifier_pretrain/gan-rt2.csv -> "purifier pretrain gan-rt2"."""
+    name = path.stem if path.parent.name == "curves" else f"{path.parent.name} {path.stem}"
+    return name.replace("_", " ")
 
 
 def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
