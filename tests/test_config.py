@@ -18,7 +18,7 @@ from atop.config import ConfigError, check_config, number, resolve_numbers
 from atop.data import DATASETS
 from atop.defense import DEFENSES
 from atop.models import CLASSIFIERS, PURIFIERS
-from atop.train.purifier import FINETUNE_ATTACKS
+from atop.finetune_attacks import FINETUNE_ATTACKS
 from atop.transforms import TRANSFORMS
 
 ROOT = Path(__file__).resolve().parents[1]

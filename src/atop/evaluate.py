@@ -14,7 +14,7 @@ from .data import PreparedData
 from .defense import DEFENSES, DefendedModel
 from .defense_kinds import split_defense
 from .metrics import correct_per_draw, summarize
-from .train.purifier import FINETUNE_ATTACKS
+from .finetune_attacks import FINETUNE_ATTACKS
 
 log = logging.getLogger("atop.evaluate")
 

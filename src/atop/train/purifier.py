@@ -11,21 +11,19 @@ with the classifier f frozen.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 import torchattacks
-from torchattacks.attack import Attack
 from torch import nn
 
 from ..data import PreparedData
 from ..defense import DefendedModel
+from ..finetune_attacks import FINETUNE_ATTACKS
 from ..metrics import correct_per_draw
 from ..models import PurifierParts, build_purifier
 from ..models.purifiers import load_initial_weights
-from ..registry import Registry
 from ..transforms import RandomTransform, build_transform
 from .loop import batches, epoch_seed, fit
 
@@ -153,35 +151,6 @@ def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.d
         fingerprint={"spec": spec, "seed": seed, "data": data.info},
     )
     return modules, model_meta, transform_meta, history
-
-
-FINETUNE_ATTACKS: Registry = Registry("fine-tuning attack")
-
-
-@dataclass(frozen=True)
-class FinetuneAttack:
-    build: Callable[[nn.Module, DefendedModel, dict], Attack]
-    norm: str  # threat model; evaluation attacks of the same norm count as "seen"
-
-
-def finetune_attack(name: str, norm: str):
-    def add(build):
-        FINETUNE_ATTACKS.register(name)(FinetuneAttack(build, norm))
-        return build
-
-    return add
-
-
-@finetune_attack("fgsm_classifier", norm="Linf")
-def _fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
-    """The paper's recipe: one FGSM step on the classifier alone (cheap)."""
-    return torchattacks.FGSM(classifier, eps=spec["eps"])
-
-
-@finetune_attack("pgd_defense", norm="Linf")
-def _pgd_on_defense(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
-    """Stronger and slower: PGD through RT + purifier + classifier."""
-    return torchattacks.PGD(defense, eps=spec["eps"], alpha=spec["alpha"], steps=spec["steps"], random_start=True)
 
 
 def defended_val_accuracy(defense: DefendedModel, data: PreparedData, draws: int, seed: int) -> float:
