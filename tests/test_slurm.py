@@ -81,7 +81,8 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
 
     # Every job went through sbatch: Snakemake's SLURM job ids are the controller's jobs.
     submitted = {int(job_id): Path(log) for job_id, log in SUBMITTED.findall(output)}
-    assert len(submitted) == 11, output[-4000:]  # prepare, 2 trainings, fine-tune, 6 evaluations, report
+    # prepare, classifier, AT, pre-train, fine-tune, 8 evaluations, 2 sweep points, checks, report
+    assert len(submitted) == 17, output[-4000:]
     jobs = {int(job["JobID"]): job for job in local_slurm.jobs()}
     assert set(submitted) <= set(jobs)
     for job_id, log in submitted.items():

@@ -88,8 +88,8 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     assert plan.returncode == 0, plan.stderr[-2000:]
     listing = plan.stdout + plan.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", listing, flags=re.M))
-    assert counts.pop("total") == "6", listing
-    assert counts == {"evaluate": "3", "obfuscation_checks": "1", "report": "1", "all": "1"}, listing
+    assert counts.pop("total") == "7", listing
+    assert counts == {"evaluate": "4", "obfuscation_checks": "1", "report": "1", "all": "1"}, listing
 
 
 def _broken(change) -> dict:
