@@ -99,3 +99,22 @@ def require_same_data(meta: dict, data_path: str | os.PathLike, data_sha: str, c
             f"{data_path} (sha256 {data_sha[:12]}...): it belongs to another experiment or an outdated run; "
             "rerun the rule that trains it"
         )
+
+
+def load_external_state_dict(path: str | os.PathLike, sha256: str | None, what: str) -> dict:
+    """A user-provided weights file: present, matching its configured sha256, a plain state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    if sha256 is not None:
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise CheckpointError(f"{path} has sha256 {actual}, but the config names {sha256}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for damaged or unsafe files
+        raise CheckpointError(f"cannot load {what} {path}: {error}") from error
+    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a state dict")
+    return state

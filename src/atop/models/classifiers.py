@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import CheckpointError, sha256_file
+from ..io import CheckpointError, load_external_state_dict
 from ..registry import Registry
 
 CLASSIFIERS: Registry = Registry("classifier")
@@ -275,18 +275,7 @@ def load_robustbench_classifier(
     path = Path(path)
     if arch not in ROBUSTBENCH_ARCHS:
         raise ValueError(f"RobustBench checkpoints fit {', '.join(ROBUSTBENCH_ARCHS)}, not classifier.arch {arch!r}")
-    if not path.is_file():
-        raise CheckpointError(f"RobustBench checkpoint {path} does not exist")
-    actual = sha256_file(path)
-    if actual != sha256:
-        raise CheckpointError(f"{path} has sha256 {actual}, but the config names {sha256}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or unsafe files
-        raise CheckpointError(f"cannot load RobustBench checkpoint {path}: {error}") from error
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a state dict")
+    state = load_external_state_dict(path, sha256, "RobustBench checkpoint")
     state = {key.removeprefix("module."): value for key, value in state.items() if not key.startswith(("sub_block1.", "module.sub_block1."))}
     channels = 3
     model_meta = {

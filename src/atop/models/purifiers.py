@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..io import CheckpointError, sha256_file
+from ..io import CheckpointError, load_external_state_dict
 from ..registry import Registry
 
 PURIFIERS: Registry = Registry("purifier")
@@ -359,17 +359,7 @@ def load_initial_weights(parts: PurifierParts, path: str | Path, sha256: str | N
     ``discriminator.`` keys of a whole purifier. Loaded with ``weights_only=True``; every key must fit.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"purifier init weights {path} do not exist")
-    if sha256 is not None and sha256_file(path) != sha256:
-        raise CheckpointError(f"{path} has sha256 {sha256_file(path)}, but the config names {sha256}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged or unsafe files
-        raise CheckpointError(f"cannot load purifier init weights {path}: {error}") from error
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a state dict")
+    state = load_external_state_dict(path, sha256, "purifier init weights")
     generator = parts.generator.inner if isinstance(parts.generator, ResizedPurifier) else parts.generator
     whole = any(key.startswith(("generator.", "discriminator.")) for key in state)
     targets = {"generator": generator, "discriminator": parts.discriminator} if whole else {"generator": generator}
