@@ -93,7 +93,7 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
         assert (job["tres-per-job"] == "gres:gpu:1") == (rule in GPU_RULES), job
         assert log.is_file() and f"rule {rule}:" in log.read_text(), log
     rules = sorted(re.match(r"rule_(\w+?)_wildcards", jobs[i]["Comment"]).group(1) for i in submitted)
-    assert rules.count("evaluate") == 6 and rules.count("report") == 1
+    assert rules.count("evaluate") == 8 and rules.count("evaluate_sweep") == 2 and rules.count("report") == 1
 
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
     assert "Nothing to be done" in again.stdout + again.stderr
