@@ -384,3 +384,18 @@ def test_schema_rejects_bad_variant_name(schema):
     cfg = yaml.safe_load(CONFIG_PATH.read_text())
     cfg["purifiers"]["gan/rt2"] = cfg["purifiers"]["gan-rt2"]
     assert any("gan/rt2" in e.message for e in _validator(schema).iter_errors(cfg))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"attack": "nope"}, r"evaluation\.sweeps\.eps\.attack = 'nope' is not in evaluation\.attacks"),
+        ({"param": "eot"}, r"evaluation\.sweeps\.eps\.param = 'eot': attack 'pgd' has no such parameter"),
+        ({"values": ["32/255", 0]}, r"evaluation\.sweeps\.eps\.values must be in increasing order"),
+        ({"values": [0, "300/255"]}, r"evaluation\.sweeps\.eps\.values must lie on the \[0, 1\] pixel scale"),
+    ],
+)
+def test_check_config_rejects_bad_sweeps(config, change, match):
+    config["evaluation"]["sweeps"]["eps"].update(change)
+    with pytest.raises(ConfigError, match=match):
+        check_config(config)
