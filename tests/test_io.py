@@ -232,3 +232,21 @@ def test_load_purifier_round_trip_and_mismatch(tmp_path):
     save_checkpoint(bad, parts.as_module().state_dict(), {**meta, "model": {**meta["model"], "base_channels": 8}})
     with pytest.raises(CheckpointError, match="does not fit"):
         load_purifier(bad)
+
+
+def test_staged_directory_replaces_whole_or_keeps_the_old_one(tmp_path):
+    from atop.io import staged_directory
+
+    target = tmp_path / "report"
+    with staged_directory(target) as staging:
+        (staging / "a.txt").write_text("old")
+        (staging / "stale.txt").write_text("old only")
+    with pytest.raises(RuntimeError):
+        with staged_directory(target) as staging:
+            (staging / "a.txt").write_text("new")
+            raise RuntimeError("killed half-way")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a.txt": "old", "stale.txt": "old only"}
+    with staged_directory(target) as staging:
+        (staging / "a.txt").write_text("new")
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a.txt": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]

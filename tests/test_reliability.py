@@ -137,3 +137,46 @@ def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
         a = torch.load(checkpoint, weights_only=True)["state_dict"]
         b = torch.load(twin, weights_only=True)["state_dict"]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), checkpoint
+
+
+def _report_text(folder: Path) -> dict[str, str]:
+    """Every table, markdown and JSON file of a report by relative path (figures: names only)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return {str(p.relative_to(folder)): "" if p.suffix in (".png", ".svg") else p.read_text() for p in files}
+
+
+def test_killed_report_leaves_the_previous_report_or_none_never_a_mix(tmp_path):
+    """SIGKILL while the report is being written: the old complete report survives (or none), rerun completes."""
+    from report_fixtures import make_result, write_results
+
+    from atop.report import write_report
+
+    def results(robust: float) -> list[dict]:
+        return [make_result(d, a, robust if d != "standard" else 0.0, n=64)
+                for d in ("standard", "ap-gan-rt2", "atop-gan-rt2") for a in ("pgd", "eot_pgd", "fgsm")]
+
+    write_results(tmp_path / "old", results(0.40))
+    report = tmp_path / "report"
+    write_report([tmp_path / "old" / "eval"], report, "faults", "digits")
+    before = _report_text(report)
+    assert "metrics.json" in before and "robustness.csv" in before
+
+    write_results(tmp_path / "new", results(0.55))
+    command = [PYTHON, "-m", "atop", "report", "--experiment", "faults", "--dataset", "digits",
+               "--results", str(tmp_path / "new" / "eval"), "--out-dir", str(report)]
+    log = tmp_path / "report.log"
+    with log.open("w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=handle, start_new_session=True)
+        deadline = time.time() + 120
+        while not any(tmp_path.glob(".report.staging-*/robustness.csv")) and time.time() < deadline:
+            time.sleep(0.01)  # the new report has begun to be written (figures come after the tables)
+        assert process.poll() is None, log.read_text()
+        _kill_group(process)
+    # The previous report, byte for byte, or (killed between the two renames) no report at all.
+    assert not report.exists() or _report_text(report) == before
+
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    after = _report_text(report)
+    assert after.keys() == before.keys() and after != before
+    assert json.loads(after["metrics.json"])["defenses"]["atop-gan-rt2"]["pgd"] == 0.55
+    assert not list(tmp_path.glob(".report.*")), "staging folders of the killed run were not cleaned up"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..io import atomic_path, read_json, write_json, write_text
+from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
 from .reference import join_reference, load_reference, reference_summary
 from .results import find_files, load_results, main_results, missing_results, parse_defense
@@ -103,20 +103,7 @@ def write_report(
     joined = join_reference(frame, reference, dataset)
     judged = claims(frame, gradient_comparisons(frame), joined, dataset)
 
-    _write_csv(frame, out_dir / "robustness.csv", index=False)
-    for name, table in tables.items():
-        _write_csv(table_csv(table), out_dir / "tables" / f"{name}.csv", index=True)
-        write_text(out_dir / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
-    _write_csv(joined, out_dir / "tables" / "reference.csv", index=False)
-    write_text(out_dir / "tables" / "reference.md", "# The paper's numbers next to the run's\n\n" + _reference_markdown(joined) + "\n")
-    write_text(out_dir / "robustness.md", _document(experiment, dataset, frame, tables, joined, missing, problems))
-
     curves = find_files(curve_paths, ".csv")
-    figures.robust_accuracy_figure(frame, out_dir / "robust_accuracy")
-    figures.eps_curves_figure(frame, out_dir / "robust_vs_eps")
-    figures.sweeps_figure(frame, out_dir / "sweeps")
-    figures.training_curves_figure(curves, out_dir / "training_curves")
-
     metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing)
     cross_checks = []
     if checks_path is not None:
@@ -125,10 +112,25 @@ def write_report(
     metrics["obfuscation_checks_failed"] = sum(not c["passed"] for c in cross_checks) + int(
         (frame["failed_checks"] != "").sum()
     )
-    write_text(
-        out_dir / "summary.md", summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks)
-    )
-    write_json(out_dir / "metrics.json", metrics)
+    # Staged: a kill mid-report leaves the previous complete report or none, never a mix.
+    with staged_directory(out_dir) as staging:
+        _write_csv(frame, staging / "robustness.csv", index=False)
+        for name, table in tables.items():
+            _write_csv(table_csv(table), staging / "tables" / f"{name}.csv", index=True)
+            write_text(staging / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
+        _write_csv(joined, staging / "tables" / "reference.csv", index=False)
+        write_text(staging / "tables" / "reference.md", "# The paper's numbers next to the run's\n\n" + _reference_markdown(joined) + "\n")
+        write_text(staging / "robustness.md", _document(experiment, dataset, frame, tables, joined, missing, problems))
+
+        figures.robust_accuracy_figure(frame, staging / "robust_accuracy")
+        figures.eps_curves_figure(frame, staging / "robust_vs_eps")
+        figures.sweeps_figure(frame, staging / "sweeps")
+        figures.training_curves_figure(curves, staging / "training_curves")
+
+        write_text(
+            staging / "summary.md", summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks)
+        )
+        write_json(staging / "metrics.json", metrics)
     return metrics
 
 
