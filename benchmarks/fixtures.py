@@ -57,7 +57,8 @@ def digits_defense(classifier_epochs: int = 2, purifier_epochs: int = 1, seed: i
     if not data_path.is_file():
         prepare_dataset(CONFIG["data"], data_path)
     data = load_prepared(data_path)
-    purifier_spec = {**CONFIG["purifier"], "pretrain": {**CONFIG["purifier"]["pretrain"], "epochs": purifier_epochs}}
+    (variant,) = CONFIG["purifiers"].values()  # the default has one purifier variant
+    purifier_spec = {**variant, "pretrain": {**variant["pretrain"], "epochs": purifier_epochs}}
     transform = build_transform(purifier_spec["transform"], seed=seed, **purifier_spec["transform_params"])
     classifier = build_classifier(**classifier_meta(data, CONFIG["classifier"]))
     parts = build_purifier(

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 DVC = str(Path(sys.executable).with_name("dvc"))
-FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "dvc.yaml")
+FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "dvc.yaml", "params.yaml")
 
 
 def copy_workflow(target: Path) -> None:
@@ -90,7 +90,7 @@ def main() -> None:
     print(f"snakemake -n all says: {noop_runs[-1][1].strip().splitlines()[-1]}")
     print(f"dvc status says: {dvc_says}")
 
-    metrics = json.loads((folder / "results" / experiment / "report" / "metrics.json").read_text())
+    metrics = json.loads((folder / "results" / experiment / "report" / "metrics.json").read_text())["defenses"]
     attacks = sorted({k for m in metrics.values() for k in m} - {"clean", "worst_case"})
     print(f"\n{'defense':<10}{'clean':>8}" + "".join(f"{a:>10}" for a in attacks))
     for defense, row in metrics.items():

@@ -10,11 +10,11 @@ rule train_classifier:
         "results/{experiment}/benchmarks/train_classifier.tsv"
     conda:
         ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         gpu=GPU,
     params:
-        spec=spec("classifier"),
+        spec=spec("classifier", performance=performance("training")),
     shell:
         "python -m atop train-classifier --spec {params.spec:q} --data {input.data}"
         " --out-checkpoint {output.checkpoint} --out-curve {output.curve} > {log} 2>&1"
@@ -33,7 +33,7 @@ rule train_adversarial:
         "results/{experiment}/benchmarks/train_adversarial.tsv"
     conda:
         ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         gpu=GPU,
     params:

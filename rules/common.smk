@@ -56,6 +56,10 @@ def _runs_on_gpu():
 # by side. Cluster profiles set gpu per rule themselves (set-resources).
 GPU = 1 if _runs_on_gpu() else 0
 
+# Threads per job (config threads.*; --set-threads still overrides a rule).
+TRAIN_THREADS = config["threads"]["training"]
+EVAL_THREADS = config["threads"]["evaluation"]
+
 # The checkpoint each classifier role and purifier stage is read from.
 CLASSIFIER_CHECKPOINT = {
     "standard": "models/{experiment}/classifier.pt",
@@ -109,15 +113,28 @@ def evaluation_inputs(wildcards):
     return inputs
 
 
+def performance(stage):
+    """Only the stage's own speed settings, so changing evaluation's reruns no training."""
+    return {stage: config["performance"][stage]}
+
+
 def purifier_spec(variant):
     """One variant's section, as the pre-training stage reads it (other variants stay out)."""
-    return spec(purifier=PURIFIERS[variant], variant=variant)
+    return spec(
+        purifier=PURIFIERS[variant],
+        variant=variant,
+        performance=performance("training"),
+    )
 
 
 def adversarial_training_spec():
     """The classifier recipe and the AT budget; a provided standard checkpoint does not matter here."""
     classifier = {k: v for k, v in config["classifier"].items() if k != "pretrained"}
-    return spec("adversarial_training", classifier=classifier)
+    return spec(
+        "adversarial_training",
+        classifier=classifier,
+        performance=performance("training"),
+    )
 
 
 # What every evaluation job reads from the evaluation section: the lists of
@@ -144,6 +161,7 @@ def evaluation_spec(attack):
         attack=attack_params(attack),
         evaluation=evaluation_settings(),
         finetune_attack=config["finetune"]["attack"],
+        performance=performance("evaluation"),
     )
 
 
@@ -156,6 +174,7 @@ def sweep_spec(sweep, point):
         attack={**attack_params(sweep_config["attack"]), sweep_config["param"]: value},
         evaluation=evaluation_settings(n_samples=n_samples),
         finetune_attack=config["finetune"]["attack"],
+        performance=performance("evaluation"),
         sweep={
             "name": sweep,
             "param": sweep_config["param"],

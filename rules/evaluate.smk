@@ -9,7 +9,7 @@ rule evaluate:
         "results/{experiment}/benchmarks/evaluate/{defense}/{attack}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: EVAL_THREADS
     resources:
         gpu=GPU,
     params:
@@ -34,7 +34,7 @@ rule evaluate_sweep:
         "results/{experiment}/benchmarks/sweeps/{sweep}/{defense}/{point}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: EVAL_THREADS
     resources:
         gpu=GPU,
     params:

@@ -15,11 +15,11 @@ rule finetune_purifier:
         "results/{experiment}/benchmarks/finetune_purifier/{variant}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         gpu=GPU,
     params:
-        spec=spec("finetune"),
+        spec=spec("finetune", performance=performance("training")),
     shell:
         "python -m atop finetune-purifier --spec {params.spec:q} --data {input.data}"
         " --classifier {input.classifier} --purifier {input.purifier}"

@@ -11,7 +11,7 @@ rule pretrain_purifier:
         "results/{experiment}/benchmarks/pretrain_purifier/{variant}.tsv"
     conda:
         ENV
-    threads: 2
+    threads: TRAIN_THREADS
     resources:
         gpu=GPU,
     params:

@@ -8,6 +8,7 @@ import re
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from conftest import run_snakemake, tiny_config, write_config
 
@@ -123,6 +124,10 @@ BAD_CONFIGS = {
     "attack missing steps": (lambda c: c["evaluation"]["attacks"]["eot_pgd"].pop("steps"), ["steps"]),
     "empty attack list": (lambda c: c["evaluation"].update(attacks={}), ["attacks", "non-empty"]),
     "path in experiment name": (lambda c: c.update(experiment="../escape"), ["../escape", "experiment"]),
+    "negative learning rate": (lambda c: c["classifier"].update(lr=-0.1), ["-0.1", "lr"]),
+    "mask rate above one": (
+        lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5), ["1.5", "mask_rate"]
+    ),
 }
 
 
@@ -136,3 +141,32 @@ def test_bad_config_fails_before_any_job(workflow_dir, case):
     for fragment in expected:
         assert fragment in output, f"{case}: {fragment!r} not in\n{output[-2000:]}"
     assert not (workflow_dir / "results").exists() and not (workflow_dir / "models").exists()
+
+
+# A typo in a paper preset must stop a multi-day run before its first (download) job.
+PRESET_TYPOS = {
+    "cifar10: misspelt attack method": (
+        "cifar10", lambda c: c["evaluation"]["attacks"]["aa_standard"].update(method="autoatack"),
+        ["autoatack", "aa_standard", "method"],
+    ),
+    "cifar100: misspelt top-level key": (
+        "cifar100", lambda c: c.update(purifers=c.pop("purifiers")), ["purifers"],
+    ),
+    "imagenette: misspelt dataset": (
+        "imagenette", lambda c: c["data"].update(dataset="imagenete"), ["imagenete", "dataset"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PRESET_TYPOS))
+def test_paper_preset_with_a_typo_fails_before_any_job(workflow_dir, case):
+    preset, change, expected = PRESET_TYPOS[case]
+    config = yaml.safe_load((workflow_dir / "config" / "paper" / f"{preset}.yaml").read_text())
+    change(config)
+    configfile = write_config(workflow_dir, config)
+    run = run_snakemake(workflow_dir, "--cores", "1", "all", "--configfile", str(configfile), timeout=120)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    for fragment in expected:
+        assert fragment in output, f"{case}: {fragment!r} not in\n{output[-2000:]}"
+    assert not any((workflow_dir / name).exists() for name in ("results", "models", "data"))

@@ -39,6 +39,16 @@ def _setup(spec: dict):
     return device
 
 
+def _fast_path(spec: dict, stage: str, device):
+    """The stage's speed settings, with TF32 switched on or off for the whole process."""
+    from .fastpath import FastPath
+
+    fast = FastPath.resolve(spec.get("performance"), stage, device)
+    fast.apply_backends()
+    log.info("%s fast path: %s", stage, fast.record())
+    return fast
+
+
 def cmd_prepare_data(args) -> None:
     from .data import prepare_dataset
     from .io import write_json
@@ -91,9 +101,11 @@ def cmd_train_classifier(args) -> None:
         stage, history, inputs["pretrained"] = "provided", [], provided["path"]
     else:
         resume = Path(str(args.out_checkpoint) + ".resume")
-        model, model_meta, history = train_classifier(data, spec, args.spec["seed"], device, resume)
+        fast = _fast_path(args.spec, "training", device)
+        model, model_meta, history = train_classifier(data, spec, args.spec["seed"], device, resume, fast)
         stage = "trained"
-    meta = _checkpoint_meta("classifier", stage, args.spec, device, inputs, model=model_meta)
+    performance = {"performance": fast.record()} if stage == "trained" else {}
+    meta = _checkpoint_meta("classifier", stage, args.spec, device, inputs, model=model_meta, **performance)
     save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
     _write_curve(args.out_curve, history)
     if stage == "trained":
@@ -108,11 +120,13 @@ def cmd_train_adversarial(args) -> None:
     device = _setup(args.spec)
     data = load_prepared(args.data)
     resume = Path(str(args.out_checkpoint) + ".resume")
+    fast = _fast_path(args.spec, "training", device)
     model, model_meta, history = train_adversarial(
-        data, args.spec["classifier"], args.spec["adversarial_training"], args.spec["seed"], device, resume
+        data, args.spec["classifier"], args.spec["adversarial_training"], args.spec["seed"], device, resume, fast
     )
     meta = _checkpoint_meta(
-        "classifier", "adversarially_trained", args.spec, device, {"data": args.data}, model=model_meta
+        "classifier", "adversarially_trained", args.spec, device, {"data": args.data}, model=model_meta,
+        performance=fast.record(),
     )
     save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -127,12 +141,13 @@ def cmd_pretrain_purifier(args) -> None:
     device = _setup(args.spec)
     data = load_prepared(args.data)
     resume = Path(str(args.out_checkpoint) + ".resume")
+    fast = _fast_path(args.spec, "training", device)
     modules, model_meta, transform_meta, history = pretrain_purifier(
-        data, args.spec["purifier"], args.spec["seed"], device, resume
+        data, args.spec["purifier"], args.spec["seed"], device, resume, fast
     )
     meta = _checkpoint_meta(
         "purifier", "pretrained", args.spec, device, {"data": args.data},
-        model=model_meta, transform=transform_meta, variant=args.spec.get("variant"),
+        model=model_meta, transform=transform_meta, variant=args.spec.get("variant"), performance=fast.record(),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -156,14 +171,15 @@ def cmd_finetune_purifier(args) -> None:
     if pre_meta["stage"] != "pretrained":
         raise CheckpointError(f"{args.purifier} is a {pre_meta['stage']} purifier, fine-tuning needs a pretrained one")
     resume = Path(str(args.out_checkpoint) + ".resume")
+    fast = _fast_path(spec, "training", device)
     modules, history, check = finetune_purifier(
-        data, spec, spec["seed"], device, classifier, state, pre_meta["model"], pre_meta["transform"], resume
+        data, spec, spec["seed"], device, classifier, state, pre_meta["model"], pre_meta["transform"], resume, fast
     )
     inputs = {"data": args.data, "classifier": args.classifier, "pretrained_purifier": args.purifier}
     meta = _checkpoint_meta(
         "purifier", "finetuned", spec, device, inputs,
         model=pre_meta["model"], transform=pre_meta["transform"], collapse_check=check,
-        variant=pre_meta.get("variant"),
+        variant=pre_meta.get("variant"), performance=fast.record(),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -173,7 +189,7 @@ def cmd_finetune_purifier(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from .data import load_prepared
-    from .defense import build_defense
+    from .defense import build_defense, fast_defense
     from .evaluate import evaluate_defense
     from .io import load_checkpoint, require_same_data, sha256_file, write_json
     from .provenance import provenance
@@ -186,11 +202,14 @@ def cmd_evaluate(args) -> None:
     for checkpoint in filter(None, (args.classifier, args.purifier)):
         require_same_data(load_checkpoint(checkpoint)[1], args.data, data_sha, checkpoint)
     defense, built_from = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"])
-    defense = defense.to(device)
+    fast = _fast_path(spec, "evaluation", device)
+    defense = fast_defense(defense.to(device), fast, device)
     result = evaluate_defense(
         defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"],
         finetune_attack=spec.get("finetune_attack"),
     )
+    result["performance"] = fast.record()
+    result["precision"] = fast.precision
     result |= built_from  # kind, variant, purifier arch and RT: the report reads them, not just the name
     if "sweep" in spec:
         result["sweep"] = spec["sweep"]

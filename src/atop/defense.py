@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .defense_kinds import CLASSIFIER_STAGES, DEFENSES, DefenseKind, split_defense
+from .fastpath import FastPath
 from .io import CheckpointError, load_checkpoint
 from .models import build_classifier, build_purifier
 from .transforms import RandomTransform, build_transform
@@ -60,6 +61,31 @@ class DefendedModel(nn.Module):
     def reseed(self, seed: int) -> None:
         if self.transform is not None:
             self.transform.reseed(seed)
+
+
+class Autocast(nn.Module):
+    """Runs the wrapped network under autocast and hands fp32 back (so losses and RT stay fp32)."""
+
+    def __init__(self, network: nn.Module, fast: FastPath, device: torch.device) -> None:
+        super().__init__()
+        self.network, self.fast, self.device = network, fast, torch.device(device)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        with self.fast.mixed_precision(self.device):
+            return self.network(*inputs).float()
+
+
+def fast_defense(defense: DefendedModel, fast: FastPath, device: torch.device) -> DefendedModel:
+    """``defense`` with the evaluation fast path applied to its networks (RT stays as it is)."""
+    networks = {"classifier": defense.classifier}
+    if defense.purifier is not None:
+        networks["purifier"] = defense.purifier
+    for name, network in networks.items():
+        network = fast.runner(fast.prepare(network))
+        if fast.autocast != "none":
+            network = Autocast(network, fast, device)
+        setattr(defense, name, network)
+    return defense
 
 
 def load_classifier(path: str | Path) -> tuple[nn.Module, dict]:

@@ -25,14 +25,15 @@ def sample_indices(n_test: int, n_samples: int, seed: int) -> torch.Tensor:
     return order[: min(n_samples, n_test)].sort().values
 
 
-# Images per attack batch when the config says "auto": GPUs want large batches, and on
-# a CPU a few hundred already saturate the cores without a large memory peak.
-AUTO_BATCH_SIZE = {"cuda": 512, "cpu": 256}
+# Images per attack batch when the config says "auto": GPUs want large batches. On a
+# CPU, throughput peaks at 32-128 images per pass and falls ~40 % by 512, when the
+# activations leave the cache (benchmarks/eot.py prints the curve).
+AUTO_BATCH_SIZE = {"cuda": 512, "cpu": 128}
 
 
 def evaluation_batch_size(requested: int | str, device: torch.device) -> int:
     if requested == "auto":
-        return AUTO_BATCH_SIZE.get(device.type, 256)
+        return AUTO_BATCH_SIZE.get(device.type, 128)
     return int(requested)
 
 

@@ -15,11 +15,18 @@ from torch import nn
 
 from ..config import resolve_numbers
 from ..data import PreparedData
+from ..fastpath import FastPath
 from .classifier import fit_classifier, recipe
 
 
 def train_adversarial(
-    data: PreparedData, classifier_spec: dict, attack_spec: dict, seed: int, device: torch.device, resume_path
+    data: PreparedData,
+    classifier_spec: dict,
+    attack_spec: dict,
+    seed: int,
+    device: torch.device,
+    resume_path,
+    fast: FastPath = FastPath(),
 ):
     """Return ``(model, model_meta, history)`` of the adversarially trained classifier."""
     attack_spec = resolve_numbers(attack_spec)
@@ -31,5 +38,5 @@ def train_adversarial(
     fingerprint = {"spec": recipe(classifier_spec), "attack": attack_spec, "seed": seed, "data": data.info}
     return fit_classifier(
         data, classifier_spec, seed, device, resume_path, stage="train_adversarial",
-        make_input=pgd_examples, fingerprint=fingerprint,
+        make_input=pgd_examples, fingerprint=fingerprint, fast=fast,
     )

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import PreparedData
+from ..fastpath import FastPath
 from ..metrics import correct_per_draw
 from ..models import build_classifier
 from ..registry import Registry
@@ -85,16 +86,19 @@ def fit_classifier(
     stage: str,
     make_input: Callable[[nn.Module], InputFn] | None = None,
     fingerprint: dict | None = None,
+    fast: FastPath = FastPath(),
 ):
     """Train a classifier with the configured recipe; ``make_input(model)`` turns each batch into
-    what the model trains on (e.g. adversarial examples). Return ``(model, model_meta, history)``."""
+    what the model trains on (e.g. adversarial examples). ``fast`` is the GPU fast path (layout,
+    autocast, compile). Return ``(model, model_meta, history)``."""
     torch.manual_seed(seed)
     spec = recipe(spec)
     model_meta = classifier_meta(data, spec)
-    model = build_classifier(**model_meta).to(device)
+    model = fast.prepare(build_classifier(**model_meta).to(device))
+    forward = fast.runner(model)  # shares model's parameters; state is saved from model
     optimizer = OPTIMIZERS[spec["optimizer"]](model.parameters(), spec)
     lr_factor = SCHEDULES[spec["schedule"]]
-    to_input = make_input(model) if make_input else None
+    to_input = make_input(forward) if make_input else None
     x_train, y_train = data.images("train"), data.labels("train")
     x_val, y_val = data.images("val"), data.labels("val")
 
@@ -108,11 +112,13 @@ def fit_classifier(
         for xb, yb in batches(x_train, y_train, spec["batch_size"], order):
             if spec["augment"]:
                 xb = crop_flip(xb, spec["crop_padding"], augment)
-            xb, yb = xb.to(device), yb.to(device)
-            if to_input is not None:
-                xb = to_input(xb, yb).detach()
-            model.train()
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=spec["label_smoothing"])
+            xb, yb = fast.inputs(xb.to(device)), yb.to(device)
+            with fast.mixed_precision(device):
+                if to_input is not None:
+                    xb = to_input(xb, yb).detach()
+                model.train()
+                logits = forward(xb)
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=spec["label_smoothing"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -134,6 +140,8 @@ def fit_classifier(
     return model.eval(), model_meta, history
 
 
-def train_classifier(data: PreparedData, spec: dict, seed: int, device: torch.device, resume_path):
+def train_classifier(
+    data: PreparedData, spec: dict, seed: int, device: torch.device, resume_path, fast: FastPath = FastPath()
+):
     """Standard training of the configured classifier; return ``(model, model_meta, history)``."""
-    return fit_classifier(data, spec, seed, device, resume_path, stage="train_classifier")
+    return fit_classifier(data, spec, seed, device, resume_path, stage="train_classifier", fast=fast)

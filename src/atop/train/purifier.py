@@ -20,6 +20,7 @@ from torch import nn
 
 from ..data import PreparedData
 from ..defense import DefendedModel
+from ..fastpath import FastPath
 from ..finetune_attacks import FINETUNE_ATTACKS
 from ..metrics import correct_per_draw
 from ..models import PurifierParts, build_purifier
@@ -59,8 +60,11 @@ def gan_epoch(
     device: torch.device,
     make_input: InputFn | None = None,
     extra_loss: ExtraLossFn | None = None,
+    fast: FastPath = FastPath(),
 ) -> dict[str, float]:
     generator, discriminator = parts.generator, parts.discriminator
+    generate = fast.compiled(generator.forward_train)
+    score = fast.runner(discriminator) if discriminator is not None else None
     generator.train()
     transform.reseed(epoch_seed(seed, epoch, stream=1))
     torch.manual_seed(epoch_seed(seed, epoch, stream=2))  # torchattacks' random starts use the global RNG
@@ -68,19 +72,24 @@ def gan_epoch(
     sums: dict[str, float] = {}
     seen = 0
     for xb, yb in batches(x, y, spec["batch_size"], order):
-        xb, yb = xb.to(device), yb.to(device)
-        x_in = make_input(xb, yb) if make_input else xb
+        xb, yb = fast.inputs(xb.to(device)), yb.to(device)
+        with fast.mixed_precision(device):
+            x_in = make_input(xb, yb) if make_input else xb
         x_t, mask = transform(x_in)
-        outputs = generator.forward_train(x_t, mask)  # DeepFill: coarse and refined; L1 applies to each
+        with fast.mixed_precision(device):  # DeepFill: coarse and refined outputs; L1 applies to each
+            outputs = [out.float() for out in generate(x_t, mask)]
         fake = outputs[-1]
         metrics: dict[str, float] = {}
         if discriminator is not None:
             discriminator.train()
-            d_loss = F.relu(1 - discriminator(xb, mask)).mean() + F.relu(1 + discriminator(fake.detach(), mask)).mean()
+            with fast.mixed_precision(device):
+                real_score, fake_score = score(xb, mask).float(), score(fake.detach(), mask).float()
+            d_loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
             optimizers["discriminator"].zero_grad(set_to_none=True)
             d_loss.backward()
             optimizers["discriminator"].step()
-            adv = -discriminator(fake, mask).mean()
+            with fast.mixed_precision(device):
+                adv = -score(fake, mask).float().mean()
             metrics |= {"d_loss": d_loss.item(), "g_adv": adv.item()}
         else:
             adv = fake.new_zeros(())
@@ -88,7 +97,8 @@ def gan_epoch(
         g_loss = spec["adv_weight"] * adv + spec["l1_weight"] * l1
         metrics["l1"] = l1.item()
         if extra_loss is not None:
-            extra, extra_metrics = extra_loss(fake, yb)
+            with fast.mixed_precision(device):
+                extra, extra_metrics = extra_loss(fake, yb)
             g_loss = g_loss + extra
             metrics |= extra_metrics
         optimizers["generator"].zero_grad(set_to_none=True)
@@ -114,7 +124,9 @@ def reconstruction_l1(
     return total / len(x)
 
 
-def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.device, resume_path):
+def pretrain_purifier(
+    data: PreparedData, spec: dict, seed: int, device: torch.device, resume_path, fast: FastPath = FastPath()
+):
     """Generative pre-training on RT-transformed clean training images."""
     torch.manual_seed(seed)
     model_meta = {
@@ -128,7 +140,7 @@ def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.d
     if spec.get("init_weights"):
         load_initial_weights(parts, spec["init_weights"]["path"], spec["init_weights"].get("sha256"))
         log.info("pretrain_purifier: initialised from %s", spec["init_weights"]["path"])
-    modules = parts.as_module().to(device)
+    modules = fast.prepare(parts.as_module().to(device))
     transform = build_transform(spec["transform"], seed=seed, **spec["transform_params"])
     optimizers = make_optimizers(parts, spec["pretrain"])
     x_train, y_train = data.images("train"), data.labels("train")
@@ -136,7 +148,9 @@ def pretrain_purifier(data: PreparedData, spec: dict, seed: int, device: torch.d
     val_transform = build_transform(spec["transform"], seed=seed + 1, **spec["transform_params"])
 
     def run_epoch(epoch: int) -> dict[str, float]:
-        row = gan_epoch(parts, transform, optimizers, x_train, y_train, spec["pretrain"], seed, epoch, device)
+        row = gan_epoch(
+            parts, transform, optimizers, x_train, y_train, spec["pretrain"], seed, epoch, device, fast=fast
+        )
         val_transform.reseed(seed + 1)
         row["val_l1"] = reconstruction_l1(parts.generator, val_transform, x_val, device)
         return row
@@ -168,6 +182,7 @@ def finetune_purifier(
     model_meta: dict,
     transform_meta: dict,
     resume_path,
+    fast: FastPath = FastPath(),
 ):
     """AToP fine-tuning; raise :class:`FineTuneCollapse` if clean accuracy falls too far."""
     torch.manual_seed(seed)
@@ -175,7 +190,8 @@ def finetune_purifier(
     parts = build_purifier(**model_meta)
     modules = parts.as_module().to(device)
     modules.load_state_dict(pretrained_state)
-    classifier = classifier.to(device).eval().requires_grad_(False)
+    fast.prepare(modules)
+    classifier = fast.prepare(classifier.to(device).eval().requires_grad_(False))
     transform = build_transform(transform_meta["name"], seed=seed, **transform_meta["params"])
     defense = DefendedModel(classifier, parts.generator, transform)
     attack = FINETUNE_ATTACKS[ft["attack"]].build(classifier, defense, ft)
@@ -196,7 +212,7 @@ def finetune_purifier(
 
         row = gan_epoch(
             parts, transform, optimizers, data.images("train"), data.labels("train"), ft, seed, epoch,
-            device, make_input=adversarial, extra_loss=classification_loss,
+            device, make_input=adversarial, extra_loss=classification_loss, fast=fast,
         )
         row["val_clean_accuracy"] = defended_val_accuracy(defense, data, 1, check_seed)
         return row
