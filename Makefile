@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 CORES ?= 8
 
-.PHONY: install run test lint bench bench-slurm dry-run pull
+.PHONY: install run test lint bench bench-gpu bench-slurm dry-run pull
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: install
 	$(BIN)/python benchmarks/harness.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/workflow.py --cores 2
+
+# On a GPU machine: the fast path on vs off, the public code's setting, accuracy both ways.
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu_fastpath.py --public --accuracy 8
 
 bench-slurm: install
 	$(BIN)/python benchmarks/slurm_overhead.py

@@ -74,10 +74,10 @@ def main() -> None:
             defense, eps=eps, alpha=alpha, steps=args.steps, eot_iter=EOT, max_batch=mb)(x, y))(max_batch)
     times = interleaved(contenders, args.repeats)
     baseline = times["torchattacks EOTPGD"]
-    print(f"\n{'attack':<48}{'median s':>10}{'img/s':>8}{'speed-up vs EOTPGD (median [min, max])':>42}")
+    print(f"\n{'attack':<58}{'median s':>10}{'img/s':>8}{'speed-up vs EOTPGD (median [min, max])':>42}")
     for label, seconds in times.items():
         median, low, high = ratio_summary(baseline, seconds)
-        print(f"{label:<48}{statistics.median(seconds):>10.2f}{n / statistics.median(seconds):>8.1f}"
+        print(f"{label:<58}{statistics.median(seconds):>10.2f}{n / statistics.median(seconds):>8.1f}"
               f"{f'{median:.2f}x [{low:.2f}, {high:.2f}]':>42}")
 
     speedup = ratio_summary(baseline, times[next(iter(chunks))])[0]
@@ -107,7 +107,7 @@ def main() -> None:
     print(f"\ngradient quality: mean per-image cosine of the EOT-{EOT} gradient to a {args.reference_draws}-draw "
           f"reference, {args.trials} trials")
     for label, values in cosines.items():
-        print(f"{label:<48}median {statistics.median(values):.4f}  range [{min(values):.4f}, {max(values):.4f}]")
+        print(f"{label:<58}median {statistics.median(values):.4f}  range [{min(values):.4f}, {max(values):.4f}]")
 
 
 if __name__ == "__main__":

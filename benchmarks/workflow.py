@@ -92,9 +92,9 @@ def main() -> None:
 
     metrics = json.loads((folder / "results" / experiment / "report" / "metrics.json").read_text())["defenses"]
     attacks = sorted({k for m in metrics.values() for k in m} - {"clean", "worst_case"})
-    print(f"\n{'defense':<10}{'clean':>8}" + "".join(f"{a:>10}" for a in attacks))
+    print(f"\n{'defense':<10}{'clean':>8}" + "".join(f"{a:>20}" for a in attacks))
     for defense, row in metrics.items():
-        print(f"{defense:<10}{100 * row['clean']:>8.1f}" + "".join(f"{100 * row[a]:>10.1f}" for a in attacks))
+        print(f"{defense:<10}{100 * row['clean']:>8.1f}" + "".join(f"{100 * row[a]:>20.1f}" for a in attacks))
     if not args.keep:
         shutil.rmtree(folder)
 

@@ -1,0 +1,45 @@
+"""The on-demand benchmarks still run (smallest settings): a benchmark that rots is found here, not on a GPU.
+
+Their figures are not checked - only that each script runs end to end and prints its
+side-by-side comparison. Timings belong to `make bench`, never to the test suite.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.workflow  # subprocesses of several seconds each
+
+SMALL = {
+    "eot.py": ["--images", "4", "--steps", "1", "--repeats", "1", "--trials", "1", "--reference-draws", "8",
+               "--pass-sizes", "4", "8", "--seconds-per-size", "0.2"],
+    "harness.py": ["--images", "8", "--repeats", "1"],
+    "scaling.py": ["--samples", "4", "8", "--eot", "1", "2", "--fixed-samples", "4", "--steps", "1", "--repeats", "1"],
+    "gpu_fastpath.py": ["--smoke", "--device", "cpu", "--steps", "1", "--eot", "2"],
+}
+CACHED = {"eot.py", "harness.py", "scaling.py"}
+PRINTS = {
+    "eot.py": ["speed-up vs EOTPGD", "target >= 3x on the CPU", "images per pass", "gradient quality"],
+    "harness.py": ["img/s"],
+    "scaling.py": ["slope"],
+    "gpu_fastpath.py": ["on / off", "TFLOP/s", "fast path on"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMALL))
+def test_benchmark_runs_and_prints_its_comparison(script, tmp_path):
+    args = list(SMALL[script])
+    if script in CACHED:  # the digits fixture: trained weights kept in a folder of the test's own
+        args += ["--threads", "1", "--cache", str(tmp_path / "cache")]
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for fragment in PRINTS[script]:
+        assert fragment in run.stdout, f"{script}: {fragment!r} not printed:\n{run.stdout[-2000:]}"
