@@ -26,7 +26,7 @@ import torchattacks
 from fixtures import CONFIG, digits_defense, ratio_summary
 
 from atop.config import resolve_numbers
-from atop.evaluate import evaluate_defense, sample_indices
+from atop.evaluate import evaluate_defense, evaluation_batch_size, sample_indices
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     params = {k: v for k, v in attack_spec.items() if k != "method"}
     idx = sample_indices(len(data.labels("test")), spec["n_samples"], spec["sample_seed"])
     x, y = data.images("test")[idx], data.labels("test")[idx]
-    n, batch = len(y), spec["batch_size"]
+    n, batch = len(y), evaluation_batch_size(spec["batch_size"], torch.device("cpu"))  # "auto" as a job sees it
     print(f"defense: RT2 + gan_unet(16) + small_cnn  attack: torchattacks.PGD {params}  images: {n}  "
           f"batch: {batch}  draws: {spec['draws']}  threads: {args.threads}")
 

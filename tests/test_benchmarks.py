@@ -26,7 +26,7 @@ CACHED = {"eot.py", "harness.py", "scaling.py"}
 PRINTS = {
     "eot.py": ["speed-up vs EOTPGD", "target >= 3x on the CPU", "images per pass", "gradient quality"],
     "harness.py": ["img/s"],
-    "scaling.py": ["slope"],
+    "scaling.py": ["s per image", "s per EOT sample", "R^2"],
     "gpu_fastpath.py": ["on / off", "TFLOP/s", "fast path on"],
 }
 
