@@ -105,7 +105,7 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
     for path, _, rule, *_ in rows:
         (stage,) = [s for s, rules in dvc_pipeline.STAGES.items() if rule in rules]
         assert any(path == out or path.startswith(out + "/") for out in outs[stage]), (path, stage)
-    assert stages["evaluation"]["params"] == [{"${configfile}": ["device", "evaluation", "experiment", "seed"]}]
+    assert stages["evaluation"]["params"] == [{"${configfile}": ["device", "evaluation", "experiment", "performance", "seed"]}]
     assert "src/atop/train/loop.py" in stages["classifiers"]["deps"]
     assert "src/atop/train/loop.py" not in stages["evaluation"]["deps"]
     assert "src/atop/attacks.py" not in stages["classifiers"]["deps"]
