@@ -18,6 +18,18 @@ WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environ
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny tensors: intra-op threads only add overhead (and stall on a loaded 2-core
+    machine). Jobs the workflow tests start get their threads from Snakemake instead."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_config() -> dict:
     """config/tiny.yaml: a few hundred digits, one short epoch per stage, strong budgets."""
     return yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())

@@ -18,14 +18,6 @@ from atop.evaluate import evaluate_defense
 from atop.transforms import build_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def graded(n=48, size=8, seed=0):
     """Two brightness classes with margins spread over [0, 0.2]: robust accuracy falls gradually with eps."""
     g = torch.Generator().manual_seed(seed)

@@ -25,14 +25,6 @@ from atop.transforms import build_transform
 from test_training import CLASSIFIER_SPEC, CPU, PURIFIER_SPEC, _finetune_spec, _prepared
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 BF16 = FastPath(channels_last=True, autocast="bf16")
 
 

@@ -22,15 +22,6 @@ from atop.io import (
 from atop.models import build_classifier, build_purifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _classifier_meta(width=4):
     return {
         "arch": "small_cnn",

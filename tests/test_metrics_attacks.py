@@ -15,14 +15,6 @@ from atop.metrics import correct_per_draw, summarize, wilson_interval
 from atop.transforms import build_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 MARGIN = 0.1  # class 0 images have mean brightness 0.4, class 1 0.6
 
 

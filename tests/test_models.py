@@ -14,14 +14,6 @@ from atop.models.classifiers import Normalize
 from atop.transforms import build_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 MEAN = [0.2, 0.4, 0.6]
 STD = [0.1, 0.2, 0.3]
 

@@ -16,14 +16,6 @@ from atop.models.purifiers import ContextualAttention, ResizedPurifier, load_ini
 from atop.transforms import build_transform
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 

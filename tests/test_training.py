@@ -19,14 +19,6 @@ from atop.train.loop import NonFiniteLoss, batches, epoch_seed, fit
 from atop.train.purifier import FineTuneCollapse, finetune_purifier, pretrain_purifier
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and stall badly on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 CPU = torch.device("cpu")
 SIZE = 16
 

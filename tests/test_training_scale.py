@@ -21,14 +21,6 @@ SIZE = 16
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _prepared(n_train=32, n_val=8, n_test=8, seed=0) -> PreparedData:
     g = torch.Generator().manual_seed(seed)
     tensors = {}
