@@ -180,3 +180,29 @@ def test_killed_report_leaves_the_previous_report_or_none_never_a_mix(tmp_path):
     assert after.keys() == before.keys() and after != before
     assert json.loads(after["metrics.json"])["defenses"]["atop-gan-rt2"]["pgd"] == 0.55
     assert not list(tmp_path.glob(".report.*")), "staging folders of the killed run were not cleaned up"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "altered", "stale manifest"])
+def test_damaged_prepared_dataset_is_detected_and_never_used(tmp_path, caplog, damage):
+    """A dataset file a killed or interfered-with job left behind stops the next stage, naming the file."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data, manifest = folder / "dataset.pt", folder / "manifest.json"
+    assert cli.main(["prepare-data", "--spec", json.dumps(_data_spec(0)), "--out-data", str(data),
+                     "--out-manifest", str(manifest)]) == 0
+    raw = data.read_bytes()
+    if damage == "truncated":
+        data.write_bytes(raw[: len(raw) // 2])
+    elif damage == "altered":  # same size, a few bytes in the middle of the image tensor changed
+        middle = len(raw) // 2
+        data.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle : middle + 8]) + raw[middle + 8 :])
+    else:  # the data file of another split under this manifest: a job killed between the two writes
+        _prepare(tmp_path, 1).replace(data)
+    checkpoint = tmp_path / "classifier.pt"
+    spec = {**_data_spec(0), "classifier": {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 1,
+                                            "batch_size": 32, "lr": 1e-3, "weight_decay": 0}}
+    code = cli.main(["train-classifier", "--spec", json.dumps(spec), "--data", str(data),
+                     "--out-checkpoint", str(checkpoint), "--out-curve", str(tmp_path / "curve.csv")])
+    assert code == 1
+    assert str(data) in caplog.text and "rerun prepare_data" in caplog.text
+    assert not checkpoint.exists() and not (tmp_path / "curve.csv").exists()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import pickle
 import sys
@@ -48,7 +49,7 @@ class RawDataset:
 
 
 class DataError(RuntimeError):
-    """An upstream archive is missing, cannot be downloaded, or fails its checksum."""
+    """An upstream archive is missing, cannot be downloaded, or fails its checksum; or a prepared dataset is damaged."""
 
 
 @dataclass(frozen=True)
@@ -390,7 +391,27 @@ class PreparedData:
 
 
 def load_prepared(path: str | Path) -> PreparedData:
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    """The prepared dataset at ``path``, checked against the ``manifest.json`` written beside it.
+
+    A damaged file (truncated, altered, or left by a job that did not finish) is a
+    :class:`DataError` naming the file, never a silently different dataset.
+    """
+    path = Path(path)
+    redo = "delete it and rerun prepare_data (snakemake reruns it once the file is gone)"
+    manifest_path = path.with_name("manifest.json")
+    if manifest_path.is_file():
+        try:
+            expected = json.loads(manifest_path.read_text()).get("file_sha256")
+        except json.JSONDecodeError as error:
+            raise DataError(f"{manifest_path} is not valid JSON ({error}): {redo}") from error
+        if expected and sha256_file(path) != expected:
+            raise DataError(f"{path} does not match the sha256 in {manifest_path}: it is damaged or was replaced; {redo}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises several types for damaged files
+        raise DataError(f"{path} cannot be read as a prepared dataset ({type(error).__name__}: {error}); {redo}") from error
     missing = [f"{p}_{s}" for s in SPLITS for p in ("x", "y") if f"{p}_{s}" not in payload]
     if missing or "info" not in payload:
         raise ValueError(f"{path} is not a prepared dataset (missing {missing or ['info']})")
