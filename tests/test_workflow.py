@@ -124,6 +124,13 @@ BAD_CONFIGS = {
     "attack missing steps": (lambda c: c["evaluation"]["attacks"]["eot_pgd"].pop("steps"), ["steps"]),
     "empty attack list": (lambda c: c["evaluation"].update(attacks={}), ["attacks", "non-empty"]),
     "path in experiment name": (lambda c: c.update(experiment="../escape"), ["../escape", "experiment"]),
+    "shell in an attack name": (
+        lambda c: c["evaluation"]["attacks"].update({"x;touch pwned": {"method": "fgsm", "eps": "8/255"}}),
+        ["x;touch pwned"],
+    ),
+    "path in a purifier variant": (
+        lambda c: c["purifiers"].update({"../gan": c["purifiers"]["gan-rt2"]}), ["../gan"],
+    ),
     "negative learning rate": (lambda c: c["classifier"].update(lr=-0.1), ["-0.1", "lr"]),
     "mask rate above one": (
         lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5), ["1.5", "mask_rate"]
@@ -141,6 +148,7 @@ def test_bad_config_fails_before_any_job(workflow_dir, case):
     for fragment in expected:
         assert fragment in output, f"{case}: {fragment!r} not in\n{output[-2000:]}"
     assert not (workflow_dir / "results").exists() and not (workflow_dir / "models").exists()
+    assert not list(workflow_dir.rglob("pwned"))
 
 
 # A typo in a paper preset must stop a multi-day run before its first (download) job.
