@@ -299,3 +299,11 @@ def test_cli_fails_before_writing_on_a_bad_reference(tmp_path):
         capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
     )
     assert empty.returncode == 1 and "no evaluation results found" in empty.stderr
+
+
+def test_training_curve_axes_hold_losses_and_accuracies_not_the_learning_rate():
+    from atop.report.figures import curve_columns
+
+    curve = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_accuracy": [0.8, 0.9],
+                          "lr": [1e-3, 1e-3], "seconds": [2.0, 2.1], "note": ["a", "b"]})
+    assert curve_columns(curve) == (["train_loss"], ["val_accuracy"])

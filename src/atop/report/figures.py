@@ -194,6 +194,17 @@ def _curve_stage(path: Path) -> str:
     return name.replace("_", " ")
 
 
+# Curve columns that are neither a loss nor an accuracy: bookkeeping and the schedule.
+NOT_PLOTTED = ("epoch", "seconds", "lr")
+
+
+def curve_columns(curve: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """``(losses, accuracies)``: the numeric columns of a training curve that go on each axis."""
+    metrics = [c for c in curve.columns if c not in NOT_PLOTTED and pd.api.types.is_numeric_dtype(curve[c])]
+    accuracies = [c for c in metrics if "accuracy" in c]
+    return [c for c in metrics if c not in accuracies], accuracies
+
+
 def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
     """One row per training stage: losses on the left, accuracies on the right, per epoch."""
     curves = [(p, pd.read_csv(p)) for p in curve_paths]
@@ -203,9 +214,7 @@ def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(len(curves), 2, figsize=(10, 2.8 * len(curves)), squeeze=False)
     for (path, curve), (loss_ax, acc_ax) in zip(curves, axes):
-        metrics = [c for c in curve.columns if c not in ("epoch", "seconds") and pd.api.types.is_numeric_dtype(curve[c])]
-        accuracies = [c for c in metrics if "accuracy" in c]
-        losses = [c for c in metrics if c not in accuracies]
+        losses, accuracies = curve_columns(curve)
         for ax, columns, label in ((loss_ax, losses, "loss"), (acc_ax, accuracies, "accuracy (%)")):
             colours = sns.color_palette("deep", max(1, len(columns)))
             for colour, column in zip(colours, columns):
