@@ -289,3 +289,12 @@ def test_cross_attack_checks():
     checks = cross_attack_checks(fishy)
     assert len(checks) == 2 and not any(c["passed"] for c in checks)
     assert {c["claim"] for c in checks} == {"FGSM never beats PGD", "white-box PGD beats black-box Square"}
+
+
+@pytest.mark.parametrize("method, minimum", [("aa_standard", 4), ("aa_rand", 3)])
+def test_autoattack_names_too_few_classes_before_attacking(method, minimum):
+    """torchattacks' DLR losses index the 3rd / 4th largest logit: with fewer classes it crashes mid-attack."""
+    model = DefendedModel(Brightness()).eval()
+    with pytest.raises(ValueError, match=rf"{method} needs at least {minimum} classes .* this dataset has {minimum - 1}"):
+        build_attack(method, model, SMALL_PARAMS[method], **{**CONTEXT, "num_classes": minimum - 1})
+    build_attack(method, model, SMALL_PARAMS[method], **{**CONTEXT, "num_classes": minimum})

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from atop import cli
+from atop.attacks import ATTACKS, build_attack
 from atop.defense import DefendedModel, fast_defense
 from atop.evaluate import evaluate_defense
 from atop.fastpath import FastPath
@@ -22,6 +23,7 @@ from atop.models import build_classifier, build_purifier
 from atop.train.classifier import classifier_meta, train_classifier
 from atop.train.purifier import finetune_purifier, pretrain_purifier
 from atop.transforms import build_transform
+from test_evaluation_protocol import SMALL_PARAMS
 from test_training import CLASSIFIER_SPEC, CPU, PURIFIER_SPEC, _finetune_spec, _prepared
 
 
@@ -147,3 +149,31 @@ def test_every_result_records_its_precision(tmp_path):
                          "--attack", "fgsm", "--classifier", str(classifier), "--out", str(out)]) == 0
         result = json.loads(out.read_text())
         assert result["precision"] == precision and result["performance"]["autocast"] == autocast
+
+
+@pytest.fixture(scope="module")
+def fast_randomized_defense():
+    """A 10-class conv defense (AutoAttack's DLR needs >= 4 classes) with the fullest CPU fast path.
+
+    Untrained: this checks that every attack runs in channels_last + bf16, not how well.
+    """
+    torch.manual_seed(0)
+    classifier = build_classifier(arch="small_cnn", num_classes=10, mean=[0.5] * 3, std=[0.25] * 3, width=4,
+                                  image_size=16).eval().requires_grad_(False)
+    parts = build_purifier(arch="gan_unet", in_channels=3, **PURIFIER_SPEC["arch_params"])
+    transform = build_transform("rt2", seed=0, **PURIFIER_SPEC["transform_params"])
+    defense = fast_defense(DefendedModel(classifier, parts.generator.eval().requires_grad_(False), transform), BF16, CPU)
+    return defense, torch.rand(8, 3, 16, 16), torch.arange(8) % 10
+
+
+@pytest.mark.parametrize("method", sorted(ATTACKS.names()))
+def test_every_attack_runs_through_the_fast_path(fast_randomized_defense, method):
+    """On a GPU, auto puts evaluation in channels_last; no attack may depend on the NCHW layout."""
+    defense, x, y = fast_randomized_defense
+    params = SMALL_PARAMS.get(method, {"bound": 0.05, "steps": 5, "lr": 0.01, "tau": 0.05})
+    torch.manual_seed(0)
+    adversarial = build_attack(method, defense, params, num_classes=10, seed=0, draws=1)(x, y)
+    assert adversarial.shape == x.shape and adversarial.dtype == torch.float32
+    assert torch.isfinite(adversarial).all() and adversarial.min() >= 0 and adversarial.max() <= 1
+    if "eps" in params and ATTACKS[method].norm == "Linf":
+        assert (adversarial - x).abs().max() <= params["eps"] + 1e-6

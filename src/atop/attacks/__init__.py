@@ -104,6 +104,12 @@ def bpda_eot(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, r
     return BatchedEOTPGD(wrapped, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
+def _require_classes(attack: str, num_classes: int, minimum: int, why: str) -> None:
+    """DLR losses index the sorted logits; with too few classes torchattacks fails mid-attack."""
+    if num_classes < minimum:
+        raise ValueError(f"{attack} needs at least {minimum} classes ({why}); this dataset has {num_classes}")
+
+
 def _target_count(num_classes: int) -> int:
     # The reference attacks 9 target classes; torchattacks attacks all others (99 on CIFAR-100).
     return min(9, num_classes - 1)
@@ -119,6 +125,7 @@ def aa_standard(
     APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries); 100
     iterations; one restart each; a fixed seed; per-sample worst case.
     """
+    _require_classes("aa_standard", num_classes, 4, "APGD-T's targeted DLR loss uses the 4 largest logits")
     apgd_t = torchattacks.APGDT(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=num_classes)
     fab_t = torchattacks.FAB(
         model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, multi_targeted=True, n_classes=num_classes
@@ -136,9 +143,10 @@ def aa_standard(
 @register_attack("aa_rand", norm="Linf")
 def aa_rand(
     model: nn.Module, eps: float, norm: str = "Linf", steps: int = 100, eot: int = 20,
-    *, seed: int, draws: int,
+    *, num_classes: int, seed: int, draws: int,
 ) -> Attack:
     """AutoAttack 'rand' for randomized defenses: APGD-CE and APGD-DLR with EOT 20."""
+    _require_classes("aa_rand", num_classes, 3, "APGD's DLR loss uses the 3 largest logits")
     attacks = [
         torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss=loss, eot_iter=eot)
         for loss in ("ce", "dlr")
