@@ -17,6 +17,7 @@ from atop.models import build_classifier
 from atop.train.classifier import train_classifier
 from atop.train.loop import NonFiniteLoss, batches, epoch_seed, fit
 from atop.train.purifier import FineTuneCollapse, finetune_purifier, pretrain_purifier
+from synthetic_data import brightness_data
 
 
 CPU = torch.device("cpu")
@@ -24,22 +25,7 @@ SIZE = 16
 
 
 def _prepared(n_train=64, n_val=16, n_test=16, seed=0) -> PreparedData:
-    """Random 3x16x16 images whose class (2 of them) is their brightness."""
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for split, n in [("train", n_train), ("val", n_val), ("test", n_test)]:
-        y = torch.randint(0, 2, (n,), generator=g)
-        x = (0.3 + 0.4 * y.float()).view(n, 1, 1, 1) + 0.1 * torch.randn(n, 3, SIZE, SIZE, generator=g)
-        tensors[f"x_{split}"] = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-        tensors[f"y_{split}"] = y
-    info = {
-        "dataset": "synthetic",
-        "num_classes": 2,
-        "image_shape": [3, SIZE, SIZE],
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-    }
-    return PreparedData(tensors=tensors, info=info)
+    return brightness_data(n_train, n_val, n_test, seed, SIZE)
 
 
 CLASSIFIER_SPEC = {

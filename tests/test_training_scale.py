@@ -15,6 +15,7 @@ from atop.train.adversarial import train_adversarial
 from atop.train.classifier import RECIPE_DEFAULTS, crop_flip, train_classifier
 from atop.train.loop import fit
 from atop.train.purifier import pretrain_purifier
+from synthetic_data import brightness_data
 
 CPU = torch.device("cpu")
 SIZE = 16
@@ -22,15 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _prepared(n_train=32, n_val=8, n_test=8, seed=0) -> PreparedData:
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for split, n in [("train", n_train), ("val", n_val), ("test", n_test)]:
-        y = torch.randint(0, 2, (n,), generator=g)
-        x = (0.3 + 0.4 * y.float()).view(n, 1, 1, 1) + 0.1 * torch.randn(n, 3, SIZE, SIZE, generator=g)
-        tensors[f"x_{split}"] = (x.clamp(0, 1) * 255).round().to(torch.uint8)
-        tensors[f"y_{split}"] = y
-    info = {"dataset": "synthetic", "num_classes": 2, "image_shape": [3, SIZE, SIZE], "mean": [0.5] * 3, "std": [0.25] * 3}
-    return PreparedData(tensors=tensors, info=info)
+    return brightness_data(n_train, n_val, n_test, seed, SIZE)
 
 
 SPEC = {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 2, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.0}
