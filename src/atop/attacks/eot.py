@@ -11,7 +11,7 @@ DEFAULT_MAX_BATCH = {"cuda": 4096, "cpu": 128}
 
 
 class BatchedEOTPGD(Attack):
-    """PGD-Linf with expectation over transformation, all EOT samples in one batch.
+    """PGD-Linf with expectation over transformation, EOT samples batched into few passes.
 
     Each step replicates the batch ``eot_iter`` times, so a randomized model
     draws independent randomness per replica, and one forward and backward
