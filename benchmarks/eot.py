@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 import torchattacks
-from fixtures import digits_defense, interleaved, ratio_summary
+from fixtures import add_fixture_args, digits_defense, interleaved, ratio_summary
 
 from atop.attacks import BatchedEOTPGD
 from atop.attacks.eot import DEFAULT_MAX_BATCH
@@ -48,12 +48,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--steps", type=int, default=2, help="PGD steps per timed attack")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--trials", type=int, default=5, help="independent EOT-20 estimates for gradient quality")
     parser.add_argument("--reference-draws", type=int, default=400)
     parser.add_argument("--pass-sizes", type=int, nargs="+", default=[16, 64, 128, 256, 512, 1280])
     parser.add_argument("--seconds-per-size", type=float, default=3.0)
-    parser.add_argument("--cache", default="/tmp/atop-bench-cache", help="folder that keeps the trained weights")
+    add_fixture_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data, _, defense = digits_defense(cache=args.cache)

@@ -82,6 +82,12 @@ def digits_defense(classifier_epochs: int = 2, purifier_epochs: int = 1, seed: i
     return data, classifier, DefendedModel(classifier, generator, transform).eval()
 
 
+def add_fixture_args(parser) -> None:
+    """The options every digits-defense benchmark shares: torch threads and the weights cache."""
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cache", default="/tmp/atop-bench-cache", help="folder that keeps the trained weights")
+
+
 def interleaved(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
     """Wall seconds of each contender, run in turn ``repeats`` times so load drifts hit all alike."""
     times: dict[str, list[float]] = {name: [] for name in contenders}

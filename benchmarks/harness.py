@@ -23,7 +23,7 @@ import time
 
 import torch
 import torchattacks
-from fixtures import CONFIG, digits_defense, ratio_summary
+from fixtures import CONFIG, add_fixture_args, digits_defense, ratio_summary
 
 from atop.config import resolve_numbers
 from atop.evaluate import evaluate_defense, evaluation_batch_size, sample_indices
@@ -33,8 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=CONFIG["evaluation"]["n_samples"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--cache", default="/tmp/atop-bench-cache", help="folder that keeps the trained weights")
+    add_fixture_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)

@@ -19,7 +19,7 @@ import random
 import statistics
 
 import torch
-from fixtures import CONFIG, digits_defense, linear_fit
+from fixtures import CONFIG, add_fixture_args, digits_defense, linear_fit
 
 from atop.config import resolve_numbers
 from atop.evaluate import evaluate_defense
@@ -33,8 +33,7 @@ def main() -> None:
     parser.add_argument("--fixed-eot", type=int, default=2, help="EOT samples while the image count varies")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--cache", default="/tmp/atop-bench-cache", help="folder that keeps the trained weights")
+    add_fixture_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)

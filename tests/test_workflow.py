@@ -131,6 +131,10 @@ BAD_CONFIGS = {
     "path in a purifier variant": (
         lambda c: c["purifiers"].update({"../gan": c["purifiers"]["gan-rt2"]}), ["../gan"],
     ),
+    "zero evaluation threads": (lambda c: c.update(threads={"evaluation": 0}), ["threads", "evaluation", "0"]),
+    "fp16 autocast": (
+        lambda c: c.update(performance={"training": {"autocast": "fp16"}}), ["fp16", "autocast", "none", "bf16"],
+    ),
     "negative learning rate": (lambda c: c["classifier"].update(lr=-0.1), ["-0.1", "lr"]),
     "mask rate above one": (
         lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5), ["1.5", "mask_rate"]
