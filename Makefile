@@ -30,6 +30,8 @@ test: install
 	$(MAKE) --no-print-directory lint
 
 lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
 

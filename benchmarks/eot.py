@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 import torchattacks
-from fixtures import add_fixture_args, digits_defense, interleaved, ratio_summary
 
 from atop.attacks import BatchedEOTPGD
 from atop.attacks.eot import DEFAULT_MAX_BATCH
+
+from fixtures import add_fixture_args, digits_defense, interleaved, ratio_summary
 
 EOT = 20
 
@@ -59,25 +61,35 @@ def main() -> None:
     x, y = data.images("test")[: args.images], data.labels("test")[: args.images]
     eps, alpha = 24 / 255, 6 / 255  # the default experiment's eot_pgd budget
     n = len(y)
-    print(f"defense: RT2 + gan_unet(16) + small_cnn  images: {n}  EOT: {EOT}  steps: {args.steps}  "
-          f"threads: {args.threads}")
+    print(
+        f"defense: RT2 + gan_unet(16) + small_cnn  images: {n}  EOT: {EOT}  steps: {args.steps}  "
+        f"threads: {args.threads}"
+    )
 
     chunks = {
         f"batched, CPU default ({DEFAULT_MAX_BATCH['cpu']} images per pass)": None,
         f"batched, GPU default (all {EOT} replicas: {EOT * n} per pass)": DEFAULT_MAX_BATCH["cuda"],
     }
-    contenders = {"torchattacks EOTPGD": lambda: torchattacks.EOTPGD(
-        defense, eps=eps, alpha=alpha, steps=args.steps, eot_iter=EOT)(x, y)}
+
+    def batched_eot(max_batch):
+        return BatchedEOTPGD(defense, eps=eps, alpha=alpha, steps=args.steps, eot_iter=EOT, max_batch=max_batch)(x, y)
+
+    contenders = {
+        "torchattacks EOTPGD": lambda: torchattacks.EOTPGD(
+            defense, eps=eps, alpha=alpha, steps=args.steps, eot_iter=EOT
+        )(x, y)
+    }
     for label, max_batch in chunks.items():
-        contenders[label] = (lambda mb: lambda: BatchedEOTPGD(
-            defense, eps=eps, alpha=alpha, steps=args.steps, eot_iter=EOT, max_batch=mb)(x, y))(max_batch)
+        contenders[label] = partial(batched_eot, max_batch)
     times = interleaved(contenders, args.repeats)
     baseline = times["torchattacks EOTPGD"]
     print(f"\n{'attack':<58}{'median s':>10}{'img/s':>8}{'speed-up vs EOTPGD (median [min, max])':>42}")
     for label, seconds in times.items():
         median, low, high = ratio_summary(baseline, seconds)
-        print(f"{label:<58}{statistics.median(seconds):>10.2f}{n / statistics.median(seconds):>8.1f}"
-              f"{f'{median:.2f}x [{low:.2f}, {high:.2f}]':>42}")
+        print(
+            f"{label:<58}{statistics.median(seconds):>10.2f}{n / statistics.median(seconds):>8.1f}"
+            f"{f'{median:.2f}x [{low:.2f}, {high:.2f}]':>42}"
+        )
 
     speedup = ratio_summary(baseline, times[next(iter(chunks))])[0]
     print(f"target >= 3x on the CPU: {'met' if speedup >= 3 else 'NOT met'} ({speedup:.2f}x with the CPU default)")
@@ -100,11 +112,15 @@ def main() -> None:
     cosines: dict[str, list[float]] = {"torchattacks EOTPGD": [], "batched": []}
     for trial in range(args.trials):
         defense.reseed(1000 + trial)
-        cosines["torchattacks EOTPGD"].append(per_image_cosine(sequential_eot_gradient(defense, x, y, EOT), reference).mean().item())
+        cosines["torchattacks EOTPGD"].append(
+            per_image_cosine(sequential_eot_gradient(defense, x, y, EOT), reference).mean().item()
+        )
         defense.reseed(2000 + trial)
         cosines["batched"].append(per_image_cosine(batched.eot_gradient(x, y), reference).mean().item())
-    print(f"\ngradient quality: mean per-image cosine of the EOT-{EOT} gradient to a {args.reference_draws}-draw "
-          f"reference, {args.trials} trials")
+    print(
+        f"\ngradient quality: mean per-image cosine of the EOT-{EOT} gradient to a {args.reference_draws}-draw "
+        f"reference, {args.trials} trials"
+    )
     for label, values in cosines.items():
         print(f"{label:<58}median {statistics.median(values):.4f}  range [{min(values):.4f}, {max(values):.4f}]")
 

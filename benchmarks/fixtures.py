@@ -12,8 +12,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import yaml
@@ -21,14 +21,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # benchmark this checkout's code, not an installed copy
 
-from atop.data import load_prepared, prepare_dataset  # noqa: E402
-from atop.defense import DefendedModel  # noqa: E402
-from atop.io import atomic_path  # noqa: E402
-from atop.models import build_classifier, build_purifier  # noqa: E402
-from atop.train.classifier import classifier_meta, train_classifier  # noqa: E402
-from atop.train.purifier import pretrain_purifier  # noqa: E402
-from atop.transforms import build_transform  # noqa: E402
-
+from atop.data import load_prepared, prepare_dataset
+from atop.defense import DefendedModel
+from atop.io import atomic_path
+from atop.models import build_classifier, build_purifier
+from atop.train.classifier import classifier_meta, train_classifier
+from atop.train.purifier import pretrain_purifier
+from atop.transforms import build_transform
 
 
 def default_config() -> dict:

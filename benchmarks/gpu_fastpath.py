@@ -34,14 +34,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from atop.attacks import BatchedEOTPGD  # noqa: E402
-from atop.data import PreparedData  # noqa: E402
-from atop.defense import DefendedModel, fast_defense  # noqa: E402
-from atop.fastpath import FastPath  # noqa: E402
-from atop.models import build_classifier, build_purifier  # noqa: E402
-from atop.train.classifier import train_classifier  # noqa: E402
-from atop.train.purifier import finetune_purifier  # noqa: E402
-from atop.transforms import build_transform  # noqa: E402
+from atop.attacks import BatchedEOTPGD
+from atop.data import PreparedData
+from atop.defense import DefendedModel, fast_defense
+from atop.fastpath import FastPath
+from atop.models import build_classifier, build_purifier
+from atop.train.classifier import train_classifier
+from atop.train.purifier import finetune_purifier
+from atop.transforms import build_transform
 
 # Dense peak TFLOP/s by device name fragment and precision (NVIDIA data sheets, SXM parts).
 PEAK_TFLOPS = {
@@ -65,8 +65,13 @@ def synthetic_data(n_train: int, size: int, seed: int = 0) -> PreparedData:
     for split, n in (("train", n_train), ("val", 256), ("test", 64)):
         tensors[f"x_{split}"] = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
         tensors[f"y_{split}"] = torch.randint(0, 10, (n,), generator=g)
-    info = {"dataset": "synthetic", "num_classes": 10, "image_shape": [3, size, size],
-            "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]}
+    info = {
+        "dataset": "synthetic",
+        "num_classes": 10,
+        "image_shape": [3, size, size],
+        "mean": [0.49, 0.48, 0.45],
+        "std": [0.25, 0.24, 0.26],
+    }
     return PreparedData(tensors=tensors, info=info)
 
 
@@ -103,14 +108,37 @@ def finetune_speed(data, scale, device, fast, classifier, batch: int, image_size
     (_, _), (arch, params), *_ = scale
     meta = {"arch": arch, "in_channels": 3, "image_size": image_size, **params}
     parts = build_purifier(**meta)
-    spec = {"finetune": {"attack": "fgsm_classifier", "eps": 8 / 255, "epochs": 1, "batch_size": batch, "lr": 1e-4,
-                         "betas": [0.5, 0.999], "adv_weight": 0.1, "l1_weight": 1.0, "ce_weight": 0.05,
-                         "ce_start_epoch": 0, "max_clean_drop": 1.0, "check_draws": 1}}
+    spec = {
+        "finetune": {
+            "attack": "fgsm_classifier",
+            "eps": 8 / 255,
+            "epochs": 1,
+            "batch_size": batch,
+            "lr": 1e-4,
+            "betas": [0.5, 0.999],
+            "adv_weight": 0.1,
+            "l1_weight": 1.0,
+            "ce_weight": 0.05,
+            "ce_start_epoch": 0,
+            "max_clean_drop": 1.0,
+            "check_draws": 1,
+        }
+    }
     transform = {"name": "rt2", "params": {"noise_std": 0.25, "grid": 8, "mask_rate": 0.25}}
     with tempfile.TemporaryDirectory() as folder:
         fast.apply_backends()
-        _, history, _ = finetune_purifier(data, spec, 0, device, classifier, parts.as_module().state_dict(), meta,
-                                          transform, Path(folder) / "f.resume", fast)
+        _, history, _ = finetune_purifier(
+            data,
+            spec,
+            0,
+            device,
+            classifier,
+            parts.as_module().state_dict(),
+            meta,
+            transform,
+            Path(folder) / "f.resume",
+            fast,
+        )
     return len(data.labels("train")) / history[-1]["seconds"]
 
 
@@ -136,11 +164,18 @@ def digits_accuracy(device, fast, epochs: int) -> float:
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "digits.pt"
-        prepare_dataset({"dataset": "digits", "image_size": 32, "val_size": 200, "test_size": 397, "split_seed": 0},
-                        path)
+        prepare_dataset(
+            {"dataset": "digits", "image_size": 32, "val_size": 200, "test_size": 397, "split_seed": 0}, path
+        )
         data = load_prepared(path)
-        spec = {"arch": "small_cnn", "arch_params": {"width": 32}, "epochs": epochs, "batch_size": 64, "lr": 1e-3,
-                "weight_decay": 0.0}
+        spec = {
+            "arch": "small_cnn",
+            "arch_params": {"width": 32},
+            "epochs": epochs,
+            "batch_size": 64,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+        }
         fast.apply_backends()
         _, _, history = train_classifier(data, spec, 0, device, Path(folder) / "c.resume", fast)
     return history[-1]["val_accuracy"]
@@ -153,8 +188,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="EOT-PGD steps timed")
     parser.add_argument("--eot", type=int, default=20)
     parser.add_argument("--public", action="store_true", help="also the public code's 256x256, batch-8 fine-tuning")
-    parser.add_argument("--accuracy", type=int, default=0, metavar="EPOCHS",
-                        help="train the digits CNN this many epochs with the fast path off and on")
+    parser.add_argument(
+        "--accuracy",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="train the digits CNN this many epochs with the fast path off and on",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -162,30 +202,50 @@ def main() -> None:
     (c_arch, c_params), purifier_arch, size, n_train, batch, n_eval = scale
     data = synthetic_data(n_train, size)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"device: {name}  torch {torch.__version__}  {datetime.date.today()}  "
-          f"classifier {c_arch}  purifier {purifier_arch[0]}  {size}x{size}")
-    classifier_spec = {"arch": c_arch, "arch_params": c_params, "epochs": 1, "batch_size": batch, "lr": 0.1,
-                       "optimizer": "sgd", "weight_decay": 5e-4}
-    meta = {"arch": c_arch, "num_classes": 10, "mean": data.info["mean"], "std": data.info["std"],
-            "image_size": size, **c_params}
+    print(
+        f"device: {name}  torch {torch.__version__}  {datetime.date.today()}  "
+        f"classifier {c_arch}  purifier {purifier_arch[0]}  {size}x{size}"
+    )
+    classifier_spec = {
+        "arch": c_arch,
+        "arch_params": c_params,
+        "epochs": 1,
+        "batch_size": batch,
+        "lr": 0.1,
+        "optimizer": "sgd",
+        "weight_decay": 5e-4,
+    }
+    meta = {
+        "arch": c_arch,
+        "num_classes": 10,
+        "mean": data.info["mean"],
+        "std": data.info["std"],
+        "image_size": size,
+        **c_params,
+    }
     classifier = build_classifier(**meta).to(device).eval().requires_grad_(False)
     flops = train_flops_per_image(classifier, size, device)
 
     rows = []
     for label, fast_train, fast_eval in (("off", OFF, OFF), ("on", TRAIN_ON, EVAL_ON)):
-        rows.append({
-            "fast path": label,
-            "train_classifier img/s": classifier_speed(data, classifier_spec, device, fast_train),
-            "finetune_purifier img/s": finetune_speed(data, scale, device, fast_train, classifier, batch),
-            f"EOT-{args.eot} PGD img-steps/s": eot_speed(classifier, purifier_arch, size, n_eval, device, fast_eval,
-                                                          args.steps, args.eot),
-            "train precision": fast_train.precision,
-        })
+        rows.append(
+            {
+                "fast path": label,
+                "train_classifier img/s": classifier_speed(data, classifier_spec, device, fast_train),
+                "finetune_purifier img/s": finetune_speed(data, scale, device, fast_train, classifier, batch),
+                f"EOT-{args.eot} PGD img-steps/s": eot_speed(
+                    classifier, purifier_arch, size, n_eval, device, fast_eval, args.steps, args.eot
+                ),
+                "train precision": fast_train.precision,
+            }
+        )
     columns = [k for k in rows[0] if k != "fast path"]
     print(f"\n{'fast path':<12}" + "".join(f"{c:>30}" for c in columns))
     for row in rows:
-        print(f"{row['fast path']:<12}" + "".join(
-            f"{row[c]:>30.1f}" if isinstance(row[c], float) else f"{row[c]:>30}" for c in columns))
+        print(
+            f"{row['fast path']:<12}"
+            + "".join(f"{row[c]:>30.1f}" if isinstance(row[c], float) else f"{row[c]:>30}" for c in columns)
+        )
     speedups = {c: rows[1][c] / rows[0][c] for c in columns if isinstance(rows[0][c], float)}
     print(f"{'on / off':<12}" + "".join(f"{speedups[c]:>29.2f}x" for c in speedups))
     for row in rows:
@@ -194,19 +254,33 @@ def main() -> None:
         share = f"{100 * achieved / top:.1f} % of the {row['train precision']} peak" if top else "peak unknown"
         print(f"classifier training, fast path {row['fast path']}: {achieved / 1e12:.2f} TFLOP/s ({share})")
 
-    report = {"device": name, "torch": torch.__version__, "date": str(datetime.date.today()), "rows": rows,
-              "speedups": speedups, "classifier_train_flops_per_image": flops}
+    report = {
+        "device": name,
+        "torch": torch.__version__,
+        "date": str(datetime.date.today()),
+        "rows": rows,
+        "speedups": speedups,
+        "classifier_train_flops_per_image": flops,
+    }
     if args.public:
         # The public code: DeepFill at 256x256 (resized in and out) behind the CIFAR classifier, batch 8.
-        its = {label: finetune_speed(data, scale, device, fast, classifier, 8, image_size=256) / 8
-               for label, fast in (("off", OFF), ("on", TRAIN_ON))}
-        print(f"\npublic-code setting (256x256 purifier, batch 8): {its['off']:.2f} it/s fast path off, "
-              f"{its['on']:.2f} it/s on; the public code recorded about 1.1 it/s (GPU unknown)")
+        its = {
+            label: finetune_speed(data, scale, device, fast, classifier, 8, image_size=256) / 8
+            for label, fast in (("off", OFF), ("on", TRAIN_ON))
+        }
+        print(
+            f"\npublic-code setting (256x256 purifier, batch 8): {its['off']:.2f} it/s fast path off, "
+            f"{its['on']:.2f} it/s on; the public code recorded about 1.1 it/s (GPU unknown)"
+        )
         report["public_setting_iterations_per_second"] = its
     if args.accuracy:
-        accuracy = {label: digits_accuracy(device, fast, args.accuracy) for label, fast in (("off", OFF), ("on", TRAIN_ON))}
-        print(f"\ndigits small CNN, {args.accuracy} epochs, validation accuracy: fast path off {accuracy['off']:.4f}, "
-              f"on {accuracy['on']:.4f}")
+        accuracy = {
+            label: digits_accuracy(device, fast, args.accuracy) for label, fast in (("off", OFF), ("on", TRAIN_ON))
+        }
+        print(
+            f"\ndigits small CNN, {args.accuracy} epochs, validation accuracy: fast path off {accuracy['off']:.4f}, "
+            f"on {accuracy['on']:.4f}"
+        )
         report["digits_val_accuracy"] = accuracy
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

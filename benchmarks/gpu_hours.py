@@ -23,9 +23,9 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from atop.config import attack_defenses, purifier_variant  # noqa: E402
-from atop.defense_kinds import DEFENSES, split_defense  # noqa: E402
-from atop.models import build_classifier, build_purifier  # noqa: E402
+from atop.config import attack_defenses, purifier_variant
+from atop.defense_kinds import DEFENSES, split_defense
+from atop.models import build_classifier, build_purifier
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenette": 9_469, "digits": 1_797}
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenette": 10, "digits": 10}
@@ -59,13 +59,19 @@ def estimate(config: dict) -> dict[str, float]:
     size, n_train = data["image_size"], TRAIN_IMAGES[data["dataset"]] - data.get("val_size", 0)
     x = torch.rand(1, 3, size, size)
     classifier = build_classifier(
-        config["classifier"]["arch"], CLASSES[data["dataset"]], [0.5] * 3, [0.25] * 3, size,
+        config["classifier"]["arch"],
+        CLASSES[data["dataset"]],
+        [0.5] * 3,
+        [0.25] * 3,
+        size,
         **config["classifier"].get("arch_params", {}),
     ).eval()
     f_c = forward_flops(classifier, x)
     purifier_flops = {}
     for name, spec in config.get("purifiers", {}).items():
-        parts = build_purifier(spec["arch"], in_channels=3, image_size=spec.get("image_size"), **spec.get("arch_params", {}))
+        parts = build_purifier(
+            spec["arch"], in_channels=3, image_size=spec.get("image_size"), **spec.get("arch_params", {})
+        )
         mask = torch.ones(1, 1, size, size)
         copies = spec.get("transform_params", {}).get("copies", 1) if spec["transform"] == "rt3" else 1
         f_g = copies * forward_flops(parts.generator.eval(), x, mask)
@@ -81,11 +87,14 @@ def estimate(config: dict) -> dict[str, float]:
     variants = {purifier_variant(config, d) for d in defenses} - {None}
     finetuned = {purifier_variant(config, d) for d in defenses if split_defense(d)[0] == "atop"}
     flops["pretrain_purifier"] = sum(
-        config["purifiers"][v]["pretrain"].get("epochs", 10) * n_train * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1])
+        config["purifiers"][v]["pretrain"].get("epochs", 10)
+        * n_train
+        * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1])
         for v in variants
     )
     flops["finetune_purifier"] = sum(
-        ft.get("epochs", 6) * n_train * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1] + 6 * f_c) for v in finetuned
+        ft.get("epochs", 6) * n_train * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1] + 6 * f_c)
+        for v in finetuned
     )
 
     def job(defense: str, attack: dict, n: int) -> float:
@@ -112,13 +121,18 @@ def estimate(config: dict) -> dict[str, float]:
         for d in s.get("defenses", defenses)
         if s["param"] == "eps"
     )
-    return {"per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}}, "flops": flops}
+    return {
+        "per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}},
+        "flops": flops,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", type=Path)
-    parser.add_argument("--peak-tflops", type=float, default=495.0, help="H100 SXM dense TF32 (cuDNN convolutions' default)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=495.0, help="H100 SXM dense TF32 (cuDNN convolutions' default)"
+    )
     parser.add_argument("--utilisation", type=float, default=0.3)
     args = parser.parse_args()
     torch.set_num_threads(2)

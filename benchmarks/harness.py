@@ -23,10 +23,11 @@ import time
 
 import torch
 import torchattacks
-from fixtures import CONFIG, add_fixture_args, digits_defense, ratio_summary
 
 from atop.config import resolve_numbers
 from atop.evaluate import evaluate_defense, evaluation_batch_size, sample_indices
+
+from fixtures import CONFIG, add_fixture_args, digits_defense, ratio_summary
 
 
 def main() -> None:
@@ -44,8 +45,10 @@ def main() -> None:
     idx = sample_indices(len(data.labels("test")), spec["n_samples"], spec["sample_seed"])
     x, y = data.images("test")[idx], data.labels("test")[idx]
     n, batch = len(y), evaluation_batch_size(spec["batch_size"], torch.device("cpu"))  # "auto" as a job sees it
-    print(f"defense: RT2 + gan_unet(16) + small_cnn  attack: torchattacks.PGD {params}  images: {n}  "
-          f"batch: {batch}  draws: {spec['draws']}  threads: {args.threads}")
+    print(
+        f"defense: RT2 + gan_unet(16) + small_cnn  attack: torchattacks.PGD {params}  images: {n}  "
+        f"batch: {batch}  draws: {spec['draws']}  threads: {args.threads}"
+    )
 
     def plain_loop() -> float:
         torch.manual_seed(0)
@@ -68,15 +71,19 @@ def main() -> None:
         whole.append(wall)
 
     print(f"\n{'':<44}{'median s':>10}{'img/s':>8}")
-    for label, seconds in [("plain torchattacks loop (attack only)", plain),
-                           ("harness: attack phase", attack_phase),
-                           ("harness: whole evaluate_defense", whole)]:
+    for label, seconds in [
+        ("plain torchattacks loop (attack only)", plain),
+        ("harness: attack phase", attack_phase),
+        ("harness: whole evaluate_defense", whole),
+    ]:
         print(f"{label:<44}{statistics.median(seconds):>10.2f}{n / statistics.median(seconds):>8.1f}")
     median, low, high = ratio_summary(plain, attack_phase)
     print(f"\nattack phase, images/s ours / theirs: {median:.3f} [{low:.3f}, {high:.3f}]  (target >= 0.95)")
     median, low, high = ratio_summary(plain, whole)
-    print(f"whole harness (clean + robust scoring over {spec['draws']} draws, obfuscation checks) vs plain attack "
-          f"loop, images/s ours / theirs: {median:.3f} [{low:.3f}, {high:.3f}]")
+    print(
+        f"whole harness (clean + robust scoring over {spec['draws']} draws, obfuscation checks) vs plain attack "
+        f"loop, images/s ours / theirs: {median:.3f} [{low:.3f}, {high:.3f}]"
+    )
 
 
 if __name__ == "__main__":

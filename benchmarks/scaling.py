@@ -19,10 +19,11 @@ import random
 import statistics
 
 import torch
-from fixtures import CONFIG, add_fixture_args, digits_defense, linear_fit
 
 from atop.config import resolve_numbers
 from atop.evaluate import evaluate_defense
+
+from fixtures import CONFIG, add_fixture_args, digits_defense, linear_fit
 
 
 def main() -> None:
@@ -54,8 +55,10 @@ def main() -> None:
         )
         seconds[(axis, value)].append(result["attack_seconds"])
 
-    print(f"EOT-PGD, {args.steps} steps, through RT2 + gan_unet(16) + small_cnn, threads: {args.threads}, "
-          f"median of {args.repeats}")
+    print(
+        f"EOT-PGD, {args.steps} steps, through RT2 + gan_unet(16) + small_cnn, threads: {args.threads}, "
+        f"median of {args.repeats}"
+    )
     for axis, fixed in [("samples", f"EOT {args.fixed_eot}"), ("eot", f"{args.fixed_samples} images")]:
         xs = [v for a, v in points if a == axis]
         ys = [statistics.median(seconds[(axis, v)]) for v in xs]

@@ -53,10 +53,8 @@ def write_config(folder: Path, config: dict, name: str = "test.yaml") -> Path:
     return path
 
 
-def run_snakemake(
-    folder: Path, *args: str, timeout: int = 900, env: dict | None = None
-) -> subprocess.CompletedProcess:
+def run_snakemake(folder: Path, *args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**(env or os.environ), "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [SNAKEMAKE, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout
+        [SNAKEMAKE, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )

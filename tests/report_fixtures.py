@@ -24,8 +24,20 @@ def make_result(defense: str, attack: str, robust: float, clean: float = 0.9, n:
         "eot": extra.pop("eot", 1),
         "n": n,
         "draws": 4,
-        "clean": {"accuracy": clean, "strict_accuracy": clean, "ci95": list(wilson_interval(clean * n, n)), "n": n, "draws": 4},
-        "robust": {"accuracy": robust, "strict_accuracy": robust, "ci95": list(wilson_interval(robust * n, n)), "n": n, "draws": 4},
+        "clean": {
+            "accuracy": clean,
+            "strict_accuracy": clean,
+            "ci95": list(wilson_interval(clean * n, n)),
+            "n": n,
+            "draws": 4,
+        },
+        "robust": {
+            "accuracy": robust,
+            "strict_accuracy": robust,
+            "ci95": list(wilson_interval(robust * n, n)),
+            "n": n,
+            "draws": 4,
+        },
         "per_sample": per_sample,
         "sample_indices": list(range(n)),
         "wall_seconds": 1.0,
@@ -67,14 +79,29 @@ def paper_scale_results(atop_gain: float = 0.13) -> list[dict]:
             make_result(defense, "eot_pgd", robust, c, method="eot_pgd", eot=20, steps=200, seen=True),
             make_result(defense, "pgd_l2", min(unseen + 0.1, c), c, method="pgd_l2", norm="L2", eps=0.5, seen=False),
             make_result(defense, "aa_rand", unseen, c, method="aa_rand", seen=False),
-            make_result(defense, "bpda_eot", min(robust + 0.2, c), c, method="bpda_eot", gradient="bpda_identity",
-                        upper_bound=True, seen=False),
+            make_result(
+                defense,
+                "bpda_eot",
+                min(robust + 0.2, c),
+                c,
+                method="bpda_eot",
+                gradient="bpda_identity",
+                upper_bound=True,
+                seen=False,
+            ),
         ]
     for point, eps in enumerate([0.0, 4 / 255, 8 / 255, 16 / 255]):
         for defense in ("standard", "atop-gan-rt2"):
             robust = 0.95 if eps == 0 else max(0.0, base[defense] + 0.3 - 30 * eps)
             results.append(
-                make_result(defense, f"pgd@eps={eps:.4f}", robust, method="pgd_linf", eps=eps, n=256,
-                            sweep={"name": "eps", "param": "eps", "value": eps, "point": point, "base_attack": "pgd"})
+                make_result(
+                    defense,
+                    f"pgd@eps={eps:.4f}",
+                    robust,
+                    method="pgd_linf",
+                    eps=eps,
+                    n=256,
+                    sweep={"name": "eps", "param": "eps", "value": eps, "point": point, "base_attack": "pgd"},
+                )
             )
     return results

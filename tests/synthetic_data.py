@@ -15,6 +15,11 @@ def brightness_data(n_train: int, n_val: int, n_test: int, seed: int = 0, size: 
         x = (0.3 + 0.4 * y.float()).view(n, 1, 1, 1) + 0.1 * torch.randn(n, 3, size, size, generator=g)
         tensors[f"x_{split}"] = (x.clamp(0, 1) * 255).round().to(torch.uint8)
         tensors[f"y_{split}"] = y
-    info = {"dataset": "synthetic", "num_classes": 2, "image_shape": [3, size, size],
-            "mean": [0.5] * 3, "std": [0.25] * 3}
+    info = {
+        "dataset": "synthetic",
+        "num_classes": 2,
+        "image_shape": [3, size, size],
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+    }
     return PreparedData(tensors=tensors, info=info)

@@ -17,8 +17,8 @@ from atop.attacks import ATTACKS, config_parameters
 from atop.config import ConfigError, check_config, number, resolve_numbers
 from atop.data import DATASETS
 from atop.defense import DEFENSES
-from atop.models import CLASSIFIERS, PURIFIERS
 from atop.finetune_attacks import FINETUNE_ATTACKS
+from atop.models import CLASSIFIERS, PURIFIERS
 from atop.transforms import TRANSFORMS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,9 @@ def test_schema_attack_parameters_match_the_builders(schema):
             for name, sub in rule["then"].get("properties", {}).items()
             if sub == {"not": {}}
         }
-        allowed = set(attack["properties"]) - {"method", "defenses"} - forbidden  # defenses: which jobs, not a parameter
+        allowed = (
+            set(attack["properties"]) - {"method", "defenses"} - forbidden
+        )  # defenses: which jobs, not a parameter
         assert allowed == set(params), method
 
 
@@ -132,7 +134,6 @@ def test_shipped_config_builds_its_attacks(config):
     from torch import nn
 
     from atop.attacks import build_attack
-
     from atop.defense import DefendedModel
 
     model = DefendedModel(nn.Sequential(nn.Flatten(), nn.Linear(3, 2)))
@@ -245,7 +246,18 @@ def test_check_config_accepts_edge_budgets(config):
 # --------------------------------------------------------------------------- CLI --spec
 
 
-EVALUATE_ARGS = ["--data", "d.pt", "--defense", "standard", "--attack", "fgsm", "--classifier", "c.pt", "--out", "o.json"]
+EVALUATE_ARGS = [
+    "--data",
+    "d.pt",
+    "--defense",
+    "standard",
+    "--attack",
+    "fgsm",
+    "--classifier",
+    "c.pt",
+    "--out",
+    "o.json",
+]
 
 
 def test_cli_rejects_invalid_json_spec(capsys):
@@ -271,6 +283,7 @@ def test_python_m_atop_rejects_invalid_json_spec(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "atop", "evaluate", "--spec", "{not json", *EVALUATE_ARGS],
         capture_output=True,
+        check=False,
         text=True,
         cwd=tmp_path,
         timeout=60,
@@ -292,10 +305,19 @@ def test_check_config_rejects_bad_adversarial_training_budget(config):
 def test_schema_accepts_paper_scale_keys(schema):
     cfg = yaml.safe_load(CONFIG_PATH.read_text())
     cfg["data"] |= {"dataset": "cifar10", "raw_dir": "/data/archives", "download": False}
-    cfg["classifier"] |= {"arch": "wrn_28_10", "optimizer": "sgd", "schedule": "cosine", "augment": True,
-                          "pretrained": {"path": "Standard.pt", "sha256": "a" * 64}}
-    cfg["purifiers"]["gan-rt2"] |= {"arch": "deepfill_v2", "transform": "rt3", "image_size": 64,
-                        "transform_params": {"noise_std": 0.25, "grid": 8, "copies": 4}}
+    cfg["classifier"] |= {
+        "arch": "wrn_28_10",
+        "optimizer": "sgd",
+        "schedule": "cosine",
+        "augment": True,
+        "pretrained": {"path": "Standard.pt", "sha256": "a" * 64},
+    }
+    cfg["purifiers"]["gan-rt2"] |= {
+        "arch": "deepfill_v2",
+        "transform": "rt3",
+        "image_size": 64,
+        "transform_params": {"noise_std": 0.25, "grid": 8, "copies": 4},
+    }
     cfg["adversarial_training"] = {"eps": "8/255", "alpha": "2/255", "steps": 10}
     assert list(_validator(schema).iter_errors(cfg)) == []
     cfg["classifier"]["pretrained"] = {"path": "Standard.pt", "sha256": "not-a-hash"}
@@ -331,7 +353,10 @@ def test_bare_ap_names_the_only_variant(config):
 @pytest.mark.parametrize(
     ("defenses", "match"),
     [
-        (["standard", "atop-gan-rt9"], r"evaluation\.defenses: 'atop-gan-rt9' names purifier variant 'gan-rt9', not in purifiers \(gan-rt2, ae-rt1\)"),
+        (
+            ["standard", "atop-gan-rt9"],
+            r"evaluation\.defenses: 'atop-gan-rt9' names purifier variant 'gan-rt9', not in purifiers \(gan-rt2, ae-rt1\)",
+        ),
         (["standard", "ap"], r"evaluation\.defenses: 'ap' names no purifier variant.*exactly one.*ap-<variant>"),
         (["ap-gan-rt2", "at-gan-rt2"], r"evaluation\.defenses: 'at-gan-rt2'.*no purifier"),
     ],

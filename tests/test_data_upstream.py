@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
+import operator
 import pickle
 import tarfile
 from pathlib import Path
@@ -38,7 +40,9 @@ def _batch(rng, label_key: str, num_classes: int, extra: dict | None = None) -> 
 
 def build_cifar10(path: Path, seed: int = 0) -> dict[str, dict]:
     rng = np.random.default_rng(seed)
-    batches = {f"data_batch_{i}": _batch(rng, "labels", 10) for i in range(1, 6)} | {"test_batch": _batch(rng, "labels", 10)}
+    batches = {f"data_batch_{i}": _batch(rng, "labels", 10) for i in range(1, 6)} | {
+        "test_batch": _batch(rng, "labels", 10)
+    }
     with tarfile.open(path, "w:gz") as tar:
         for name, batch in batches.items():
             _add(tar, f"cifar-10-batches-py/{name}", pickle.dumps(batch, protocol=2))
@@ -105,8 +109,15 @@ def archives(tmp_path, monkeypatch):
 
 def _spec(dataset, raw_dir, **overrides):
     return {
-        "dataset": dataset, "image_size": 32, "val_size": 4, "test_size": 5, "split_seed": 0, "limit": None,
-        "raw_dir": str(raw_dir), "download": True, **overrides,
+        "dataset": dataset,
+        "image_size": 32,
+        "val_size": 4,
+        "test_size": 5,
+        "split_seed": 0,
+        "limit": None,
+        "raw_dir": str(raw_dir),
+        "download": True,
+        **overrides,
     }
 
 
@@ -116,7 +127,7 @@ def test_cifar10_reads_every_batch_in_upstream_layout(archives, tmp_path):
     assert raw.images.shape == (6 * PER_BATCH, 3, 32, 32) and raw.images.dtype == torch.uint8
     assert raw.num_classes == 10
     order = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    expected_labels = sum((built["cifar10"][name]["labels"] for name in order), [])
+    expected_labels = functools.reduce(operator.iadd, (built["cifar10"][name]["labels"] for name in order), [])
     assert raw.labels.tolist() == expected_labels
     # Rows are channel-major: the first 1024 bytes are the red plane.
     first = built["cifar10"]["data_batch_1"]["data"][0]

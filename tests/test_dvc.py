@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from atop import dvc_pipeline
+
 from conftest import REPO
 
 pytestmark = pytest.mark.workflow
@@ -41,7 +42,7 @@ def _env() -> dict:
 
 
 def run(folder: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(args, cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
     if check:
         assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return done
@@ -55,7 +56,10 @@ def checkout_copy(target: Path) -> Path:
     """The checkout's tracked and not-ignored files as a fresh git repository with one commit."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\0")
     for name in filter(None, listed):
         source = REPO / name
@@ -105,7 +109,9 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
     for path, _, rule, *_ in rows:
         (stage,) = [s for s, rules in dvc_pipeline.STAGES.items() if rule in rules]
         assert any(path == out or path.startswith(out + "/") for out in outs[stage]), (path, stage)
-    assert stages["evaluation"]["params"] == [{"${configfile}": ["device", "evaluation", "experiment", "performance", "seed"]}]
+    assert stages["evaluation"]["params"] == [
+        {"${configfile}": ["device", "evaluation", "experiment", "performance", "seed"]}
+    ]
     assert "src/atop/train/loop.py" in stages["classifiers"]["deps"]
     assert "src/atop/train/loop.py" not in stages["evaluation"]["deps"]
     assert "src/atop/attacks.py" not in stages["classifiers"]["deps"]
@@ -208,7 +214,9 @@ def test_bad_params_file_is_named(tmp_path, params, message):
 
 def test_outputs_map_to_files_or_their_wildcard_free_folder():
     assert dvc_pipeline.dvc_out("models/{experiment}/c.pt", {"experiment"}) == ("models/${experiment}/c.pt", True)
-    assert dvc_pipeline.dvc_out("results/{experiment}/eval/{defense}/{attack}.json", {"experiment", "defense", "attack"}) == (
+    assert dvc_pipeline.dvc_out(
+        "results/{experiment}/eval/{defense}/{attack}.json", {"experiment", "defense", "attack"}
+    ) == (
         "results/${experiment}/eval",
         False,
     )
@@ -218,4 +226,6 @@ def test_outputs_map_to_files_or_their_wildcard_free_folder():
 
 def test_a_rule_outside_every_stage_is_an_error():
     with pytest.raises(dvc_pipeline.PipelineError, match="train_robustbench"):
-        dvc_pipeline.stage_of_rules({rule: {} for rules in dvc_pipeline.STAGES.values() for rule in rules} | {"train_robustbench": {}})
+        dvc_pipeline.stage_of_rules(
+            {rule: {} for rules in dvc_pipeline.STAGES.values() for rule in rules} | {"train_robustbench": {}}
+        )

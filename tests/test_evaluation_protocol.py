@@ -163,7 +163,7 @@ def test_worst_case_ensemble_keeps_each_samples_worst_attack():
 def test_bpda_forward_is_the_defense_and_backward_skips_the_purifier():
     torch.manual_seed(0)
     purifier = nn.Sequential(nn.Conv2d(5, 3, 3, padding=1), nn.Sigmoid())
-    generator = lambda x_t, mask: purifier(torch.cat([x_t, torch.ones_like(mask), mask], dim=1))  # noqa: E731
+    generator = lambda x_t, mask: purifier(torch.cat([x_t, torch.ones_like(mask), mask], dim=1))
     wrapper = type("G", (nn.Module,), {"forward": lambda self, a, b: generator(a, b)})()
     wrapper.add_module("net", purifier)
     defense = DefendedModel(Brightness(), wrapper, build_transform("rt2", seed=1, noise_std=0.1, grid=4)).eval()
@@ -224,19 +224,47 @@ def prepared(x, y):
     return PreparedData(tensors=tensors, info=info)
 
 
-SPEC = {"n_samples": 48, "sample_seed": 0, "draws": 2, "batch_size": 48,
-        "checks": {"gradient_samples": 16, "eps_zero_samples": 8}}
+SPEC = {
+    "n_samples": 48,
+    "sample_seed": 0,
+    "draws": 2,
+    "batch_size": 48,
+    "checks": {"gradient_samples": 16, "eps_zero_samples": 8},
+}
 
 
 def test_result_records_threat_model_and_checks():
     data = prepared(*graded())
     defense = DefendedModel(Brightness()).eval()
-    seen = evaluate_defense(defense, "standard", "pgd", {"method": "pgd_linf", "eps": 0.1, "alpha": 0.03, "steps": 5},
-                            data, SPEC, seed=0, finetune_attack="fgsm_classifier")
-    unseen = evaluate_defense(defense, "standard", "l2", {"method": "pgd_l2", "eps": 1.0, "alpha": 0.3, "steps": 5},
-                              data, SPEC, seed=0, finetune_attack="fgsm_classifier")
-    bpda = evaluate_defense(defense, "standard", "bpda", {"method": "bpda_eot", "eps": 0.1, "alpha": 0.03, "steps": 5,
-                                                          "eot": 2}, data, SPEC, seed=0)
+    seen = evaluate_defense(
+        defense,
+        "standard",
+        "pgd",
+        {"method": "pgd_linf", "eps": 0.1, "alpha": 0.03, "steps": 5},
+        data,
+        SPEC,
+        seed=0,
+        finetune_attack="fgsm_classifier",
+    )
+    unseen = evaluate_defense(
+        defense,
+        "standard",
+        "l2",
+        {"method": "pgd_l2", "eps": 1.0, "alpha": 0.3, "steps": 5},
+        data,
+        SPEC,
+        seed=0,
+        finetune_attack="fgsm_classifier",
+    )
+    bpda = evaluate_defense(
+        defense,
+        "standard",
+        "bpda",
+        {"method": "bpda_eot", "eps": 0.1, "alpha": 0.03, "steps": 5, "eot": 2},
+        data,
+        SPEC,
+        seed=0,
+    )
     assert seen["seen"] is True and unseen["seen"] is False and bpda["seen"] is None
     assert bpda["upper_bound"] is True and bpda["gradient"] == "bpda_identity"
     assert seen["upper_bound"] is False and seen["gradient"] == "full"
@@ -255,9 +283,15 @@ def test_obfuscation_checks_fire_on_a_gradient_masked_model_and_not_on_a_normal_
     def sweep(model):
         points = []
         for index, eps in enumerate([0.0, 0.05, 0.4]):
-            r = evaluate_defense(model, "standard", f"pgd@eps={eps}",
-                                 {"method": "pgd_linf", "eps": eps, "alpha": max(eps / 4, 1e-3), "steps": 10},
-                                 data, SPEC, seed=0)
+            r = evaluate_defense(
+                model,
+                "standard",
+                f"pgd@eps={eps}",
+                {"method": "pgd_linf", "eps": eps, "alpha": max(eps / 4, 1e-3), "steps": 10},
+                data,
+                SPEC,
+                seed=0,
+            )
             r["sweep"] = {"name": "eps", "param": "eps", "value": eps, "index": index}
             points.append(r)
         return points
@@ -268,24 +302,37 @@ def test_obfuscation_checks_fire_on_a_gradient_masked_model_and_not_on_a_normal_
     failed = [c for c in masked_checks if not c["passed"]]
     assert any("reaches about 0" in c["claim"] for c in failed), masked_checks
 
-    masked_result = evaluate_defense(masked, "standard", "pgd", {"method": "pgd_linf", "eps": 0.4, "alpha": 0.1,
-                                                                 "steps": 10}, data, SPEC, seed=0)
+    masked_result = evaluate_defense(
+        masked, "standard", "pgd", {"method": "pgd_linf", "eps": 0.4, "alpha": 0.1, "steps": 10}, data, SPEC, seed=0
+    )
     assert not masked_result["checks_passed"]
     assert not masked_result["checks"]["input_gradients"]["passed"]
 
 
 def _result(defense, attack, method, accuracy, n=200):
     low, high = max(0, accuracy - 0.07), min(1, accuracy + 0.07)
-    return {"defense": defense, "attack": attack, "method": method, "norm": "Linf", "eps": 0.1,
-            "robust": {"accuracy": accuracy, "ci95": [low, high]}}
+    return {
+        "defense": defense,
+        "attack": attack,
+        "method": method,
+        "norm": "Linf",
+        "eps": 0.1,
+        "robust": {"accuracy": accuracy, "ci95": [low, high]},
+    }
 
 
 def test_cross_attack_checks():
-    fine = [_result("atop", "fgsm", "fgsm", 0.6), _result("atop", "pgd", "pgd_linf", 0.4),
-            _result("atop", "square", "square", 0.5)]
+    fine = [
+        _result("atop", "fgsm", "fgsm", 0.6),
+        _result("atop", "pgd", "pgd_linf", 0.4),
+        _result("atop", "square", "square", 0.5),
+    ]
     assert all(c["passed"] for c in cross_attack_checks(fine))
-    fishy = [_result("atop", "fgsm", "fgsm", 0.2), _result("atop", "pgd", "pgd_linf", 0.6),
-             _result("atop", "square", "square", 0.3)]
+    fishy = [
+        _result("atop", "fgsm", "fgsm", 0.2),
+        _result("atop", "pgd", "pgd_linf", 0.6),
+        _result("atop", "square", "square", 0.3),
+    ]
     checks = cross_attack_checks(fishy)
     assert len(checks) == 2 and not any(c["passed"] for c in checks)
     assert {c["claim"] for c in checks} == {"FGSM never beats PGD", "white-box PGD beats black-box Square"}
@@ -295,6 +342,8 @@ def test_cross_attack_checks():
 def test_autoattack_names_too_few_classes_before_attacking(method, minimum):
     """torchattacks' DLR losses index the 3rd / 4th largest logit: with fewer classes it crashes mid-attack."""
     model = DefendedModel(Brightness()).eval()
-    with pytest.raises(ValueError, match=rf"{method} needs at least {minimum} classes .* this dataset has {minimum - 1}"):
+    with pytest.raises(
+        ValueError, match=rf"{method} needs at least {minimum} classes .* this dataset has {minimum - 1}"
+    ):
         build_attack(method, model, SMALL_PARAMS[method], **{**CONTEXT, "num_classes": minimum - 1})
     build_attack(method, model, SMALL_PARAMS[method], **{**CONTEXT, "num_classes": minimum})

@@ -13,6 +13,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_evaluation_protocol import SMALL_PARAMS
+from test_training import CLASSIFIER_SPEC, CPU, PURIFIER_SPEC, _finetune_spec, _prepared
 
 from atop import cli
 from atop.attacks import ATTACKS, build_attack
@@ -23,9 +25,6 @@ from atop.models import build_classifier, build_purifier
 from atop.train.classifier import classifier_meta, train_classifier
 from atop.train.purifier import finetune_purifier, pretrain_purifier
 from atop.transforms import build_transform
-from test_evaluation_protocol import SMALL_PARAMS
-from test_training import CLASSIFIER_SPEC, CPU, PURIFIER_SPEC, _finetune_spec, _prepared
-
 
 BF16 = FastPath(channels_last=True, autocast="bf16")
 
@@ -36,17 +35,28 @@ def test_auto_is_off_on_a_cpu_and_on_on_cuda():
     cuda = FastPath.resolve(None, "training", torch.device("cuda"))
     assert (cuda.channels_last, cuda.tf32, cuda.autocast, cuda.compile) == (True, True, "none", False)
     assert cuda.precision == "tf32"
-    explicit = FastPath.resolve({"evaluation": {"channels_last": True, "tf32": True, "autocast": "bf16"}}, "evaluation", CPU)
+    explicit = FastPath.resolve(
+        {"evaluation": {"channels_last": True, "tf32": True, "autocast": "bf16"}}, "evaluation", CPU
+    )
     assert explicit.channels_last and not explicit.tf32, "TF32 does not exist on a CPU"
-    assert explicit.record() == {"channels_last": True, "tf32": False, "autocast": "bf16", "compile": False,
-                                 "precision": "bf16-autocast"}
+    assert explicit.record() == {
+        "channels_last": True,
+        "tf32": False,
+        "autocast": "bf16",
+        "compile": False,
+        "precision": "bf16-autocast",
+    }
 
 
 @pytest.mark.parametrize(
     "performance, stage, message",
     [
         ({"training": {"autocast": "fp16"}}, "training", "performance.training.autocast: 'fp16'"),
-        ({"evaluation": {"channel_last": True}}, "evaluation", "performance.evaluation: unknown setting(s) channel_last"),
+        (
+            {"evaluation": {"channel_last": True}},
+            "evaluation",
+            "performance.evaluation: unknown setting(s) channel_last",
+        ),
         ({}, "report", "performance stage 'report'"),
     ],
 )
@@ -104,8 +114,13 @@ def _defense(data, tmp_path) -> DefendedModel:
     return DefendedModel(classifier.requires_grad_(False), parts.generator.eval().requires_grad_(False), transform)
 
 
-EVALUATION = {"n_samples": 16, "sample_seed": 0, "draws": 2, "batch_size": 8,
-              "checks": {"gradient_samples": 4, "eps_zero_samples": 4}}
+EVALUATION = {
+    "n_samples": 16,
+    "sample_seed": 0,
+    "draws": 2,
+    "batch_size": 8,
+    "checks": {"gradient_samples": 4, "eps_zero_samples": 4},
+}
 
 
 def test_bf16_evaluation_runs_the_same_attack_and_passes_its_checks(tmp_path):
@@ -129,24 +144,75 @@ def test_compiled_evaluation_matches_the_eager_one(tmp_path):
 
 def test_every_result_records_its_precision(tmp_path):
     """Through the CLI: a bf16 evaluation says so in its result, an exact one says fp32."""
-    spec = {"experiment": "fast", "seed": 0, "device": "cpu",
-            "data": {"dataset": "digits", "image_size": 8, "limit": 120, "val_size": 20, "test_size": 40,
-                     "split_seed": 0}}
+    spec = {
+        "experiment": "fast",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"dataset": "digits", "image_size": 8, "limit": 120, "val_size": 20, "test_size": 40, "split_seed": 0},
+    }
     data = tmp_path / "data.pt"
-    assert cli.main(["prepare-data", "--spec", json.dumps(spec), "--out-data", str(data),
-                     "--out-manifest", str(tmp_path / "manifest.json")]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare-data",
+                "--spec",
+                json.dumps(spec),
+                "--out-data",
+                str(data),
+                "--out-manifest",
+                str(tmp_path / "manifest.json"),
+            ]
+        )
+        == 0
+    )
     classifier = tmp_path / "classifier.pt"
     train = {**spec, "classifier": {**CLASSIFIER_SPEC, "epochs": 1}, "performance": {"training": {"autocast": "bf16"}}}
-    assert cli.main(["train-classifier", "--spec", json.dumps(train), "--data", str(data),
-                     "--out-checkpoint", str(classifier), "--out-curve", str(tmp_path / "curve.csv")]) == 0
+    assert (
+        cli.main(
+            [
+                "train-classifier",
+                "--spec",
+                json.dumps(train),
+                "--data",
+                str(data),
+                "--out-checkpoint",
+                str(classifier),
+                "--out-curve",
+                str(tmp_path / "curve.csv"),
+            ]
+        )
+        == 0
+    )
     meta = torch.load(classifier, weights_only=True)["meta"]
     assert meta["performance"]["precision"] == "bf16-autocast"
     for autocast, precision in (("none", "fp32"), ("bf16", "bf16-autocast")):
         out = tmp_path / f"{autocast}.json"
-        evaluation = {**spec, "evaluation": EVALUATION, "attack": {"method": "fgsm", "eps": "8/255"},
-                      "performance": {"evaluation": {"autocast": autocast}}}
-        assert cli.main(["evaluate", "--spec", json.dumps(evaluation), "--data", str(data), "--defense", "standard",
-                         "--attack", "fgsm", "--classifier", str(classifier), "--out", str(out)]) == 0
+        evaluation = {
+            **spec,
+            "evaluation": EVALUATION,
+            "attack": {"method": "fgsm", "eps": "8/255"},
+            "performance": {"evaluation": {"autocast": autocast}},
+        }
+        assert (
+            cli.main(
+                [
+                    "evaluate",
+                    "--spec",
+                    json.dumps(evaluation),
+                    "--data",
+                    str(data),
+                    "--defense",
+                    "standard",
+                    "--attack",
+                    "fgsm",
+                    "--classifier",
+                    str(classifier),
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         result = json.loads(out.read_text())
         assert result["precision"] == precision and result["performance"]["autocast"] == autocast
 
@@ -158,11 +224,16 @@ def fast_randomized_defense():
     Untrained: this checks that every attack runs in channels_last + bf16, not how well.
     """
     torch.manual_seed(0)
-    classifier = build_classifier(arch="small_cnn", num_classes=10, mean=[0.5] * 3, std=[0.25] * 3, width=4,
-                                  image_size=16).eval().requires_grad_(False)
+    classifier = (
+        build_classifier(arch="small_cnn", num_classes=10, mean=[0.5] * 3, std=[0.25] * 3, width=4, image_size=16)
+        .eval()
+        .requires_grad_(False)
+    )
     parts = build_purifier(arch="gan_unet", in_channels=3, **PURIFIER_SPEC["arch_params"])
     transform = build_transform("rt2", seed=0, **PURIFIER_SPEC["transform_params"])
-    defense = fast_defense(DefendedModel(classifier, parts.generator.eval().requires_grad_(False), transform), BF16, CPU)
+    defense = fast_defense(
+        DefendedModel(classifier, parts.generator.eval().requires_grad_(False), transform), BF16, CPU
+    )
     return defense, torch.rand(8, 3, 16, 16), torch.arange(8) % 10
 
 

@@ -151,20 +151,18 @@ def test_atomic_path_success_replaces_target_and_leaves_no_temporary(tmp_path):
 def test_atomic_path_failure_keeps_target_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError, match="boom"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half-written")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), atomic_path(target) as tmp:
+        tmp.write_text("half-written")
+        raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
 def test_atomic_path_failure_without_existing_target_creates_nothing(tmp_path):
     target = tmp_path / "new" / "out.json"
-    with pytest.raises(ValueError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("{")
-            raise ValueError
+    with pytest.raises(ValueError), atomic_path(target) as tmp:
+        tmp.write_text("{")
+        raise ValueError
     assert not target.exists()
     assert list(target.parent.iterdir()) == []
 
@@ -232,10 +230,9 @@ def test_staged_directory_replaces_whole_or_keeps_the_old_one(tmp_path):
     with staged_directory(target) as staging:
         (staging / "a.txt").write_text("old")
         (staging / "stale.txt").write_text("old only")
-    with pytest.raises(RuntimeError):
-        with staged_directory(target) as staging:
-            (staging / "a.txt").write_text("new")
-            raise RuntimeError("killed half-way")
+    with pytest.raises(RuntimeError), staged_directory(target) as staging:
+        (staging / "a.txt").write_text("new")
+        raise RuntimeError("killed half-way")
     assert {p.name: p.read_text() for p in target.iterdir()} == {"a.txt": "old", "stale.txt": "old only"}
     with staged_directory(target) as staging:
         (staging / "a.txt").write_text("new")

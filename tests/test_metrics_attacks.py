@@ -14,7 +14,6 @@ from atop.evaluate import evaluate_defense, sample_indices
 from atop.metrics import correct_per_draw, summarize, wilson_interval
 from atop.transforms import build_transform
 
-
 MARGIN = 0.1  # class 0 images have mean brightness 0.4, class 1 0.6
 
 
@@ -289,7 +288,10 @@ def _prepared(n_test=24):
 
 
 EVAL_SPEC = {
-    "n_samples": 10, "sample_seed": 3, "draws": 3, "batch_size": 4,
+    "n_samples": 10,
+    "sample_seed": 3,
+    "draws": 3,
+    "batch_size": 4,
     "checks": {"gradient_samples": 8, "eps_zero_samples": 4},
 }
 

@@ -13,7 +13,6 @@ from atop.models import CLASSIFIERS, PURIFIERS, build_classifier, build_purifier
 from atop.models.classifiers import Normalize
 from atop.transforms import build_transform
 
-
 MEAN = [0.2, 0.4, 0.6]
 STD = [0.1, 0.2, 0.3]
 
@@ -165,8 +164,13 @@ def test_defense_kinds():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("standard", ("standard", None)), ("at", ("at", None)), ("ap", ("ap", None)),
-     ("atop-gan-rt2", ("atop", "gan-rt2")), ("ap-ae.v2", ("ap", "ae.v2"))],
+    [
+        ("standard", ("standard", None)),
+        ("at", ("at", None)),
+        ("ap", ("ap", None)),
+        ("atop-gan-rt2", ("atop", "gan-rt2")),
+        ("ap-ae.v2", ("ap", "ae.v2")),
+    ],
 )
 def test_split_defense(name, expected):
     assert split_defense(name) == expected
@@ -179,8 +183,11 @@ def test_split_defense_rejects_bad_names(name, match):
 
 
 def _save_classifier(path, stage):
-    meta = {"kind": "classifier", "stage": stage,
-            "model": {"arch": "small_cnn", "num_classes": 3, "mean": MEAN, "std": STD, "image_size": 16, "width": 8}}
+    meta = {
+        "kind": "classifier",
+        "stage": stage,
+        "model": {"arch": "small_cnn", "num_classes": 3, "mean": MEAN, "std": STD, "image_size": 16, "width": 8},
+    }
     save_checkpoint(path, build_classifier(**meta["model"]).state_dict(), meta)
 
 
@@ -197,8 +204,13 @@ def test_build_defense_names_what_it_was_built_from(tmp_path):
     _save_purifier(tmp_path / "finetuned.pt", "finetuned")
     defense, info = build_defense("atop-gan-rt2", tmp_path / "standard.pt", tmp_path / "finetuned.pt", seed=0)
     assert defense.randomized and defense(_images()).shape == (4, 3)
-    assert info == {"defense_kind": "atop", "classifier_stage": "trained", "purifier_variant": "gan-rt2",
-                    "purifier": "gan_unet", "transform": "rt2"}
+    assert info == {
+        "defense_kind": "atop",
+        "classifier_stage": "trained",
+        "purifier_variant": "gan-rt2",
+        "purifier": "gan_unet",
+        "transform": "rt2",
+    }
     _, info = build_defense("atop", tmp_path / "standard.pt", tmp_path / "finetuned.pt", seed=0)
     assert info["purifier_variant"] == "gan-rt2", "a bare name takes the variant the checkpoint records"
     defense, info = build_defense("at", tmp_path / "at.pt", None, seed=0)

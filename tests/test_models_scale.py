@@ -15,7 +15,6 @@ from atop.models.classifiers import WideResNet, load_robustbench_classifier
 from atop.models.purifiers import ContextualAttention, ResizedPurifier, load_initial_weights
 from atop.transforms import build_transform
 
-
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 
@@ -111,7 +110,7 @@ def test_robustbench_standard_loads_and_takes_unit_interval_images(robustbench_f
 
 
 def test_robustbench_checksum_mismatch_is_an_error(robustbench_file):
-    path, sha256, _ = robustbench_file
+    path, _sha256, _ = robustbench_file
     with pytest.raises(CheckpointError, match="sha256"):
         load_robustbench_classifier(path, "0" * 64, "wrn_28_10", num_classes=10, image_size=32)
 
@@ -258,7 +257,7 @@ def test_defended_model_with_rt3_takes_every_pixel_from_an_inpainted_copy():
     echo = _Recorder(lambda x_t, mask: x_t)  # returns its input: masked pixels are 0
     defense = DefendedModel(_classifier(), echo, build_transform("rt3", seed=0, grid=8, copies=4))
     assert torch.equal(defense.purify(x), torch.zeros_like(x))  # no pixel passed through unmasked
-    (x_t, masks), = echo.calls
+    ((x_t, masks),) = echo.calls
     assert x_t.shape == (12, 3, 32, 32)  # 4 copies of 3 images in one purifier call
     per_image = masks.view(4, 3, 1, 32, 32)
     assert torch.equal(per_image.sum(dim=0), torch.ones(3, 1, 32, 32))

@@ -27,7 +27,12 @@ EPOCHS = {"train-classifier": 4, "pretrain-purifier": 3}
 
 def _atop(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "atop", *args], cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "atop", *args],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -42,7 +47,16 @@ def dataset(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     spec = {"seed": 0, "data": {**tiny_config()["data"], "limit": 120, "val_size": 10, "test_size": 10}}
     _finish(
-        _atop("prepare-data", "--spec", json.dumps(spec), "--out-data", "dataset.pt", "--out-manifest", "m.json", cwd=folder)
+        _atop(
+            "prepare-data",
+            "--spec",
+            json.dumps(spec),
+            "--out-data",
+            "dataset.pt",
+            "--out-manifest",
+            "m.json",
+            cwd=folder,
+        )
     )
     return folder / "dataset.pt"
 
@@ -50,11 +64,29 @@ def dataset(tmp_path_factory) -> Path:
 def _training_command(stage: str, dataset: Path) -> list[str]:
     config = tiny_config()
     if stage == "train-classifier":
-        spec = {"seed": 0, "device": "cpu", "classifier": {**config["classifier"], "epochs": EPOCHS[stage], "weight_decay": 0.0}}
+        spec = {
+            "seed": 0,
+            "device": "cpu",
+            "classifier": {**config["classifier"], "epochs": EPOCHS[stage], "weight_decay": 0.0},
+        }
     else:
         (purifier,) = config["purifiers"].values()
-        spec = {"seed": 0, "device": "cpu", "purifier": {**purifier, "pretrain": {**purifier["pretrain"], "epochs": EPOCHS[stage]}}}
-    return [stage, "--spec", json.dumps(spec), "--data", str(dataset), "--out-checkpoint", "model.pt", "--out-curve", "curve.csv"]
+        spec = {
+            "seed": 0,
+            "device": "cpu",
+            "purifier": {**purifier, "pretrain": {**purifier["pretrain"], "epochs": EPOCHS[stage]}},
+        }
+    return [
+        stage,
+        "--spec",
+        json.dumps(spec),
+        "--data",
+        str(dataset),
+        "--out-checkpoint",
+        "model.pt",
+        "--out-curve",
+        "curve.csv",
+    ]
 
 
 def _kill_after_first_epoch(process: subprocess.Popen, resume: Path) -> int:
@@ -105,14 +137,20 @@ def test_snakemake_keeps_the_resume_state_of_a_killed_job(workflow_dir):
     resume = workflow_dir / f"{target}.resume"
     snakemake = subprocess.Popen(
         [str(Path(sys.executable).with_name("snakemake")), "--cores", "2", target, "--configfile", str(configfile)],
-        cwd=workflow_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+        cwd=workflow_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
     )
     deadline = time.monotonic() + 240
     while not resume.exists():
         assert snakemake.poll() is None and time.monotonic() < deadline, "training never saved a resume state"
         time.sleep(0.01)
     # The job's own process: a training command running in this test's folder, killed by pid.
-    candidates = subprocess.run(["pgrep", "-f", "atop train-classifier"], capture_output=True, text=True).stdout.split()
+    candidates = subprocess.run(
+        ["pgrep", "-f", "atop train-classifier"], capture_output=True, text=True, check=False
+    ).stdout.split()
     own = [pid for pid in candidates if Path(f"/proc/{pid}/cwd").resolve() == workflow_dir.resolve()]
     assert own, "could not find the training job's process"
     for pid in own:

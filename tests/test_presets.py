@@ -49,7 +49,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
 
 def job_stats(output: str) -> dict[str, int]:
     table = output[output.index("Job stats:") :].split("\n\n")[0]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE) if m[1] != "total"}
 
 
 def test_every_dataset_has_a_preset():
@@ -77,7 +77,9 @@ def test_preset_dry_run_lists_the_paper_dag(workflow_dir: Path, preset: Path):
     # `at` is scored with the adversarially trained classifier; AToP fine-tunes against the standard one.
     assert f"--defense at --attack aa_standard --classifier {models}/classifier_adversarial.pt" in output
     assert f"--defense standard --attack aa_standard --classifier {models}/classifier.pt" in output
-    assert re.search(rf"--classifier {models}/classifier\.pt --purifier {models}/purifier_pretrained/gan-rt2\.pt", output)
+    assert re.search(
+        rf"--classifier {models}/classifier\.pt --purifier {models}/purifier_pretrained/gan-rt2\.pt", output
+    )
     assert f"--defense atop-gan-rt2 --attack eot_pgd --classifier {models}/classifier.pt" in output
     assert f"--purifier {models}/purifier_finetuned/gan-rt2.pt" in output
     assert "--defense ap-gan-rt2 --attack aa_standard" not in output, "aa_standard is for deterministic defenses"

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from atop import cli
+
 from conftest import SNAKEMAKE, run_snakemake, tiny_config, write_config
 
 PYTHON = sys.executable
@@ -21,16 +22,31 @@ PYTHON = sys.executable
 
 def _data_spec(split_seed: int) -> dict:
     return {
-        "experiment": "faults", "seed": 0, "device": "cpu",
-        "data": {"dataset": "digits", "image_size": 8, "limit": 120, "val_size": 20, "test_size": 40,
-                 "split_seed": split_seed},
+        "experiment": "faults",
+        "seed": 0,
+        "device": "cpu",
+        "data": {
+            "dataset": "digits",
+            "image_size": 8,
+            "limit": 120,
+            "val_size": 20,
+            "test_size": 40,
+            "split_seed": split_seed,
+        },
     }
 
 
 def _prepare(folder: Path, split_seed: int) -> Path:
     out = folder / f"data{split_seed}.pt"
-    args = ["prepare-data", "--spec", json.dumps(_data_spec(split_seed)), "--out-data", str(out),
-            "--out-manifest", str(folder / f"manifest{split_seed}.json")]
+    args = [
+        "prepare-data",
+        "--spec",
+        json.dumps(_data_spec(split_seed)),
+        "--out-data",
+        str(out),
+        "--out-manifest",
+        str(folder / f"manifest{split_seed}.json"),
+    ]
     assert cli.main(args) == 0
     return out
 
@@ -38,22 +54,83 @@ def _prepare(folder: Path, split_seed: int) -> Path:
 def test_checkpoint_from_another_experiment_is_refused(tmp_path, caplog):
     data_a, data_b = _prepare(tmp_path, 0), _prepare(tmp_path, 1)
     classifier = tmp_path / "classifier.pt"
-    spec = {**_data_spec(0), "classifier": {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 1,
-                                            "batch_size": 32, "lr": 1e-3, "weight_decay": 0}}
-    assert cli.main(["train-classifier", "--spec", json.dumps(spec), "--data", str(data_a),
-                     "--out-checkpoint", str(classifier), "--out-curve", str(tmp_path / "curve.csv")]) == 0
-    evaluation = {"n_samples": 8, "sample_seed": 0, "draws": 1, "batch_size": "auto",
-                  "checks": {"gradient_samples": 4, "eps_zero_samples": 0}}
+    spec = {
+        **_data_spec(0),
+        "classifier": {
+            "arch": "small_cnn",
+            "arch_params": {"width": 4},
+            "epochs": 1,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "weight_decay": 0,
+        },
+    }
+    assert (
+        cli.main(
+            [
+                "train-classifier",
+                "--spec",
+                json.dumps(spec),
+                "--data",
+                str(data_a),
+                "--out-checkpoint",
+                str(classifier),
+                "--out-curve",
+                str(tmp_path / "curve.csv"),
+            ]
+        )
+        == 0
+    )
+    evaluation = {
+        "n_samples": 8,
+        "sample_seed": 0,
+        "draws": 1,
+        "batch_size": "auto",
+        "checks": {"gradient_samples": 4, "eps_zero_samples": 0},
+    }
     eval_spec = {**_data_spec(1), "evaluation": evaluation, "attack": {"method": "fgsm", "eps": "8/255"}}
     out = tmp_path / "result.json"
-    code = cli.main(["evaluate", "--spec", json.dumps(eval_spec), "--data", str(data_b), "--defense", "standard",
-                     "--attack", "fgsm", "--classifier", str(classifier), "--out", str(out)])
+    code = cli.main(
+        [
+            "evaluate",
+            "--spec",
+            json.dumps(eval_spec),
+            "--data",
+            str(data_b),
+            "--defense",
+            "standard",
+            "--attack",
+            "fgsm",
+            "--classifier",
+            str(classifier),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     assert "trained on another dataset file" in caplog.text and str(classifier) in caplog.text
     assert not out.exists()
     eval_spec["data"]["split_seed"] = 0
-    assert cli.main(["evaluate", "--spec", json.dumps(eval_spec), "--data", str(data_a), "--defense", "standard",
-                     "--attack", "fgsm", "--classifier", str(classifier), "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--spec",
+                json.dumps(eval_spec),
+                "--data",
+                str(data_a),
+                "--defense",
+                "standard",
+                "--attack",
+                "fgsm",
+                "--classifier",
+                str(classifier),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads(out.read_text())["n"] == 8
 
 
@@ -66,17 +143,64 @@ def test_killed_evaluation_leaves_no_result_and_reruns(tmp_path):
     """SIGKILL in the middle of an attack: no result file (complete or partial), and a rerun completes."""
     data = _prepare(tmp_path, 0)
     classifier = tmp_path / "classifier.pt"
-    spec = {**_data_spec(0), "classifier": {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 1,
-                                            "batch_size": 32, "lr": 1e-3, "weight_decay": 0}}
-    assert cli.main(["train-classifier", "--spec", json.dumps(spec), "--data", str(data),
-                     "--out-checkpoint", str(classifier), "--out-curve", str(tmp_path / "curve.csv")]) == 0
+    spec = {
+        **_data_spec(0),
+        "classifier": {
+            "arch": "small_cnn",
+            "arch_params": {"width": 4},
+            "epochs": 1,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "weight_decay": 0,
+        },
+    }
+    assert (
+        cli.main(
+            [
+                "train-classifier",
+                "--spec",
+                json.dumps(spec),
+                "--data",
+                str(data),
+                "--out-checkpoint",
+                str(classifier),
+                "--out-curve",
+                str(tmp_path / "curve.csv"),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "eval" / "result.json"
-    evaluation = {"n_samples": 40, "sample_seed": 0, "draws": 1, "batch_size": 4,
-                  "checks": {"gradient_samples": 4, "eps_zero_samples": 0}}
-    slow = {**_data_spec(0), "evaluation": evaluation,
-            "attack": {"method": "pgd_linf", "eps": "8/255", "alpha": "1/255", "steps": 400}}
-    command = [PYTHON, "-m", "atop", "evaluate", "--spec", json.dumps(slow), "--data", str(data), "--defense",
-               "standard", "--attack", "pgd", "--classifier", str(classifier), "--out", str(out)]
+    evaluation = {
+        "n_samples": 40,
+        "sample_seed": 0,
+        "draws": 1,
+        "batch_size": 4,
+        "checks": {"gradient_samples": 4, "eps_zero_samples": 0},
+    }
+    slow = {
+        **_data_spec(0),
+        "evaluation": evaluation,
+        "attack": {"method": "pgd_linf", "eps": "8/255", "alpha": "1/255", "steps": 400},
+    }
+    command = [
+        PYTHON,
+        "-m",
+        "atop",
+        "evaluate",
+        "--spec",
+        json.dumps(slow),
+        "--data",
+        str(data),
+        "--defense",
+        "standard",
+        "--attack",
+        "pgd",
+        "--classifier",
+        str(classifier),
+        "--out",
+        str(out),
+    ]
     log = tmp_path / "eval.log"
     with log.open("w") as handle:
         process = subprocess.Popen(command, stderr=handle, stdout=handle, start_new_session=True)
@@ -96,8 +220,9 @@ def test_killed_evaluation_leaves_no_result_and_reruns(tmp_path):
 @pytest.mark.workflow
 def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
     """Kill Snakemake and its jobs mid-run, rerun: the result equals an uninterrupted run's, bit for bit."""
-    from conftest import REPO, WORKFLOW_FILES
     import shutil
+
+    from conftest import REPO, WORKFLOW_FILES
 
     runs = {}
     for name in ("uninterrupted", "interrupted"):
@@ -109,8 +234,11 @@ def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
         configfile = write_config(folder, tiny_config())
         if name == "interrupted":
             process = subprocess.Popen(
-                [SNAKEMAKE, "--cores", "2", "all", "--configfile", str(configfile)], cwd=folder,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                [SNAKEMAKE, "--cores", "2", "all", "--configfile", str(configfile)],
+                cwd=folder,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
             curve = folder / "results" / "tiny" / "curves" / "classifier.csv"
             deadline = time.time() + 300
@@ -147,13 +275,16 @@ def _report_text(folder: Path) -> dict[str, str]:
 
 def test_killed_report_leaves_the_previous_report_or_none_never_a_mix(tmp_path):
     """SIGKILL while the report is being written: the old complete report survives (or none), rerun completes."""
-    from report_fixtures import make_result, write_results
-
     from atop.report import write_report
 
+    from report_fixtures import make_result, write_results
+
     def results(robust: float) -> list[dict]:
-        return [make_result(d, a, robust if d != "standard" else 0.0, n=64)
-                for d in ("standard", "ap-gan-rt2", "atop-gan-rt2") for a in ("pgd", "eot_pgd", "fgsm")]
+        return [
+            make_result(d, a, robust if d != "standard" else 0.0, n=64)
+            for d in ("standard", "ap-gan-rt2", "atop-gan-rt2")
+            for a in ("pgd", "eot_pgd", "fgsm")
+        ]
 
     write_results(tmp_path / "old", results(0.40))
     report = tmp_path / "report"
@@ -162,8 +293,20 @@ def test_killed_report_leaves_the_previous_report_or_none_never_a_mix(tmp_path):
     assert "metrics.json" in before and "robustness.csv" in before
 
     write_results(tmp_path / "new", results(0.55))
-    command = [PYTHON, "-m", "atop", "report", "--experiment", "faults", "--dataset", "digits",
-               "--results", str(tmp_path / "new" / "eval"), "--out-dir", str(report)]
+    command = [
+        PYTHON,
+        "-m",
+        "atop",
+        "report",
+        "--experiment",
+        "faults",
+        "--dataset",
+        "digits",
+        "--results",
+        str(tmp_path / "new" / "eval"),
+        "--out-dir",
+        str(report),
+    ]
     log = tmp_path / "report.log"
     with log.open("w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=handle, start_new_session=True)
@@ -175,7 +318,7 @@ def test_killed_report_leaves_the_previous_report_or_none_never_a_mix(tmp_path):
     # The previous report, byte for byte, or (killed between the two renames) no report at all.
     assert not report.exists() or _report_text(report) == before
 
-    assert subprocess.run(command, capture_output=True).returncode == 0
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 0
     after = _report_text(report)
     assert after.keys() == before.keys() and after != before
     assert json.loads(after["metrics.json"])["defenses"]["atop-gan-rt2"]["pgd"] == 0.55
@@ -188,8 +331,20 @@ def test_damaged_prepared_dataset_is_detected_and_never_used(tmp_path, caplog, d
     folder = tmp_path / "data"
     folder.mkdir()
     data, manifest = folder / "dataset.pt", folder / "manifest.json"
-    assert cli.main(["prepare-data", "--spec", json.dumps(_data_spec(0)), "--out-data", str(data),
-                     "--out-manifest", str(manifest)]) == 0
+    assert (
+        cli.main(
+            [
+                "prepare-data",
+                "--spec",
+                json.dumps(_data_spec(0)),
+                "--out-data",
+                str(data),
+                "--out-manifest",
+                str(manifest),
+            ]
+        )
+        == 0
+    )
     raw = data.read_bytes()
     if damage == "truncated":
         data.write_bytes(raw[: len(raw) // 2])
@@ -199,10 +354,30 @@ def test_damaged_prepared_dataset_is_detected_and_never_used(tmp_path, caplog, d
     else:  # the data file of another split under this manifest: a job killed between the two writes
         _prepare(tmp_path, 1).replace(data)
     checkpoint = tmp_path / "classifier.pt"
-    spec = {**_data_spec(0), "classifier": {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 1,
-                                            "batch_size": 32, "lr": 1e-3, "weight_decay": 0}}
-    code = cli.main(["train-classifier", "--spec", json.dumps(spec), "--data", str(data),
-                     "--out-checkpoint", str(checkpoint), "--out-curve", str(tmp_path / "curve.csv")])
+    spec = {
+        **_data_spec(0),
+        "classifier": {
+            "arch": "small_cnn",
+            "arch_params": {"width": 4},
+            "epochs": 1,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "weight_decay": 0,
+        },
+    }
+    code = cli.main(
+        [
+            "train-classifier",
+            "--spec",
+            json.dumps(spec),
+            "--data",
+            str(data),
+            "--out-checkpoint",
+            str(checkpoint),
+            "--out-curve",
+            str(tmp_path / "curve.csv"),
+        ]
+    )
     assert code == 1
     assert str(data) in caplog.text and "rerun prepare_data" in caplog.text
     assert not checkpoint.exists() and not (tmp_path / "curve.csv").exists()

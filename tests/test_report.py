@@ -28,6 +28,7 @@ from atop.report.tables import (
     table_csv,
     table_markdown,
 )
+
 from report_fixtures import make_result, paper_scale_results, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,19 +46,23 @@ def paper_run(tmp_path_factory):
     pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.2, 0.4, 0.2], "val_accuracy": [0.8, 0.9, 0.95]}).to_csv(
         curves / "classifier.csv", index=False
     )
-    pd.DataFrame({"epoch": [1, 2], "d_loss": [1.9, 1.8], "g_loss": [0.3, 0.2], "val_clean_accuracy": [0.9, 0.92]}).to_csv(
-        curves / "purifier_finetune.csv", index=False
-    )
+    pd.DataFrame(
+        {"epoch": [1, 2], "d_loss": [1.9, 1.8], "g_loss": [0.3, 0.2], "val_clean_accuracy": [0.9, 0.92]}
+    ).to_csv(curves / "purifier_finetune.csv", index=False)
     metrics = write_report(
-        [folder / "eval", folder / "sweeps"], folder / "report", "paper", "cifar10",
-        curve_paths=[curves], reference_paths=[REFERENCE],
+        [folder / "eval", folder / "sweeps"],
+        folder / "report",
+        "paper",
+        "cifar10",
+        curve_paths=[curves],
+        reference_paths=[REFERENCE],
     )
     return folder, metrics
 
 
 def frame_of(tmp_path, results, **kwargs):
     write_results(tmp_path, results)
-    frame, problems = load_results([tmp_path], **kwargs)
+    frame, _problems = load_results([tmp_path], **kwargs)
     return frame
 
 
@@ -96,7 +101,13 @@ def test_table_shapes_and_missing_rows(paper_run, tmp_path):
     frame = frame_of(tmp_path, paper_scale_results())
     defenses = defenses_table(frame, extra_defenses=["atop-ae-rt3"])
     assert list(defenses.index[:2]) == ["standard", "at"] and defenses.index[-1] == "atop-ae-rt3"
-    assert list(defenses.columns[:5]) == ["clean", "eot_pgd (seen)", "pgd (seen)", "aa_rand (unseen)", "pgd_l2 (unseen)"]
+    assert list(defenses.columns[:5]) == [
+        "clean",
+        "eot_pgd (seen)",
+        "pgd (seen)",
+        "aa_rand (unseen)",
+        "pgd_l2 (unseen)",
+    ]
     assert {"worst case (seen)", "worst case (unseen)", "worst case"} <= set(defenses.columns)
     assert "bpda_eot" not in " ".join(defenses.columns), "classifier-only upper bounds stay out of table 1"
     assert defenses.loc["atop-ae-rt3"].drop("attacks run").isna().all()
@@ -108,7 +119,12 @@ def test_table_shapes_and_missing_rows(paper_run, tmp_path):
     assert ablation.loc[("ae", "rt1", "yes"), "run defense"] == MISSING
     assert ablation.loc[("gan", "rt3", "yes"), "run defense"] == "atop-gan-rt3"
     purifiers = purifier_table(frame)
-    assert list(purifiers.index) == [("gan", "rt2", "no"), ("gan", "rt2", "yes"), ("ae", "rt2", "no"), ("ae", "rt2", "yes")]
+    assert list(purifiers.index) == [
+        ("gan", "rt2", "no"),
+        ("gan", "rt2", "yes"),
+        ("ae", "rt2", "no"),
+        ("ae", "rt2", "yes"),
+    ]
 
     gradients = gradient_table(frame)
     row = gradients.loc[("atop-gan-rt2", "pgd_eot")]
@@ -123,7 +139,9 @@ def test_table_shapes_and_missing_rows(paper_run, tmp_path):
 
 
 def test_default_experiment_names_fill_the_ablation_tables(tmp_path):
-    results = [make_result(d, "eot_pgd", r, method="eot_pgd") for d, r in (("standard", 0.0), ("ap", 0.5), ("atop", 0.6))]
+    results = [
+        make_result(d, "eot_pgd", r, method="eot_pgd") for d, r in (("standard", 0.0), ("ap", 0.5), ("atop", 0.6))
+    ]
     frame = frame_of(tmp_path, results, purifier="gan_unet", rt="rt2")
     ablation = rt_ablation_table(frame)
     assert ablation.loc[("gan", "rt2", "no"), "run defense"] == "ap"
@@ -160,8 +178,12 @@ def test_reference_transcription_is_complete():
 def test_join_difference_and_interval(tmp_path, robust, within):
     results = [make_result("atop-gan-rt2", "aa_rand", robust, method="aa_rand", seen=False)]
     joined = join_reference(frame_of(tmp_path, results), load_reference([REFERENCE]), "cifar10")
-    row = joined[(joined["paper_setting"].str.contains("AutoAttack")) & (joined["paper_dataset"] == "cifar10")
-                 & (joined["paper_defense"] == "atop") & (joined["paper_purifier"] == "gan")].iloc[0]
+    row = joined[
+        (joined["paper_setting"].str.contains("AutoAttack"))
+        & (joined["paper_dataset"] == "cifar10")
+        & (joined["paper_defense"] == "atop")
+        & (joined["paper_purifier"] == "gan")
+    ].iloc[0]
     assert row["status"] == "comparable" and row["run_defense"] == "atop-gan-rt2"
     assert row["difference"] == pytest.approx(100 * robust - 72.85, abs=0.01)
     assert row["paper_within_ci95"] == within
@@ -199,7 +221,7 @@ def test_interval_logic():
     assert Comparison("x", high, low).outcome == "higher"
     assert Comparison("x", low, high).outcome == "lower"
     assert Comparison("x", high, near).outcome == "overlap"
-    verdict = lambda *cs: judge("k", "s", list(cs), "why").verdict  # noqa: E731
+    verdict = lambda *cs: judge("k", "s", list(cs), "why").verdict
     assert verdict(Comparison("a", high, low)) == SUPPORTED
     assert verdict(Comparison("a", low, high)) == CONTRADICTED
     assert verdict(Comparison("a", high, low), Comparison("b", low, high)) == MIXED
@@ -261,12 +283,23 @@ def test_summary_wording_follows_the_numbers(tmp_path, gain, verdict, words):
 
 def test_partial_results_say_what_is_missing(tmp_path):
     """Some attacks still running: the report comes out, lists them, shows their cells as missing."""
-    done = [make_result("standard", "pgd", 0.0, method="pgd_linf"), make_result("atop", "pgd", 0.6, method="pgd_linf"),
-            make_result("standard", "eot_pgd", 0.0, method="eot_pgd")]
+    done = [
+        make_result("standard", "pgd", 0.0, method="pgd_linf"),
+        make_result("atop", "pgd", 0.6, method="pgd_linf"),
+        make_result("standard", "eot_pgd", 0.0, method="eot_pgd"),
+    ]
     paths = write_results(tmp_path, done)
     expected = [*paths, tmp_path / "eval" / "atop" / "eot_pgd.json", tmp_path / "eval" / "ap" / "pgd.json"]
-    metrics = write_report([tmp_path / "eval"], tmp_path / "report", "digits", "digits", expected=expected,
-                           reference_paths=[REFERENCE], purifier="gan_unet", transform="rt2")
+    metrics = write_report(
+        [tmp_path / "eval"],
+        tmp_path / "report",
+        "digits",
+        "digits",
+        expected=expected,
+        reference_paths=[REFERENCE],
+        purifier="gan_unet",
+        transform="rt2",
+    )
     assert metrics["missing"] == 2
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "atop/eot_pgd.json (expected, not found)" in summary and "ap/pgd.json (expected, not found)" in summary
@@ -287,16 +320,48 @@ def test_cli_fails_before_writing_on_a_bad_reference(tmp_path):
     bad = tmp_path / "ref.csv"
     bad.write_text("setting,value\nx,1\n")
     run = subprocess.run(
-        [sys.executable, "-m", "atop", "report", "--experiment", "t", "--dataset", "digits",
-         "--results", str(tmp_path / "eval"), "--reference", str(bad), "--out-dir", str(out)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+        [
+            sys.executable,
+            "-m",
+            "atop",
+            "report",
+            "--experiment",
+            "t",
+            "--dataset",
+            "digits",
+            "--results",
+            str(tmp_path / "eval"),
+            "--reference",
+            str(bad),
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
     )
     assert run.returncode == 1 and "lacks columns" in run.stderr
     assert json.loads((out / "metrics.json").read_text()) == {"kept": True}
     empty = subprocess.run(
-        [sys.executable, "-m", "atop", "report", "--experiment", "t", "--dataset", "digits",
-         "--results", str(tmp_path / "nothing"), "--out-dir", str(out)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+        [
+            sys.executable,
+            "-m",
+            "atop",
+            "report",
+            "--experiment",
+            "t",
+            "--dataset",
+            "digits",
+            "--results",
+            str(tmp_path / "nothing"),
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        check=False,
+        text=True,
+        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
     )
     assert empty.returncode == 1 and "no evaluation results found" in empty.stderr
 
@@ -304,6 +369,14 @@ def test_cli_fails_before_writing_on_a_bad_reference(tmp_path):
 def test_training_curve_axes_hold_losses_and_accuracies_not_the_learning_rate():
     from atop.report.figures import curve_columns
 
-    curve = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_accuracy": [0.8, 0.9],
-                          "lr": [1e-3, 1e-3], "seconds": [2.0, 2.1], "note": ["a", "b"]})
+    curve = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "train_loss": [1.0, 0.5],
+            "val_accuracy": [0.8, 0.9],
+            "lr": [1e-3, 1e-3],
+            "seconds": [2.0, 2.1],
+            "note": ["a", "b"],
+        }
+    )
     assert curve_columns(curve) == (["train_loss"], ["val_accuracy"])

@@ -21,7 +21,7 @@ import yaml
 from conftest import REPO, run_snakemake, tiny_config, write_config
 
 sys.path.insert(0, str(REPO / "tests" / "slurm"))
-from local_cluster import SLURM_PROFILE, LocalCluster, SlurmUnavailable, write_override_profile  # noqa: E402
+from local_cluster import SLURM_PROFILE, LocalCluster, SlurmUnavailable, write_override_profile
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 

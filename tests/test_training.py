@@ -17,8 +17,8 @@ from atop.models import build_classifier
 from atop.train.classifier import train_classifier
 from atop.train.loop import NonFiniteLoss, batches, epoch_seed, fit
 from atop.train.purifier import FineTuneCollapse, finetune_purifier, pretrain_purifier
-from synthetic_data import brightness_data
 
+from synthetic_data import brightness_data
 
 CPU = torch.device("cpu")
 SIZE = 16
@@ -177,8 +177,13 @@ def test_non_finite_loss_raises_and_keeps_the_last_good_state(tmp_path, bad_valu
 
     with pytest.raises(NonFiniteLoss) as info:
         fit(
-            stage="toy", modules={"m": module}, optimizers={"m": optimizer}, epochs=4,
-            run_epoch=run_epoch, resume_path=resume, fingerprint={"x": 1},
+            stage="toy",
+            modules={"m": module},
+            optimizers={"m": optimizer},
+            epochs=4,
+            run_epoch=run_epoch,
+            resume_path=resume,
+            fingerprint={"x": 1},
         )
     message = str(info.value)
     assert "loss" in message and "epoch 3" in message and str(resume) in message
@@ -272,15 +277,31 @@ def test_finetune_purifier_collapse_guard(pretrained, tmp_path):
     snapshot = {k: v.clone() for k, v in state.items()}
     with pytest.raises(FineTuneCollapse, match="max_clean_drop"):
         finetune_purifier(
-            data, _finetune_spec(max_clean_drop=-1.5), 0, CPU, _classifier(), state, model_meta, transform_meta,
+            data,
+            _finetune_spec(max_clean_drop=-1.5),
+            0,
+            CPU,
+            _classifier(),
+            state,
+            model_meta,
+            transform_meta,
             tmp_path / "collapse.resume",
         )
     # Control: a satisfiable bound publishes the model and reports the check.
     tuned, history, check = finetune_purifier(
-        data, _finetune_spec(max_clean_drop=1.0), 0, CPU, _classifier(), state, model_meta, transform_meta,
+        data,
+        _finetune_spec(max_clean_drop=1.0),
+        0,
+        CPU,
+        _classifier(),
+        state,
+        model_meta,
+        transform_meta,
         tmp_path / "ok.resume",
     )
-    assert check["drop"] == pytest.approx(check["pretrained_val_clean_accuracy"] - check["finetuned_val_clean_accuracy"])
+    assert check["drop"] == pytest.approx(
+        check["pretrained_val_clean_accuracy"] - check["finetuned_val_clean_accuracy"]
+    )
     assert check["max_clean_drop"] == 1.0 and check["draws"] == 1
     assert len(history) == 1 and {"ce", "l1", "g_loss", "val_clean_accuracy"} <= history[0].keys()
     assert all(math.isfinite(v) for v in history[0].values())

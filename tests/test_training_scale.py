@@ -15,6 +15,7 @@ from atop.train.adversarial import train_adversarial
 from atop.train.classifier import RECIPE_DEFAULTS, crop_flip, train_classifier
 from atop.train.loop import fit
 from atop.train.purifier import pretrain_purifier
+
 from synthetic_data import brightness_data
 
 CPU = torch.device("cpu")
@@ -26,7 +27,14 @@ def _prepared(n_train=32, n_val=8, n_test=8, seed=0) -> PreparedData:
     return brightness_data(n_train, n_val, n_test, seed, SIZE)
 
 
-SPEC = {"arch": "small_cnn", "arch_params": {"width": 4}, "epochs": 2, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.0}
+SPEC = {
+    "arch": "small_cnn",
+    "arch_params": {"width": 4},
+    "epochs": 2,
+    "batch_size": 16,
+    "lr": 1e-2,
+    "weight_decay": 0.0,
+}
 SGD_SPEC = {**SPEC, "optimizer": "sgd", "schedule": "cosine", "augment": True, "lr": 0.05, "weight_decay": 5e-4}
 PGD = {"eps": "8/255", "alpha": "2/255", "steps": 2}
 
@@ -45,7 +53,11 @@ def test_schema_defaults_of_the_recipe_are_the_code_defaults():
     assert {key: classifier[key]["default"] for key in RECIPE_DEFAULTS} == RECIPE_DEFAULTS
     assert RECIPE_DEFAULTS["optimizer"] == "adam" and RECIPE_DEFAULTS["augment"] is False  # digits unchanged
     adversarial = schema["properties"]["adversarial_training"]["properties"]
-    assert {k: adversarial[k]["default"] for k in ("eps", "alpha", "steps")} == {"eps": "8/255", "alpha": "2/255", "steps": 10}
+    assert {k: adversarial[k]["default"] for k in ("eps", "alpha", "steps")} == {
+        "eps": "8/255",
+        "alpha": "2/255",
+        "steps": 10,
+    }
 
 
 def test_crop_flip_shifts_and_mirrors_whole_images():
@@ -121,7 +133,13 @@ def test_adversarial_training_trains_on_adversarial_examples(tmp_path):
 @pytest.mark.parametrize(
     ("arch", "params", "transform", "transform_params", "has_discriminator"),
     [
-        ("deepfill_v2", {"channels": 4, "discriminator_channels": 4, "discriminator_layers": 3}, "rt3", {"grid": 4, "copies": 4}, True),
+        (
+            "deepfill_v2",
+            {"channels": 4, "discriminator_channels": 4, "discriminator_layers": 3},
+            "rt3",
+            {"grid": 4, "copies": 4},
+            True,
+        ),
         ("ae", {"base_channels": 4, "depth": 2}, "rt2", {"grid": 4, "mask_rate": 0.25}, False),
     ],
 )
@@ -132,10 +150,17 @@ def test_pretrain_paper_purifiers_one_epoch(tmp_path, arch, params, transform, t
         "image_size": None,
         "transform": transform,
         "transform_params": transform_params,
-        "pretrain": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "betas": [0.5, 0.999], "adv_weight": 0.1, "l1_weight": 1.0},
+        "pretrain": {
+            "epochs": 1,
+            "batch_size": 16,
+            "lr": 1e-3,
+            "betas": [0.5, 0.999],
+            "adv_weight": 0.1,
+            "l1_weight": 1.0,
+        },
     }
     data = _prepared(n_train=16)
-    modules, model_meta, _, history = pretrain_purifier(data, spec, 0, CPU, tmp_path / "p.resume")
+    modules, _model_meta, _, history = pretrain_purifier(data, spec, 0, CPU, tmp_path / "p.resume")
     assert ("discriminator" in modules) == has_discriminator
     assert ("d_loss" in history[0]) == has_discriminator
     assert all(math.isfinite(v) for v in history[0].values())

@@ -40,7 +40,7 @@ def test_exactly_round_rate_times_grid_squared_whole_blocks(grid, rate, size):
     mask = transform.mask_for(_images(n=5, size=size))
     blocks = _blocks(mask, grid)
     # Every block is masked entirely or not at all ...
-    assert torch.all((blocks.amin(dim=-1) == blocks.amax(dim=-1)))
+    assert torch.all(blocks.amin(dim=-1) == blocks.amax(dim=-1))
     # ... and each image has exactly round(rate * grid**2) masked blocks.
     per_image = blocks[..., 0].flatten(1).sum(dim=1)
     assert per_image.tolist() == [round(rate * grid * grid)] * 5
@@ -94,7 +94,7 @@ def test_reseed_repeats_the_draws(name):
         assert torch.equal(m_a, m_b)
         assert torch.equal(x_a, x_b)
     transform.reseed(8)
-    other_x, other_mask = transform(x)
+    _other_x, other_mask = transform(x)
     assert not torch.equal(other_mask, draws[0][1])
 
 

@@ -33,7 +33,12 @@ def test_tiny_workflow_end_to_end(workflow_dir):
         stages[name] = payload["meta"]["stage"]
     assert stages["classifier_adversarial"] == "adversarially_trained"
     assert stages["purifier_finetuned/gan-rt2"] == "finetuned"
-    curves = {"classifier": 2, "classifier_adversarial": 2, "purifier_pretrain/gan-rt2": 1, "purifier_finetune/gan-rt2": 1}
+    curves = {
+        "classifier": 2,
+        "classifier_adversarial": 2,
+        "purifier_pretrain/gan-rt2": 1,
+        "purifier_finetune/gan-rt2": 1,
+    }
     for curve, epochs in curves.items():
         assert len(pd.read_csv(results / "curves" / f"{curve}.csv")) == epochs
     assert json.loads((results / "finetune_checks" / "gan-rt2.json").read_text())["draws"] == 1
@@ -49,7 +54,11 @@ def test_tiny_workflow_end_to_end(workflow_dir):
             assert result["draws"] == (1 if defense in ("standard", "at") else 2)
             assert result["defense_kind"] == defense
             if defense in ("ap", "atop"):  # bare names: the only variant, recorded in the result
-                assert (result["purifier_variant"], result["purifier"], result["transform"]) == ("gan-rt2", "gan_unet", "rt2")
+                assert (result["purifier_variant"], result["purifier"], result["transform"]) == (
+                    "gan-rt2",
+                    "gan_unet",
+                    "rt2",
+                )
             indices.add(tuple(result["sample_indices"]))
             assert (results / "logs" / "evaluate" / defense / f"{attack}.log").is_file()
             assert (results / "benchmarks" / "evaluate" / defense / f"{attack}.tsv").is_file()
@@ -88,7 +97,7 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     plan = run_snakemake(workflow_dir, "-n", "--quiet", "rules", "all", "--configfile", str(edited))
     assert plan.returncode == 0, plan.stderr[-2000:]
     listing = plan.stdout + plan.stderr
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", listing, flags=re.M))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", listing, flags=re.MULTILINE))
     assert counts.pop("total") == "7", listing
     assert counts == {"evaluate": "4", "obfuscation_checks": "1", "report": "1", "all": "1"}, listing
 
@@ -129,15 +138,18 @@ BAD_CONFIGS = {
         ["x;touch pwned"],
     ),
     "path in a purifier variant": (
-        lambda c: c["purifiers"].update({"../gan": c["purifiers"]["gan-rt2"]}), ["../gan"],
+        lambda c: c["purifiers"].update({"../gan": c["purifiers"]["gan-rt2"]}),
+        ["../gan"],
     ),
     "zero evaluation threads": (lambda c: c.update(threads={"evaluation": 0}), ["threads", "evaluation", "0"]),
     "fp16 autocast": (
-        lambda c: c.update(performance={"training": {"autocast": "fp16"}}), ["fp16", "autocast", "none", "bf16"],
+        lambda c: c.update(performance={"training": {"autocast": "fp16"}}),
+        ["fp16", "autocast", "none", "bf16"],
     ),
     "negative learning rate": (lambda c: c["classifier"].update(lr=-0.1), ["-0.1", "lr"]),
     "mask rate above one": (
-        lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5), ["1.5", "mask_rate"]
+        lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5),
+        ["1.5", "mask_rate"],
     ),
 }
 
@@ -158,14 +170,19 @@ def test_bad_config_fails_before_any_job(workflow_dir, case):
 # A typo in a paper preset must stop a multi-day run before its first (download) job.
 PRESET_TYPOS = {
     "cifar10: misspelt attack method": (
-        "cifar10", lambda c: c["evaluation"]["attacks"]["aa_standard"].update(method="autoatack"),
+        "cifar10",
+        lambda c: c["evaluation"]["attacks"]["aa_standard"].update(method="autoatack"),
         ["autoatack", "aa_standard", "method"],
     ),
     "cifar100: misspelt top-level key": (
-        "cifar100", lambda c: c.update(purifers=c.pop("purifiers")), ["purifers"],
+        "cifar100",
+        lambda c: c.update(purifers=c.pop("purifiers")),
+        ["purifers"],
     ),
     "imagenette: misspelt dataset": (
-        "imagenette", lambda c: c["data"].update(dataset="imagenete"), ["imagenete", "dataset"],
+        "imagenette",
+        lambda c: c["data"].update(dataset="imagenete"),
+        ["imagenete", "dataset"],
     ),
 }
 

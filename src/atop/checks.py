@@ -9,6 +9,8 @@ probably masking gradients rather than being robust. "Beyond noise" means the
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,7 +111,7 @@ def sweep_checks(points: list[dict], large_eps_ceiling: float = 0.1) -> list[dic
     for (defense, name), rows in sorted(series.items()):
         rows = sorted(rows, key=lambda r: r["sweep"]["value"])
         param = rows[0]["sweep"]["param"]
-        for before, after in zip(rows, rows[1:]):
+        for before, after in itertools.pairwise(rows):
             claim = f"robust accuracy does not rise with {param}"
             check = weaker_not_stronger(before, after, claim)
             check["detail"] = (

@@ -18,6 +18,7 @@ from .config import resolve_numbers
 
 log = logging.getLogger("atop")
 
+
 def _spec(text: str) -> dict:
     try:
         spec = json.loads(text)
@@ -125,7 +126,12 @@ def cmd_train_adversarial(args) -> None:
         data, args.spec["classifier"], args.spec["adversarial_training"], args.spec["seed"], device, resume, fast
     )
     meta = _checkpoint_meta(
-        "classifier", "adversarially_trained", args.spec, device, {"data": args.data}, model=model_meta,
+        "classifier",
+        "adversarially_trained",
+        args.spec,
+        device,
+        {"data": args.data},
+        model=model_meta,
         performance=fast.record(),
     )
     save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
@@ -146,8 +152,15 @@ def cmd_pretrain_purifier(args) -> None:
         data, args.spec["purifier"], args.spec["seed"], device, resume, fast
     )
     meta = _checkpoint_meta(
-        "purifier", "pretrained", args.spec, device, {"data": args.data},
-        model=model_meta, transform=transform_meta, variant=args.spec.get("variant"), performance=fast.record(),
+        "purifier",
+        "pretrained",
+        args.spec,
+        device,
+        {"data": args.data},
+        model=model_meta,
+        transform=transform_meta,
+        variant=args.spec.get("variant"),
+        performance=fast.record(),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -177,9 +190,16 @@ def cmd_finetune_purifier(args) -> None:
     )
     inputs = {"data": args.data, "classifier": args.classifier, "pretrained_purifier": args.purifier}
     meta = _checkpoint_meta(
-        "purifier", "finetuned", spec, device, inputs,
-        model=pre_meta["model"], transform=pre_meta["transform"], collapse_check=check,
-        variant=pre_meta.get("variant"), performance=fast.record(),
+        "purifier",
+        "finetuned",
+        spec,
+        device,
+        inputs,
+        model=pre_meta["model"],
+        transform=pre_meta["transform"],
+        collapse_check=check,
+        variant=pre_meta.get("variant"),
+        performance=fast.record(),
     )
     save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
     _write_curve(args.out_curve, history)
@@ -205,7 +225,13 @@ def cmd_evaluate(args) -> None:
     fast = _fast_path(spec, "evaluation", device)
     defense = fast_defense(defense.to(device), fast, device)
     result = evaluate_defense(
-        defense, args.defense, args.attack, attack_spec, data, spec["evaluation"], spec["seed"],
+        defense,
+        args.defense,
+        args.attack,
+        attack_spec,
+        data,
+        spec["evaluation"],
+        spec["seed"],
         finetune_attack=spec.get("finetune_attack"),
     )
     result["performance"] = fast.record()
@@ -243,16 +269,25 @@ def cmd_checks(args) -> None:
     write_json(args.out, summary)
     for check in failed:
         log.warning("OBFUSCATION CHECK FAILED: %s: %s", check.get("defense"), check["detail"])
-    log.info("%d checks, %d failed", sum(len(g) for g in summary.values() if isinstance(g, list)) - len(failed), len(failed))
+    log.info(
+        "%d checks, %d failed", sum(len(g) for g in summary.values() if isinstance(g, list)) - len(failed), len(failed)
+    )
 
 
 def cmd_report(args) -> None:
     from .report import write_report
 
     metrics = write_report(
-        args.results, args.out_dir, args.experiment, args.dataset,
-        curve_paths=args.curves, reference_paths=args.reference, expected=args.expected,
-        purifier=args.purifier, transform=args.transform, checks_path=args.checks,
+        args.results,
+        args.out_dir,
+        args.experiment,
+        args.dataset,
+        curve_paths=args.curves,
+        reference_paths=args.reference,
+        expected=args.expected,
+        purifier=args.purifier,
+        transform=args.transform,
+        checks_path=args.checks,
     )
     log.info("report written to %s (%d results, %d missing)", args.out_dir, metrics["results"], metrics["missing"])
 
@@ -308,12 +343,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("report", cmd_report, "tables, figures, metrics and summary from whatever results exist")
     p.add_argument("--experiment", required=True)
-    p.add_argument("--dataset", required=True, help="the run's dataset; paper numbers of other datasets are not compared")
+    p.add_argument(
+        "--dataset", required=True, help="the run's dataset; paper numbers of other datasets are not compared"
+    )
     p.add_argument("--results", type=Path, nargs="+", required=True, help="result JSONs, or folders searched for them")
     p.add_argument("--curves", type=Path, nargs="*", default=[], help="training-curve CSVs, or folders of them")
-    p.add_argument("--reference", type=Path, nargs="*", default=[], help="CSVs of the paper's numbers (config/reference)")
+    p.add_argument(
+        "--reference", type=Path, nargs="*", default=[], help="CSVs of the paper's numbers (config/reference)"
+    )
     p.add_argument("--expected", type=Path, nargs="*", default=[], help="result files the experiment should have")
-    p.add_argument("--checks", type=Path, help="obfuscation_checks.json of the workflow's cross-attack and sweep checks")
+    p.add_argument(
+        "--checks", type=Path, help="obfuscation_checks.json of the workflow's cross-attack and sweep checks"
+    )
     p.add_argument("--purifier", help="purifier architecture behind bare ap / atop defense names")
     p.add_argument("--transform", help="random transform (rt1|rt2|rt3) behind bare ap / atop defense names")
     p.add_argument("--out-dir", type=Path, required=True)

@@ -151,13 +151,15 @@ def fetch_archive(archive: Archive, raw_dir: str | Path, allow_download: bool = 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """CIFAR batches are pickled dicts of numpy arrays; refuse any other global."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
-    }
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        }
+    )
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
@@ -190,8 +192,12 @@ class CifarLayout:
 
 CIFAR_LAYOUTS = {
     "cifar10": CifarLayout(
-        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-        "batches.meta", "labels", "label_names",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "labels",
+        "label_names",
     ),
     "cifar100": CifarLayout("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"),
 }
@@ -319,7 +325,9 @@ def split_indices(
         if test_size > len(test_pool):
             raise ValueError(f"data.test_size = {test_size} exceeds the {len(test_pool)} upstream test images")
         if val_size >= len(train_pool):
-            raise ValueError(f"data.val_size = {val_size} leaves none of the {len(train_pool)} upstream training images")
+            raise ValueError(
+                f"data.val_size = {val_size} leaves none of the {len(train_pool)} upstream training images"
+            )
         test, val, train = test_pool[:test_size], train_pool[:val_size], train_pool[val_size:]
     return {"test": test.sort().values, "val": val.sort().values, "train": train.sort().values}
 
@@ -337,9 +345,7 @@ def prepare_dataset(spec: dict, out_path: str | Path) -> dict:
             f"{raw.source}, {len(keep)} images kept",
             None if raw.upstream_test is None else raw.upstream_test[keep],
         )
-    splits = split_indices(
-        len(raw.labels), spec["val_size"], spec["test_size"], spec["split_seed"], raw.upstream_test
-    )
+    splits = split_indices(len(raw.labels), spec["val_size"], spec["test_size"], spec["split_seed"], raw.upstream_test)
     tensors: dict[str, torch.Tensor] = {}
     for split, idx in splits.items():
         tensors[f"x_{split}"] = raw.images[idx].contiguous()
@@ -362,11 +368,10 @@ def prepare_dataset(spec: dict, out_path: str | Path) -> dict:
         **info,
         "file": str(out_path),
         "file_sha256": sha256_file(out_path),
-        "sizes": {split: int(len(idx)) for split, idx in splits.items()},
+        "sizes": {split: len(idx) for split, idx in splits.items()},
         "test_drawn_from": "random split" if raw.upstream_test is None else "upstream test split",
         "class_counts": {
-            split: torch.bincount(tensors[f"y_{split}"], minlength=raw.num_classes).tolist()
-            for split in SPLITS
+            split: torch.bincount(tensors[f"y_{split}"], minlength=raw.num_classes).tolist() for split in SPLITS
         },
         "sha256": {name: sha256_tensor(t) for name, t in tensors.items()},
         "original_indices": {split: idx.tolist() for split, idx in splits.items()},
@@ -405,13 +410,17 @@ def load_prepared(path: str | Path) -> PreparedData:
         except json.JSONDecodeError as error:
             raise DataError(f"{manifest_path} is not valid JSON ({error}): {redo}") from error
         if expected and sha256_file(path) != expected:
-            raise DataError(f"{path} does not match the sha256 in {manifest_path}: it is damaged or was replaced; {redo}")
+            raise DataError(
+                f"{path} does not match the sha256 in {manifest_path}: it is damaged or was replaced; {redo}"
+            )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises several types for damaged files
-        raise DataError(f"{path} cannot be read as a prepared dataset ({type(error).__name__}: {error}); {redo}") from error
+        raise DataError(
+            f"{path} cannot be read as a prepared dataset ({type(error).__name__}: {error}); {redo}"
+        ) from error
     missing = [f"{p}_{s}" for s in SPLITS for p in ("x", "y") if f"{p}_{s}" not in payload]
     if missing or "info" not in payload:
         raise ValueError(f"{path} is not a prepared dataset (missing {missing or ['info']})")

@@ -51,7 +51,7 @@ class DefendedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.purify(x))
 
-    def train(self, mode: bool = True) -> "DefendedModel":
+    def train(self, mode: bool = True) -> DefendedModel:
         # The classifier is frozen in every defense; torchattacks toggles the whole
         # module's mode around each call, which would flip its BatchNorm to training.
         super().train(mode)
@@ -132,7 +132,9 @@ def build_defense(
             f"defense {name!r} needs a {spec.purifier_stage} purifier, {purifier_path} is {meta['stage']}"
         )
     if variant is not None and meta.get("variant") not in (None, variant):
-        raise CheckpointError(f"defense {name!r} needs purifier variant {variant!r}, {purifier_path} is {meta['variant']!r}")
+        raise CheckpointError(
+            f"defense {name!r} needs purifier variant {variant!r}, {purifier_path} is {meta['variant']!r}"
+        )
     info |= {
         "purifier_variant": variant or meta.get("variant"),  # bare ap / atop: the checkpoint says which
         "purifier": meta["model"]["arch"],

@@ -27,9 +27,7 @@ CLASSIFIER_STAGES = {"standard": ("trained", "provided"), "adversarial": ("adver
 DEFENSES: Registry = Registry("defense")
 DEFENSES.register("standard")(DefenseKind("standard", None, "classifier alone"))
 DEFENSES.register("at")(DefenseKind("adversarial", None, "adversarially trained classifier alone (PGD AT)"))
-DEFENSES.register("ap")(
-    DefenseKind("standard", "pretrained", "RT + pre-trained purifier (adversarial purification)")
-)
+DEFENSES.register("ap")(DefenseKind("standard", "pretrained", "RT + pre-trained purifier (adversarial purification)"))
 DEFENSES.register("atop")(DefenseKind("standard", "finetuned", "RT + fine-tuned purifier (AToP)"))
 
 

@@ -154,7 +154,9 @@ def dvc_out(pattern: str, wildcards: set[str]) -> tuple[str, bool]:
 
 def cli_command_modules(repo: Path, command: str) -> set[str]:
     """The atop modules imported by the CLI function behind ``python -m atop <command>``."""
-    functions = {node.name: node for node in ast.parse((repo / CLI).read_text()).body if isinstance(node, ast.FunctionDef)}
+    functions = {
+        node.name: node for node in ast.parse((repo / CLI).read_text()).body if isinstance(node, ast.FunctionDef)
+    }
     entry = "cmd_" + command.replace("-", "_")
     if entry not in functions:
         raise PipelineError(f"{CLI} has no {entry}() for `python -m atop {command}`")
@@ -293,16 +295,14 @@ def describe(repo: Path, rules: dict, included: list[str]) -> dict:
 
 def _feeds(path: str, names: list[str], rules: dict) -> bool:
     """Whether a DVC out (a file or a folder) holds inputs of the given rules."""
-    return any(
-        used == path or used.startswith(path + "/") for name in names for used in rules[name]["inputs"]
-    )
+    return any(used == path or used.startswith(path + "/") for name in names for used in rules[name]["inputs"])
 
 
 def generate(repo: Path) -> str:
     selection = load_selection(repo)
     described, first = None, None
     for configfile in experiment_configs(repo, selection):
-        rules, experiment, included = workflow_rules(repo, configfile)
+        rules, _experiment, included = workflow_rules(repo, configfile)
         content = describe(repo, rules, included)
         if described is None:
             described, first = content, configfile
@@ -316,8 +316,9 @@ def generate(repo: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m atop.dvc_pipeline", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m atop.dvc_pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repo", type=Path, default=Path.cwd(), help="the repository root (default: here)")
     parser.add_argument("--check", action="store_true", help="only report whether dvc.yaml is up to date")
     args = parser.parse_args(argv)

@@ -13,8 +13,8 @@ from .checks import input_gradients, robust_not_above_clean, zero_budget
 from .data import PreparedData
 from .defense import DEFENSES, DefendedModel
 from .defense_kinds import split_defense
-from .metrics import correct_per_draw, summarize
 from .finetune_attacks import FINETUNE_ATTACKS
+from .metrics import correct_per_draw, summarize
 
 log = logging.getLogger("atop.evaluate")
 
@@ -149,7 +149,13 @@ def evaluate_defense(
     }
     log.info(
         "%s / %s: clean %.4f robust %.4f (n=%d, draws=%d, %.1f s)%s",
-        defense_name, attack_name, clean_summary["accuracy"], robust_summary["accuracy"], len(y), draws, wall,
+        defense_name,
+        attack_name,
+        clean_summary["accuracy"],
+        robust_summary["accuracy"],
+        len(y),
+        draws,
+        wall,
         " [UPPER BOUND: BPDA identity backward]" if entry.upper_bound else "",
     )
     return result

@@ -36,7 +36,7 @@ class FastPath:
     compile: bool = False
 
     @classmethod
-    def resolve(cls, performance: dict | None, stage: str, device: torch.device) -> "FastPath":
+    def resolve(cls, performance: dict | None, stage: str, device: torch.device) -> FastPath:
         """The settings of ``stage`` (training or evaluation) on ``device``, ``auto`` decided."""
         if stage not in STAGES:
             raise ValueError(f"performance stage {stage!r}: expected one of {', '.join(STAGES)}")
@@ -46,8 +46,7 @@ class FastPath:
             raise ValueError(f"performance.{stage}: unknown setting(s) {', '.join(sorted(unknown))}")
         if settings["autocast"] not in ("none", *AUTOCAST_DTYPES):
             raise ValueError(
-                f"performance.{stage}.autocast: {settings['autocast']!r}, expected none or "
-                f"{', '.join(AUTOCAST_DTYPES)}"
+                f"performance.{stage}.autocast: {settings['autocast']!r}, expected none or {', '.join(AUTOCAST_DTYPES)}"
             )
         on_cuda = torch.device(device).type == "cuda"
 

@@ -7,8 +7,8 @@ on training modules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torchattacks
 from torch import nn

@@ -14,8 +14,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -123,9 +124,7 @@ def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> 
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} has metadata of type {type(meta).__name__}, expected a dict")
     if expect_kind is not None and meta.get("kind") != expect_kind:
-        raise CheckpointError(
-            f"{path} holds a {meta.get('kind')!r} checkpoint, expected {expect_kind!r}"
-        )
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} checkpoint, expected {expect_kind!r}")
     return payload["state_dict"], meta
 
 

@@ -12,7 +12,7 @@ mask is drawn per call and per image.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

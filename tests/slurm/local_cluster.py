@@ -43,12 +43,13 @@ class LocalCluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.scratch / "slurm.conf")}
 
-    def start(self) -> "LocalCluster":
+    def start(self) -> LocalCluster:
         ports = [str(_free_port()), str(_free_port())]
         run = subprocess.run(
             [str(HERE / "setup_local_slurm.sh"), str(self.scratch), *ports],
             env={**os.environ, **NODE},
             capture_output=True,
+            check=False,
             text=True,
             timeout=900,
         )

@@ -11,10 +11,9 @@ device: torchattacks reads the device from the model's first parameter.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-import torch
 import torchattacks
 from torch import nn
 from torchattacks.attack import Attack
@@ -117,8 +116,15 @@ def _target_count(num_classes: int) -> int:
 
 @register_attack("aa_standard", norm="Linf")
 def aa_standard(
-    model: nn.Module, eps: float, norm: str = "Linf", steps: int = 100, n_queries: int = 5000,
-    *, num_classes: int, seed: int, draws: int,
+    model: nn.Module,
+    eps: float,
+    norm: str = "Linf",
+    steps: int = 100,
+    n_queries: int = 5000,
+    *,
+    num_classes: int,
+    seed: int,
+    draws: int,
 ) -> Attack:
     """AutoAttack 'standard' with the reference settings, from torchattacks' components.
 
@@ -142,8 +148,15 @@ def aa_standard(
 
 @register_attack("aa_rand", norm="Linf")
 def aa_rand(
-    model: nn.Module, eps: float, norm: str = "Linf", steps: int = 100, eot: int = 20,
-    *, num_classes: int, seed: int, draws: int,
+    model: nn.Module,
+    eps: float,
+    norm: str = "Linf",
+    steps: int = 100,
+    eot: int = 20,
+    *,
+    num_classes: int,
+    seed: int,
+    draws: int,
 ) -> Attack:
     """AutoAttack 'rand' for randomized defenses: APGD-CE and APGD-DLR with EOT 20."""
     _require_classes("aa_rand", num_classes, 3, "APGD's DLR loss uses the 3 largest logits")
@@ -164,7 +177,8 @@ def config_parameters(method: str) -> dict[str, inspect.Parameter]:
     """The parameters of ``method`` that the config sets (not the model, not the context)."""
     signature = inspect.signature(ATTACKS[method].build)
     return {
-        name: p for name, p in signature.parameters.items()
+        name: p
+        for name, p in signature.parameters.items()
         if name != "model" and p.kind is not inspect.Parameter.KEYWORD_ONLY
     }
 
@@ -181,11 +195,11 @@ def build_attack(method: str, model: nn.Module, params: dict, **context) -> Atta
     missing = [name for name, p in accepted.items() if p.default is inspect.Parameter.empty and name not in params]
     if unknown or missing:
         raise ValueError(
-            f"attack {method!r}: unknown parameters {unknown}, missing parameters {missing}; "
-            f"it takes {list(accepted)}"
+            f"attack {method!r}: unknown parameters {unknown}, missing parameters {missing}; it takes {list(accepted)}"
         )
     needed = [
-        name for name, p in inspect.signature(entry.build).parameters.items()
+        name
+        for name, p in inspect.signature(entry.build).parameters.items()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     absent = [name for name in needed if name not in context]

@@ -51,6 +51,7 @@ def _write_csv(frame: pd.DataFrame, path: Path, index: bool) -> None:
 
 def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, missing) -> dict:
     """Numbers DVC tracks: per-defense accuracies (fractions), claim verdicts, reference and missing counts."""
+
     def key(column: str) -> str:  # "pgd (seen)" -> "pgd", "worst case (seen)" -> "worst_case_seen"
         if column.startswith("worst case"):
             return column.replace(" (", "_").rstrip(")").replace(" ", "_")
@@ -64,8 +65,8 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
         "defenses": defenses,
         "claims": {claim.key: claim.verdict for claim in judged},
         "reference": reference_summary(joined),
-        "results": int(len(frame)),
-        "missing": int(len(missing)),
+        "results": len(frame),
+        "missing": len(missing),
     }
 
 
@@ -119,7 +120,10 @@ def write_report(
             _write_csv(table_csv(table), staging / "tables" / f"{name}.csv", index=True)
             write_text(staging / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
         _write_csv(joined, staging / "tables" / "reference.csv", index=False)
-        write_text(staging / "tables" / "reference.md", "# The paper's numbers next to the run's\n\n" + _reference_markdown(joined) + "\n")
+        write_text(
+            staging / "tables" / "reference.md",
+            "# The paper's numbers next to the run's\n\n" + _reference_markdown(joined) + "\n",
+        )
         write_text(staging / "robustness.md", _document(experiment, dataset, frame, tables, joined, missing, problems))
 
         figures.robust_accuracy_figure(frame, staging / "robust_accuracy")
@@ -128,7 +132,8 @@ def write_report(
         figures.training_curves_figure(curves, staging / "training_curves")
 
         write_text(
-            staging / "summary.md", summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks)
+            staging / "summary.md",
+            summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks),
         )
         write_json(staging / "metrics.json", metrics)
     return metrics
@@ -140,25 +145,46 @@ def _reference_markdown(joined: pd.DataFrame) -> str:
         f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if v != "" else "missing"
         for v, lo, hi in zip(shown["run_value"], shown["run_ci95_low"], shown["run_ci95_high"])
     ]
-    columns = ["paper_setting", "paper_dataset", "paper_defense", "paper_purifier", "paper_rt", "paper_attack",
-               "gradient", "metric", "paper_value", "run_defense", "run_attack", "run_eps", "run_value", "status",
-               "difference", "paper_within_ci95"]
+    columns = [
+        "paper_setting",
+        "paper_dataset",
+        "paper_defense",
+        "paper_purifier",
+        "paper_rt",
+        "paper_attack",
+        "gradient",
+        "metric",
+        "paper_value",
+        "run_defense",
+        "run_attack",
+        "run_eps",
+        "run_value",
+        "status",
+        "difference",
+        "paper_within_ci95",
+    ]
     return shown[columns].to_markdown(index=False)
 
 
 def _document(experiment, dataset, frame, tables, joined, missing, problems) -> str:
     main = main_results(frame)
     n = main["n"].max()
-    settings = sorted({f"{s.name}: {s.kind}" + (f" ({s.purifier}, {s.rt})" if s.purifier or s.rt else "")
-                       for s in map(parse_defense, main["defense"].unique())})
+    settings = sorted(
+        {
+            f"{s.name}: {s.kind}" + (f" ({s.purifier}, {s.rt})" if s.purifier or s.rt else "")
+            for s in map(parse_defense, main["defense"].unique())
+        }
+    )
     text = [
         f"# Robustness of the defenses: experiment `{experiment}` ({dataset})",
         "",
-        f"Accuracy in % on the same {int(n) if pd.notna(n) else '?'} test images for every defense and attack. "
-        "Full-gradient attacks target the whole defended model (random transform + purifier + classifier); "
-        "classifier-only (BPDA) numbers are upper bounds and appear only in table (4). Randomized defenses are "
-        "scored as the mean over independent draws; brackets are 95 % Wilson intervals; `missing` marks what the "
-        "run has not produced.",
+        (
+            f"Accuracy in % on the same {int(n) if pd.notna(n) else '?'} test images for every defense and attack. "
+            "Full-gradient attacks target the whole defended model (random transform + purifier + classifier); "
+            "classifier-only (BPDA) numbers are upper bounds and appear only in table (4). Randomized defenses are "
+            "scored as the mean over independent draws; brackets are 95 % Wilson intervals; `missing` marks what the "
+            "run has not produced."
+        ),
         "",
         "Defenses: " + "; ".join(settings) + ".",
         "",

@@ -9,14 +9,14 @@ from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
 
-from ..io import atomic_path  # noqa: E402
-from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense  # noqa: E402
-from .tables import attack_columns, clean_estimate, full_gradient  # noqa: E402
+from ..io import atomic_path
+from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense
+from .tables import attack_columns, clean_estimate, full_gradient
 
 FORMATS = ("png", "svg")
 # Families of hues by defense kind (AP blues, AToP oranges: apart for colour-blind
@@ -85,7 +85,8 @@ def robust_accuracy_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
                 hit = rows[rows["attack"] == attack]
                 value, low, high = (
                     hit[["robust_accuracy", "robust_ci95_low", "robust_ci95_high"]].iloc[0].tolist()
-                    if len(hit) else (math.nan,) * 3
+                    if len(hit)
+                    else (math.nan,) * 3
                 )
             values.append(100 * value)
             lows.append(100 * (value - low))
@@ -111,8 +112,14 @@ def _shared_legend(fig, axes) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     order = defense_order(handles)
-    axes[-1].legend([handles[k] for k in order], order, title="defense", fontsize="small",
-                    bbox_to_anchor=(1.02, 1), loc="upper left")
+    axes[-1].legend(
+        [handles[k] for k in order],
+        order,
+        title="defense",
+        fontsize="small",
+        bbox_to_anchor=(1.02, 1),
+        loc="upper left",
+    )
 
 
 def _budget_axis(norm: str) -> tuple[float, str]:
@@ -121,7 +128,9 @@ def _budget_axis(norm: str) -> tuple[float, str]:
 
 def _band(ax, x, rows: pd.DataFrame, colour, label: str) -> None:
     ax.plot(x, 100 * rows["robust_accuracy"], marker="o", color=colour, label=label)
-    ax.fill_between(x, 100 * rows["robust_ci95_low"], 100 * rows["robust_ci95_high"], color=colour, alpha=0.15, linewidth=0)
+    ax.fill_between(
+        x, 100 * rows["robust_ci95_low"], 100 * rows["robust_ci95_high"], color=colour, alpha=0.15, linewidth=0
+    )
 
 
 def eps_series(frame: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
@@ -137,7 +146,12 @@ def eps_series(frame: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
         rows = rows.sort_values("robust_accuracy").drop_duplicates("eps")
         clean = clean_estimate(main[main["defense"] == defense])
         if clean and not (rows["eps"] == 0).any():
-            zero = {"eps": 0.0, "robust_accuracy": clean.value, "robust_ci95_low": clean.low, "robust_ci95_high": clean.high}
+            zero = {
+                "eps": 0.0,
+                "robust_accuracy": clean.value,
+                "robust_ci95_low": clean.low,
+                "robust_ci95_high": clean.high,
+            }
             rows = pd.concat([pd.DataFrame([zero]), rows], ignore_index=True)
         series[(method, norm, defense)] = rows.sort_values("eps")
     return series
@@ -225,7 +239,14 @@ def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
             ax.set(title=f"{_curve_stage(path)}: {label.split()[0]}", xlabel="epoch", ylabel=label)
             if not columns:
                 ax.set(xticks=[], yticks=[], ylabel="")
-                ax.text(0.5, 0.5, f"this stage records no {label.split()[0]}", ha="center", va="center",
-                        transform=ax.transAxes, color="0.4")
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"this stage records no {label.split()[0]}",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="0.4",
+                )
     fig.tight_layout()
     return save_figure(fig, stem)

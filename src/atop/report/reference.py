@@ -12,8 +12,19 @@ from .results import main_results
 from .tables import Estimate, clean_estimate, worst_case
 
 REFERENCE_COLUMNS = [
-    "setting", "dataset", "defense", "purifier", "rt", "attack",
-    "gradient", "metric", "norm", "eps", "n", "value", "note",
+    "setting",
+    "dataset",
+    "defense",
+    "purifier",
+    "rt",
+    "attack",
+    "gradient",
+    "metric",
+    "norm",
+    "eps",
+    "n",
+    "value",
+    "note",
 ]
 
 
@@ -80,9 +91,28 @@ def join_reference(frame: pd.DataFrame, reference: pd.DataFrame, dataset: str) -
             run_eps = float(picked["eps"].iloc[0])
             rows.append({**base, **_compare(ref, estimate, dataset, run_eps, picked, defense)})
     columns = [
-        "paper_setting", "paper_dataset", "paper_defense", "paper_purifier", "paper_rt", "paper_attack",
-        "gradient", "metric", "paper_eps", "paper_n", "paper_value", "run_defense", "run_attack", "run_eps",
-        "run_n", "run_value", "run_ci95_low", "run_ci95_high", "status", "difference", "paper_within_ci95", "note",
+        "paper_setting",
+        "paper_dataset",
+        "paper_defense",
+        "paper_purifier",
+        "paper_rt",
+        "paper_attack",
+        "gradient",
+        "metric",
+        "paper_eps",
+        "paper_n",
+        "paper_value",
+        "run_defense",
+        "run_attack",
+        "run_eps",
+        "run_n",
+        "run_value",
+        "run_ci95_low",
+        "run_ci95_high",
+        "status",
+        "difference",
+        "paper_within_ci95",
+        "note",
     ]
     return pd.DataFrame(rows, columns=columns)
 
@@ -119,9 +149,20 @@ def _compare(ref, estimate: Estimate | None, dataset: str, run_eps: float, picke
 def reference_summary(joined: pd.DataFrame) -> dict:
     comparable = joined[joined["status"] == "comparable"]
     return {
-        "paper_numbers": int(joined.drop_duplicates(["paper_setting", "paper_dataset", "paper_defense",
-                                                     "paper_purifier", "paper_rt", "paper_attack", "metric"]).shape[0]),
+        "paper_numbers": int(
+            joined.drop_duplicates(
+                [
+                    "paper_setting",
+                    "paper_dataset",
+                    "paper_defense",
+                    "paper_purifier",
+                    "paper_rt",
+                    "paper_attack",
+                    "metric",
+                ]
+            ).shape[0]
+        ),
         "run_next_to_paper": int(joined["run_value"].notna().sum()),
-        "comparable": int(len(comparable)),
+        "comparable": len(comparable),
         "paper_within_run_ci95": int((comparable["paper_within_ci95"] == "yes").sum()),
     }

@@ -15,7 +15,11 @@ from .results import RT_ORDER, main_results
 from .tables import Estimate, attack_columns, clean_estimate, full_gradient, worst_case
 
 SUPPORTED, CONTRADICTED, MIXED, NOISE, CANNOT = (
-    "supported", "contradicted", "mixed", "within noise", "cannot judge",
+    "supported",
+    "contradicted",
+    "mixed",
+    "within noise",
+    "cannot judge",
 )
 SHOWN = 3  # comparisons quoted per claim
 
@@ -78,7 +82,9 @@ def _worst(frame: pd.DataFrame, defense: str, attacks: list[str]) -> Estimate | 
 def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
     """(a, b) defense pairs for which ``match(setting_a, setting_b)`` holds."""
     settings = main_results(frame).drop_duplicates("defense").set_index("defense")
-    return [(a, b) for a in settings.index for b in settings.index if a != b and match(settings.loc[a], settings.loc[b])]
+    return [
+        (a, b) for a in settings.index for b in settings.index if a != b and match(settings.loc[a], settings.loc[b])
+    ]
 
 
 def _robust_comparisons(frame, pairs, attacks_of, scope: str) -> list[Comparison]:
@@ -134,14 +140,16 @@ def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.
             "atop_generalises_beyond_at",
             "AToP generalises to unseen attacks: it beats adversarial training (AT) on attacks neither was trained on.",
             _robust_comparisons(frame, _pairs(frame, _kinds("atop", "at")), _common(("unseen",)), "unseen ")
-            if labelled else [],
+            if labelled
+            else [],
             no_labels if not labelled else "no AT defense with unseen-attack results next to AToP",
         ),
         judge(
             "ft_gain_holds_on_unseen",
             "Fine-tuning's gain over AP holds on unseen attacks (RT keeps FT from over-fitting to its attack).",
             _robust_comparisons(frame, _pairs(frame, _same_setting("atop", "ap")), _common(("unseen",)), "unseen ")
-            if labelled else [],
+            if labelled
+            else [],
             no_labels if not labelled else "no AToP / AP pair has unseen-attack results",
         ),
         judge(
@@ -185,13 +193,21 @@ def _clean_comparisons(frame, pairs) -> list[Comparison]:
 
 def _rt2_against_other_rt(a, b) -> bool:
     return (
-        a["kind"] == b["kind"] == "atop" and _same(a, b, "purifier")
-        and a["rt"] == "rt2" and b["rt"] in RT_ORDER and b["rt"] != "rt2"
+        a["kind"] == b["kind"] == "atop"
+        and _same(a, b, "purifier")
+        and a["rt"] == "rt2"
+        and b["rt"] in RT_ORDER
+        and b["rt"] != "rt2"
     )
 
 
 def _gan_against_ae(a, b) -> bool:
-    return a["kind"] == b["kind"] and a["kind"] in ("ap", "atop") and _same(a, b, "rt") and (a["purifier"], b["purifier"]) == ("gan", "ae")
+    return (
+        a["kind"] == b["kind"]
+        and a["kind"] in ("ap", "atop")
+        and _same(a, b, "rt")
+        and (a["purifier"], b["purifier"]) == ("gan", "ae")
+    )
 
 
 def gradient_comparisons(frame: pd.DataFrame) -> list[Comparison]:
@@ -218,7 +234,12 @@ def _reproduces(joined: pd.DataFrame, dataset: str) -> Claim:
             if dataset not in set(joined["paper_dataset"])
             else f"the run has no result under the paper's settings for {dataset}"
         )
-        return Claim("reproduces_paper_numbers", statement, CANNOT, f"{why} ({shown} run numbers are shown next to paper numbers for direction only)")
+        return Claim(
+            "reproduces_paper_numbers",
+            statement,
+            CANNOT,
+            f"{why} ({shown} run numbers are shown next to paper numbers for direction only)",
+        )
     inside = comparable["paper_within_ci95"] == "yes"
     verdict = SUPPORTED if inside.all() else CONTRADICTED if not inside.any() else MIXED
     outside = comparable[~inside]
@@ -227,8 +248,17 @@ def _reproduces(joined: pd.DataFrame, dataset: str) -> Claim:
         f"{r.run_ci95_high:.2f}] vs paper {r.paper_value:.2f}"
         for r in outside.head(SHOWN).itertuples()
     )
-    details = f"outside: {details}" + (f"; and {len(outside) - SHOWN} more" if len(outside) > SHOWN else "") if details else "all inside"
-    return Claim("reproduces_paper_numbers", statement, verdict, f"{int(inside.sum())} of {len(comparable)} paper numbers inside the run's interval; {details}")
+    details = (
+        f"outside: {details}" + (f"; and {len(outside) - SHOWN} more" if len(outside) > SHOWN else "")
+        if details
+        else "all inside"
+    )
+    return Claim(
+        "reproduces_paper_numbers",
+        statement,
+        verdict,
+        f"{int(inside.sum())} of {len(comparable)} paper numbers inside the run's interval; {details}",
+    )
 
 
 VERDICT_WORDS = {
@@ -241,7 +271,12 @@ VERDICT_WORDS = {
 
 
 def summary_markdown(
-    experiment: str, dataset: str, frame: pd.DataFrame, judged: list[Claim], missing: list[str], problems: list[str],
+    experiment: str,
+    dataset: str,
+    frame: pd.DataFrame,
+    judged: list[Claim],
+    missing: list[str],
+    problems: list[str],
     cross_checks: list[dict] = (),
 ) -> str:
     main = main_results(frame)
@@ -249,16 +284,20 @@ def summary_markdown(
     lines = [
         f"# Summary: experiment `{experiment}` ({dataset})",
         "",
-        f"{main['defense'].nunique()} defenses, {main['attack'].nunique()} attacks, "
-        f"{len(frame)} result files, {'%d' % n if pd.notna(n) else 'an unknown number of'} test images per result. "
-        "A difference counts only when the two 95 % intervals do not overlap.",
+        (
+            f"{main['defense'].nunique()} defenses, {main['attack'].nunique()} attacks, "
+            f"{len(frame)} result files, {f'{int(n)}' if pd.notna(n) else 'an unknown number of'} test images per result. "
+            "A difference counts only when the two 95 % intervals do not overlap."
+        ),
         "",
     ]
     if dataset not in ("cifar10", "cifar100", "imagenette"):
         lines += [
-            f"**Dataset differs from the paper.** The paper reports CIFAR-10, CIFAR-100 and ImageNette; this run is "
-            f"`{dataset}`. Claims below are judged on `{dataset}` (direction of effects only) and no published number is "
-            "compared as a reproduction.",
+            (
+                f"**Dataset differs from the paper.** The paper reports CIFAR-10, CIFAR-100 and ImageNette; this run is "
+                f"`{dataset}`. Claims below are judged on `{dataset}` (direction of effects only) and no published number is "
+                "compared as a reproduction."
+            ),
             "",
         ]
     lines += ["## The paper's claims", ""]
@@ -270,10 +309,14 @@ def summary_markdown(
         recorded = int(frame["checks_recorded"].sum())
         lines.append(f"- No failed check ({recorded} of {len(frame)} results record their checks).")
     for row in failed.itertuples():
-        lines.append(f"- FAILED for {row.defense} / {row.attack}: {row.failed_checks.replace(';', ', ')}; treat its number with suspicion.")
+        lines.append(
+            f"- FAILED for {row.defense} / {row.attack}: {row.failed_checks.replace(';', ', ')}; treat its number with suspicion."
+        )
     if cross_checks:
         bad = [c for c in cross_checks if not c["passed"]]
-        lines.append(f"- Across attacks and sweeps: {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed.")
+        lines.append(
+            f"- Across attacks and sweeps: {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed."
+        )
         lines += [f"- FAILED for {c.get('defense')}: {c['claim']} ({c['detail']})." for c in bad]
     lines += ["", "## Missing", ""]
     if not missing and not problems:

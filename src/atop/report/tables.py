@@ -28,12 +28,12 @@ class Estimate:
     source: str = ""  # the attack behind a worst case, for instance
 
     @classmethod
-    def robust(cls, row) -> "Estimate | None":
+    def robust(cls, row) -> Estimate | None:
         if pd.isna(row["robust_accuracy"]):
             return None
         return cls(row["robust_accuracy"], row["robust_ci95_low"], row["robust_ci95_high"], row["attack"])
 
-    def beats(self, other: "Estimate") -> bool:
+    def beats(self, other: Estimate) -> bool:
         """Higher beyond noise: the two 95 % intervals do not overlap."""
         return self.low > other.high
 
@@ -167,7 +167,10 @@ def gradient_table(frame: pd.DataFrame) -> pd.DataFrame:
     )
     cells = []
     for defense, family in keys:
-        pick = lambda rows: rows[(rows["defense"] == defense) & (rows["attack_family"] == family)]  # noqa: E731
+
+        def pick(rows, defense=defense, family=family):
+            return rows[(rows["defense"] == defense) & (rows["attack_family"] == family)]
+
         upper = worst_case([Estimate.robust(r) for _, r in pick(bpda).iterrows()])
         exact = worst_case([Estimate.robust(r) for _, r in pick(full).iterrows()])
         gap = None if upper is None or exact is None else 100 * (upper.value - exact.value)
@@ -199,5 +202,7 @@ def table_csv(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def table_markdown(table: pd.DataFrame) -> str:
-    shown = table.apply(lambda col: col.map(lambda v: v.text() if isinstance(v, Estimate) else (MISSING if v is None else v)))
+    shown = table.apply(
+        lambda col: col.map(lambda v: v.text() if isinstance(v, Estimate) else (MISSING if v is None else v))
+    )
     return shown.reset_index().to_markdown(index=False)

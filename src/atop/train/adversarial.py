@@ -37,6 +37,13 @@ def train_adversarial(
 
     fingerprint = {"spec": recipe(classifier_spec), "attack": attack_spec, "seed": seed, "data": data.info}
     return fit_classifier(
-        data, classifier_spec, seed, device, resume_path, stage="train_adversarial",
-        make_input=pgd_examples, fingerprint=fingerprint, fast=fast,
+        data,
+        classifier_spec,
+        seed,
+        device,
+        resume_path,
+        stage="train_adversarial",
+        make_input=pgd_examples,
+        fingerprint=fingerprint,
+        fast=fast,
     )

@@ -9,7 +9,7 @@ resumed run sets the same learning rate without any scheduler state.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

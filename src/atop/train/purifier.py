@@ -11,11 +11,10 @@ with the classifier f frozen.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from torch import nn
 
 from ..data import PreparedData
@@ -42,9 +41,7 @@ def make_optimizers(parts: PurifierParts, spec: dict) -> dict[str, torch.optim.O
     betas = tuple(spec["betas"])
     optimizers = {"generator": torch.optim.Adam(parts.generator.parameters(), lr=spec["lr"], betas=betas)}
     if parts.discriminator is not None:
-        optimizers["discriminator"] = torch.optim.Adam(
-            parts.discriminator.parameters(), lr=spec["lr"], betas=betas
-        )
+        optimizers["discriminator"] = torch.optim.Adam(parts.discriminator.parameters(), lr=spec["lr"], betas=betas)
     return optimizers
 
 
@@ -211,8 +208,18 @@ def finetune_purifier(
             return (ft["ce_weight"] * ce if ce_on else ce.detach() * 0), {"ce": ce.item()}
 
         row = gan_epoch(
-            parts, transform, optimizers, data.images("train"), data.labels("train"), ft, seed, epoch,
-            device, make_input=adversarial, extra_loss=classification_loss, fast=fast,
+            parts,
+            transform,
+            optimizers,
+            data.images("train"),
+            data.labels("train"),
+            ft,
+            seed,
+            epoch,
+            device,
+            make_input=adversarial,
+            extra_loss=classification_loss,
+            fast=fast,
         )
         row["val_clean_accuracy"] = defended_val_accuracy(defense, data, 1, check_seed)
         return row
