@@ -14,6 +14,7 @@ rule train_classifier:
     resources:
         gpu=GPU,
     params:
+        code=code_version("train-classifier"),
         spec=spec("classifier", performance=performance("training")),
     shell:
         "python -m atop train-classifier --spec {params.spec:q} --data {input.data}"
@@ -37,6 +38,7 @@ rule train_adversarial:
     resources:
         gpu=GPU,
     params:
+        code=code_version("train-adversarial"),
         spec=adversarial_training_spec(),
     shell:
         "python -m atop train-adversarial --spec {params.spec:q} --data {input.data}"

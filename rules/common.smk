@@ -16,6 +16,7 @@ from atop.config import (
     purifier_variant,
 )
 from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
+from atop.code_closure import command_code_version
 
 try:
     check_config(config)
@@ -80,6 +81,11 @@ wildcard_constraints:
     sweep=_alternatives(SWEEPS) or "(?!)",
     variant=_alternatives(PURIFIERS) or "(?!)",
     point=r"\d+",
+
+
+def code_version(command):
+    """The hash of the source behind `python -m atop <command>` (a param: an edit reruns its jobs)."""
+    return command_code_version(Path(workflow.basedir), command)
 
 
 def spec(*sections, **extra):
@@ -207,6 +213,17 @@ def evaluation_results(experiment):
         for attack in ATTACKS
         for defense in attack_defenses(config, attack)
     ]
+
+
+def finetuned_variants():
+    """The variants some atop defense fine-tunes (stage_finetuning's targets)."""
+    return sorted(
+        {
+            purifier_variant(config, d)
+            for d in DEFENSES
+            if DEFENSE_KINDS[split_defense(d)[0]].purifier_stage == "finetuned"
+        }
+    )
 
 
 def training_curves(experiment):

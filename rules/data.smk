@@ -9,6 +9,7 @@ rule prepare_data:
     conda:
         ENV
     params:
+        code=code_version("prepare-data"),
         spec=spec("data"),
     shell:
         "python -m atop prepare-data --spec {params.spec:q}"

@@ -13,6 +13,7 @@ rule evaluate:
     resources:
         gpu=GPU,
     params:
+        code=code_version("evaluate"),
         spec=lambda w: evaluation_spec(w.attack),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
@@ -38,6 +39,7 @@ rule evaluate_sweep:
     resources:
         gpu=GPU,
     params:
+        code=code_version("evaluate"),
         spec=lambda w: sweep_spec(w.sweep, w.point),
         attack=sweep_attack_name,
         purifier=lambda w, input: (
@@ -59,6 +61,8 @@ rule obfuscation_checks:
         "results/{experiment}/logs/obfuscation_checks.log",
     conda:
         ENV
+    params:
+        code=code_version("checks"),
     shell:
         "python -m atop checks --results {input.results} --sweeps {input.sweeps}"
         " --out {output} > {log} 2>&1"

@@ -19,6 +19,7 @@ rule finetune_purifier:
     resources:
         gpu=GPU,
     params:
+        code=code_version("finetune-purifier"),
         spec=spec("finetune", performance=performance("training")),
     shell:
         "python -m atop finetune-purifier --spec {params.spec:q} --data {input.data}"

@@ -15,6 +15,7 @@ rule pretrain_purifier:
     resources:
         gpu=GPU,
     params:
+        code=code_version("pretrain-purifier"),
         spec=lambda w: purifier_spec(w.variant),
     shell:
         "python -m atop pretrain-purifier --spec {params.spec:q} --data {input.data}"

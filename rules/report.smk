@@ -40,6 +40,7 @@ rule report:
     conda:
         ENV
     params:
+        code=code_version("report"),
         dataset=config["data"]["dataset"],
         purifier=report_purifier_args(),
     shell:

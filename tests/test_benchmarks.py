@@ -36,6 +36,7 @@ SMALL = {
     "harness.py": ["--images", "8", "--repeats", "1"],
     "scaling.py": ["--samples", "4", "8", "--eot", "1", "2", "--fixed-samples", "4", "--steps", "1", "--repeats", "1"],
     "gpu_fastpath.py": ["--smoke", "--device", "cpu", "--steps", "1", "--eot", "2"],
+    "rerun_parity.py": ["--edits", "report-code"],  # the tiny build, then the cheapest edit
 }
 CACHED = {"eot.py", "harness.py", "scaling.py"}
 PRINTS = {
@@ -43,6 +44,7 @@ PRINTS = {
     "harness.py": ["img/s"],
     "scaling.py": ["s per image", "s per EOT sample", "R^2"],
     "gpu_fastpath.py": ["on / off", "TFLOP/s", "fast path on"],
+    "rerun_parity.py": ["same jobs", "dvc repro", "report/"],
 }
 
 

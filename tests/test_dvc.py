@@ -183,17 +183,73 @@ def test_mismatched_experiment_fails_before_touching_results(built):
     assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
 
 
-def test_changing_an_attack_reruns_only_evaluation_and_report(built):
+def _stamps(repo: Path) -> dict[str, int]:
+    """mtime of every result and checkpoint (logs and benchmarks left out: every job rewrites its own)."""
+    return {
+        str(path.relative_to(repo)): path.stat().st_mtime_ns
+        for folder in ("results/tiny", "models/tiny")
+        for path in (repo / folder).rglob("*")
+        if path.is_file() and not {"logs", "benchmarks"} & set(path.relative_to(repo).parts)
+    }
+
+
+def _rewritten(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    return {path for path, stamp in after.items() if before.get(path) != stamp}
+
+
+def _planned(repo: Path) -> set[str]:
+    """The rules Snakemake's dry run would run (and how often), from its job table."""
+    dry = output(run(repo, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
+    return set(re.findall(r"^(\w+)\s+\d+$", dry.split("Job stats:")[-1], flags=re.MULTILINE)) - {"all", "total", "job"}
+
+
+REPORT_FILES = {"report", "obfuscation_checks.json"}
+
+
+def test_changing_an_attack_reruns_only_that_attacks_jobs(built):
+    """dvc repro after one attack edit reruns exactly what Snakemake plans: that attack's jobs, the checks, the report."""
     repo, _ = built
     config = repo / "config/tiny.yaml"
     config.write_text(config.read_text().replace("      eps: 64/255\n    eot_pgd", "      eps: 48/255\n    eot_pgd"))
+    assert _planned(repo) == {"evaluate", "obfuscation_checks", "report"}
+    before = _stamps(repo)
     log = output(run(repo, "dvc", "repro"))
     ran = re.findall(r"Running stage '(\w+)'", log)
     assert ran == ["evaluation", "report"], log[-3000:]
     for stage in ("data", "classifiers", "purifiers", "finetuning"):
         assert f"Stage '{stage}' didn't change" in log
     assert not re.search(r"rule (prepare_data|train_classifier|pretrain_purifier|finetune_purifier)", log)
+    changed = _rewritten(before, _stamps(repo))
+    evaluations = {path for path in changed if "/eval/" in path}
+    assert evaluations == {f"results/tiny/eval/{d}/fgsm.json" for d in ("standard", "at", "ap", "atop")}
+    # the sweep runs fgsm too, but with eps replaced: its jobs did not change, nor did eot_pgd's
+    assert not {path for path in changed if "/sweeps/" in path or path.endswith("eot_pgd.json")}
     assert '"eps": 0.18823' in (repo / "results/tiny/eval/ap/fgsm.json").read_text()
+    assert "Nothing to be done" in output(run(repo, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
+
+
+def test_a_source_edit_reruns_the_jobs_that_run_that_source(built):
+    """Both front doors follow the code: a report-only module edit reruns the report, nothing else."""
+    repo, _ = built
+    module = repo / "src/atop/report/figures.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    assert _planned(repo) == {"report"}
+    before = _stamps(repo)
+    log = output(run(repo, "dvc", "repro"))
+    assert re.findall(r"Running stage '(\w+)'", log) == ["report"], log[-3000:]
+    changed = _rewritten(before, _stamps(repo))
+    assert changed and all(path.startswith("results/tiny/report/") for path in changed), changed
+
+
+def test_dvc_exp_run_set_param_reruns_only_that_attacks_jobs(built):
+    repo, _ = built
+    run(repo, "dvc", "repro")  # whatever earlier tests left stale
+    before = _stamps(repo)
+    run(repo, "dvc", "exp", "run", "-S", "config/tiny.yaml:evaluation.attacks.eot_pgd.steps=4")
+    changed = _rewritten(before, _stamps(repo))
+    evaluations = {path for path in changed if "/eval/" in path or "/sweeps/" in path}
+    assert evaluations == {f"results/tiny/eval/{d}/eot_pgd.json" for d in ("standard", "at", "ap", "atop")}
+    assert not {path for path in changed if path.startswith("models/")}
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,196 @@
+"""What one edit recomputes, through each front door, printed side by side.
+
+Builds an experiment once (default: the tiny config) in a temporary git + DVC copy of
+the workflow, then for each single edit starts from two copies of that finished run
+(file times kept), applies the edit in both and runs `snakemake all` in one and
+`dvc repro` in the other (and, for parameter edits, `dvc exp run -S` in a third). The
+jobs a front door reran are the result and checkpoint files it rewrote (logs and
+benchmark files left out); the three sets must match. Seconds per front door beside them.
+
+    python benchmarks/rerun_parity.py [--config config/tiny.yaml] [--edits attack variant ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {
+    **os.environ,
+    "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.org",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.org",
+}
+FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "dvc.yaml", "params.yaml")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change a user makes: a config key (dotted path) set to a value, or a source file touched."""
+
+    name: str
+    key: str | None = None  # evaluation.attacks.<attack>.steps
+    value: object = None
+    source: str | None = None  # a file under src/ to append a comment to
+
+
+def edits_for(config: dict) -> dict[str, Edit]:
+    attack = next(name for name, spec in config["evaluation"]["attacks"].items() if "steps" in spec)
+    steps = config["evaluation"]["attacks"][attack]["steps"]
+    variant = next(iter(config["purifiers"]))
+    epochs = config["purifiers"][variant]["pretrain"]["epochs"]
+    return {
+        "attack": Edit(f"{attack}.steps {steps} -> {steps + 1}", f"evaluation.attacks.{attack}.steps", steps + 1),
+        "variant": Edit(
+            f"purifier {variant} pretrain.epochs {epochs} -> {epochs + 1}",
+            f"purifiers.{variant}.pretrain.epochs",
+            epochs + 1,
+        ),
+        "finetune": Edit(
+            f"finetune.ce_weight {config['finetune']['ce_weight']} -> x2",
+            "finetune.ce_weight",
+            2 * config["finetune"]["ce_weight"],
+        ),
+        "report-code": Edit("src/atop/report/figures.py edited", source="src/atop/report/figures.py"),
+        "attack-code": Edit("src/atop/attacks/eot.py edited", source="src/atop/attacks/eot.py"),
+    }
+
+
+def run(args: list[str], cwd: Path) -> tuple[float, str]:
+    began = time.perf_counter()
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout + done.stderr
+
+
+def stamps(folder: Path, experiment: str) -> dict[str, int]:
+    found = {}
+    for top in ("results", "models"):
+        for path in (folder / top / experiment).rglob("*"):
+            relative = path.relative_to(folder)
+            if path.is_file() and not {"logs", "benchmarks"} & set(relative.parts):
+                found[str(relative)] = path.stat().st_mtime_ns
+    return found
+
+
+def job_outputs(before: dict[str, int], after: dict[str, int]) -> set[str]:
+    return {path for path, stamp in after.items() if before.get(path) != stamp}
+
+
+def set_key(config_path: Path, key: str, value) -> None:
+    config = yaml.safe_load(config_path.read_text())
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def apply(edit: Edit, folder: Path, configfile: str) -> None:
+    if edit.source:
+        path = folder / edit.source
+        path.write_text(path.read_text() + "\n# an edit\n")
+    else:
+        set_key(folder / configfile, edit.key, edit.value)
+
+
+def summarise(files: set[str]) -> str:
+    """Rewritten files grouped by folder: 'eval/*/pgd.json x4' reads better than 20 paths."""
+    groups: dict[str, int] = {}
+    for path in files:
+        parts = Path(path).parts[2:]  # drop results|models/<experiment>
+        label = "/".join(parts[:1] + (("*",) if len(parts) > 2 else ()) + parts[-1:]) if parts else path
+        groups[label] = groups.get(label, 0) + 1
+    return ", ".join(f"{label} x{count}" if count > 1 else label for label, count in sorted(groups.items())) or "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="config/tiny.yaml", help="the experiment to build and edit")
+    parser.add_argument("--cores", default="2")
+    parser.add_argument("--edits", nargs="+", help="which edits (default: all)")
+    args = parser.parse_args()
+    config = yaml.safe_load((REPO / args.config).read_text())
+    experiment = config["experiment"]
+    edits = edits_for(config)
+    chosen = args.edits or list(edits)
+    unknown = sorted(set(chosen) - set(edits))
+    if unknown:
+        sys.exit(f"unknown edits {unknown}; choose from {sorted(edits)}")
+
+    work = Path(tempfile.mkdtemp(prefix="atop-rerun-"))
+    base = work / "base"
+    base.mkdir()
+    for name in FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, base / name)
+    (base / "params.yaml").write_text(yaml.safe_dump({"configfile": args.config, "experiment": experiment}))
+    for command in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "base"],
+    ):
+        run(command, base)
+    print(f"building {args.config} through dvc repro in {base} ...", flush=True)
+    build_seconds, _ = run(["dvc", "repro"], base)
+    run(["git", "add", "-A"], base)
+    run(["git", "commit", "-qm", "built"], base)
+    print(f"built in {build_seconds:.1f} s\n", flush=True)
+
+    rows = []
+    for key in chosen:
+        edit = edits[key]
+        doors = {
+            "snakemake": ["snakemake", "--cores", args.cores, "all", "--configfile", args.config],
+            "dvc repro": ["dvc", "repro"],
+        }
+        if edit.key:
+            doors["dvc exp run -S"] = ["dvc", "exp", "run", "-S", f"{args.config}:{edit.key}={edit.value}"]
+        outcome = {}
+        for door, command in doors.items():
+            folder = work / f"{key}-{door.split()[0]}-{len(outcome)}"
+            shutil.copytree(base, folder, symlinks=True)  # copy2 keeps file times: the run stays current
+            if door != "dvc exp run -S":
+                apply(edit, folder, args.config)
+            before = stamps(folder, experiment)
+            seconds, _ = run(command, folder)
+            outcome[door] = (job_outputs(before, stamps(folder, experiment)), seconds)
+            shutil.rmtree(folder)
+        reference = outcome["snakemake"][0]
+        same = all(files == reference for files, _ in outcome.values())
+        rows.append((edit.name, outcome, same))
+        print(f"{edit.name}:", flush=True)
+        for door, (files, seconds) in outcome.items():
+            print(f"  {door:<16}{seconds:7.1f} s  {len(files):3d} files  {summarise(files)}", flush=True)
+        print(f"  same jobs: {'yes' if same else 'NO'}\n", flush=True)
+
+    print(f"{'edit':<48}{'same jobs':>10}" + "".join(f"{door + ' s':>20}" for door in rows[0][1]))
+    for name, outcome, same in rows:
+        print(
+            f"{name:<48}{'yes' if same else 'NO':>10}" + "".join(f"{seconds:>20.1f}" for _, seconds in outcome.values())
+        )
+    shutil.rmtree(work)
+    if not all(same for *_, same in rows):
+        sys.exit("the front doors disagree")
+
+
+if __name__ == "__main__":
+    main()
