@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import resolve_numbers
+from .errors import EXPECTED_ERRORS
 
 log = logging.getLogger("atop")
 
@@ -361,21 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Failures with a message written for users; anything else keeps its traceback."""
-    from .data import DataError
-    from .io import CheckpointError
-    from .train.loop import NonFiniteLoss
-    from .train.purifier import FineTuneCollapse
-
-    return (CheckpointError, DataError, NonFiniteLoss, FineTuneCollapse, ValueError, FileNotFoundError)
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     began = time.perf_counter()
-    EXPECTED_ERRORS = _expected_errors()
     try:
         args.func(args)
     except EXPECTED_ERRORS as error:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
 from .io import atomic_path, sha256_file, sha256_tensor
 from .registry import Registry
 
@@ -46,10 +47,6 @@ class RawDataset:
     source: str
     # True for images of the upstream test split, which the test split is drawn from.
     upstream_test: torch.Tensor | None = None
-
-
-class DataError(RuntimeError):
-    """An upstream archive is missing, cannot be downloaded, or fails its checksum; or a prepared dataset is damaged."""
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -100,17 +103,17 @@ def sha256_tensor(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, damaged, unsafe or from another model."""
-
-
 def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> None:
+    import torch  # lazily: jobs that only read JSON (report, checks) never load torch
+
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state_dict, "meta": meta}, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> tuple[dict, dict]:
     """Return ``(state_dict, meta)``; refuse anything that is not plain tensors and data."""
+    import torch  # lazily: jobs that only read JSON (report, checks) never load torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -141,6 +144,8 @@ def require_same_data(meta: dict, data_path: str | os.PathLike, data_sha: str, c
 
 def load_external_state_dict(path: str | os.PathLike, sha256: str | None, what: str) -> dict:
     """A user-provided weights file: present, matching its configured sha256, a plain state dict."""
+    import torch  # lazily: jobs that only read JSON (report, checks) never load torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")

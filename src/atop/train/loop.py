@@ -17,13 +17,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import NonFiniteLoss
 from ..io import atomic_path
 
 log = logging.getLogger("atop.train")
-
-
-class NonFiniteLoss(RuntimeError):
-    """A loss became NaN or infinite; the last good resume state is kept."""
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:

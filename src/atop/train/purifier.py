@@ -19,6 +19,7 @@ from torch import nn
 
 from ..data import PreparedData
 from ..defense import DefendedModel
+from ..errors import FineTuneCollapse
 from ..fastpath import FastPath
 from ..finetune_attacks import FINETUNE_ATTACKS
 from ..metrics import correct_per_draw
@@ -31,10 +32,6 @@ log = logging.getLogger("atop.train")
 
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ExtraLossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
-
-
-class FineTuneCollapse(RuntimeError):
-    """Fine-tuning destroyed the defense's clean accuracy; the model is not published."""
 
 
 def make_optimizers(parts: PurifierParts, spec: dict) -> dict[str, torch.optim.Optimizer]:

@@ -1,0 +1,86 @@
+"""Per-job start-up: seconds from a fresh interpreter until a `python -m atop <command>` job
+has imported what it runs, this checkout beside another git revision, interleaved.
+
+A job's start-up is the interpreter plus `atop.cli` plus the modules its command
+imports (src/atop/code_closure.py reads them from the syntax tree, as DVC does); it is
+paid once per job, so it multiplies by the DAG's job count.
+
+    python benchmarks/startup.py [--before REV] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from atop.code_closure import cli_command_modules
+
+COMMANDS = [
+    "prepare-data",
+    "train-classifier",
+    "train-adversarial",
+    "pretrain-purifier",
+    "finetune-purifier",
+    "evaluate",
+    "checks",
+    "report",
+]
+
+
+def export(revision: str, target: Path) -> Path:
+    """The revision's src/ in ``target`` (git archive: no checkout is touched)."""
+    archive = subprocess.run(["git", "archive", revision, "src"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def startup_seconds(root: Path, command: str) -> float:
+    modules = sorted(cli_command_modules(root, command) - {"atop"})
+    # a submodule name can be a function imported from a module (from .x import f): import what is a module
+    code = (
+        "import importlib, importlib.util, time\n"
+        "t = time.perf_counter()\n"
+        "import atop.cli\n"
+        "getattr(atop.cli, '_expected_errors', lambda: None)()  # main() runs it before every command\n"
+        f"for name in {modules!r}:\n"
+        "    if importlib.util.find_spec(name.rsplit('.', 1)[0]) and importlib.util.find_spec(name) is None:\n"
+        "        continue\n"
+        "    importlib.import_module(name)\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], env={"PYTHONPATH": str(root / "src")}, check=True, capture_output=True)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", default="HEAD~1", help="the git revision to compare with (default HEAD~1)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--commands", nargs="+", default=COMMANDS)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="atop-startup-") as scratch:
+        roots = {args.before: export(args.before, Path(scratch)), "this checkout": REPO}
+        times: dict[tuple[str, str], list[float]] = {}
+        for _ in range(args.repeats):  # interleaved: a load spike hits both sides
+            for command in args.commands:
+                for label, root in roots.items():
+                    times.setdefault((label, command), []).append(startup_seconds(root, command))
+    before, after = list(roots)
+    print(f"seconds from interpreter start to imports done, median of {args.repeats} (interleaved)")
+    print(f"{'command':<20}{before:>16}{after:>16}{'after / before':>16}")
+    for command in args.commands:
+        b, a = statistics.median(times[before, command]), statistics.median(times[after, command])
+        print(f"{command:<20}{b:>16.2f}{a:>16.2f}{a / b:>16.2f}")
+
+
+if __name__ == "__main__":
+    main()
