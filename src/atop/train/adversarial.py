@@ -38,8 +38,9 @@ def robust_accuracy(
     correct = 0
     for start in range(0, len(y), batch_size):
         xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+        adversarial = attack(xb, yb)
         with torch.no_grad():
-            correct += (model(attack(xb, yb)).argmax(1) == yb).sum().item()
+            correct += (model(adversarial).argmax(1) == yb).sum().item()
     return correct / len(y)
 
 
