@@ -7,6 +7,7 @@ and the paper presets' values in the public code's units.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pandas as pd
@@ -17,6 +18,7 @@ import yaml
 import atop.train.adversarial as adversarial_stage
 import atop.train.purifier as purifier_stage
 from atop.cli import main
+from atop.config import ConfigError
 from atop.models import build_classifier, build_purifier
 from atop.models.purifiers import ContextualAttention, InpaintingUNet, PatchDiscriminator, Purifier
 from atop.train.adversarial import selected_epoch, train_adversarial
@@ -166,6 +168,12 @@ def test_finetune_epoch_images_sets_the_steps_per_epoch_and_the_ce_warm_up(pretr
     for row in history:
         ce_in_loss = row["g_loss"] - 0.1 * row["g_adv"] - row["l1"]
         assert ce_in_loss == pytest.approx(0.5 * row["ce"] if row["epoch"] >= 3 else 0.0, abs=1e-4)
+
+
+def test_finetune_epoch_images_beyond_the_training_split_is_a_config_error(pretrained, tmp_path):
+    with pytest.raises(ConfigError, match=r"finetune\.epoch_images = 17 is more than the 16 training images"):
+        _finetune(pretrained, tmp_path / "x.resume", _finetune_spec(epoch_images=17))
+    assert not (tmp_path / "x.resume").exists()
 
 
 # --------------------------------------------------------------------------- 7. generator mode
@@ -373,3 +381,29 @@ def test_presets_fine_tune_in_the_public_codes_units(preset):
         pre = variant["pretrain"]
         if variant["arch"] == "deepfill_v2":  # gan_loss_alpha 1 : l1_loss_alpha 1 on [-1, 1]
             assert pre["adv_weight"] / pre["l1_weight"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- GPU-hour estimate
+
+
+def _gpu_hours_module():
+    spec = importlib.util.spec_from_file_location("gpu_hours", REPO / "benchmarks" / "gpu_hours.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_hours_counts_fine_tuning_epochs_of_epoch_images_and_purifiers_at_their_size():
+    estimate = _gpu_hours_module().estimate
+    config = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    config["purifiers"] = {"g": {**PURIFIER_SPEC}}
+    config["evaluation"] = {"defenses": ["ap-g", "atop-g"], "attacks": {"fgsm": {"method": "fgsm", "eps": 0.1}}}
+    whole = estimate(config)
+    n_train = 1_797 - config["data"]["val_size"]
+    config["finetune"] = {**config["finetune"], "epoch_images": n_train // 4}
+    quarter = estimate(config)
+    assert quarter["flops"]["finetune_purifier"] == pytest.approx(whole["flops"]["finetune_purifier"] / 4, rel=1e-3)
+    config["purifiers"]["g"] = {**PURIFIER_SPEC, "image_size": 4 * config["data"]["image_size"]}
+    resized = estimate(config)
+    ratio = resized["flops"]["pretrain_purifier"] / whole["flops"]["pretrain_purifier"]
+    assert ratio > 8, "generator and discriminator count at the purifier's own resolution (16x the pixels)"

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
 from ..data import PreparedData
 from ..defense import DefendedModel
 from ..fastpath import FastPath
@@ -214,6 +215,12 @@ def finetune_purifier(
     torch.manual_seed(seed)
     ft = {**FINETUNE_DEFAULTS, **spec["finetune"]}
     recon_target = RECON_TARGETS[ft["recon_target"]]
+    n_train = len(data.labels("train"))
+    if ft["epoch_images"] is not None and ft["epoch_images"] > n_train:
+        raise ConfigError(
+            f"finetune.epoch_images = {ft['epoch_images']} is more than the {n_train} training images; "
+            f"lower it, or set it to null for epochs of the whole training split"
+        )
     # Resume only onto the same starting weights, whatever their files are called.
     fingerprint = {
         "spec": {**spec, "finetune": {k: v for k, v in ft.items() if k not in NOT_TRAINING}},
