@@ -3,7 +3,9 @@
 FLOPs per image are counted by torch's FlopCounterMode on the registry's own models
 at the preset's resolution (one multiply-add = 2 FLOPs); a backward pass is taken as
 2x its forward. Each stage's count is then: images x passes, for example
-train_classifier = epochs x train images x 3 x F(classifier). Attack gradients per image:
+train_classifier = epochs x train images x 3 x F(classifier); train_adversarial adds its per-epoch
+validation PGD; fine-tuning runs epochs x epoch_images images (default: the training split). Purifiers
+count at their own image_size (generator and discriminator). Attack gradients per image:
 FGSM 1, PGD steps, EOT-PGD / BPDA steps x EOT (EOT 1 on deterministic defenses), CW and StAdv
 steps (x EOT), AutoAttack-rand 2 x 100 x EOT, AutoAttack-standard APGD-CE 100 + APGD-T 9 x 100
 + FAB-T 9 x 100 + Square 5000 forwards (an upper bound: AutoAttack stops on broken images).
@@ -83,7 +85,9 @@ def estimate(config: dict) -> dict[str, float]:
     flops = {"train_classifier": cls.get("epochs", 8) * n_train * 3 * f_c}
     defenses = ev["defenses"]
     if "at" in defenses:
-        flops["train_adversarial"] = cls.get("epochs", 8) * n_train * 3 * f_c * (at.get("steps", 10) + 1)
+        n_val = at.get("val_samples") or data.get("val_size", 200)
+        validation = n_val * f_c * (3 * at.get("val_steps", 10) + 1)
+        flops["train_adversarial"] = cls.get("epochs", 8) * (n_train * 3 * f_c * (at.get("steps", 10) + 1) + validation)
     variants = {purifier_variant(config, d) for d in defenses} - {None}
     finetuned = {purifier_variant(config, d) for d in defenses if split_defense(d)[0] == "atop"}
     flops["pretrain_purifier"] = sum(
@@ -92,10 +96,16 @@ def estimate(config: dict) -> dict[str, float]:
         * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1])
         for v in variants
     )
-    flops["finetune_purifier"] = sum(
-        ft.get("epochs", 6) * n_train * (3 * purifier_flops[v][0] + 9 * purifier_flops[v][1] + 6 * f_c)
-        for v in finetuned
-    )
+
+    def finetune_step(variant: str) -> float:
+        """One image's fine-tuning FLOPs: x' (FGSM on the classifier, or PGD through RT + purifier +
+        classifier), then the GAN step and CE through the frozen classifier."""
+        f_g, f_d = purifier_flops[variant]
+        make_x = {"fgsm_classifier": 3 * f_c, "pgd_defense": ft.get("steps", 10) * 3 * (f_g + f_c)}
+        return make_x[ft.get("attack", "fgsm_classifier")] + 3 * f_g + 9 * f_d + 3 * f_c
+
+    ft_images = ft.get("epochs", 6) * (ft.get("epoch_images") or n_train)
+    flops["finetune_purifier"] = sum(ft_images * finetune_step(v) for v in finetuned)
 
     def job(defense: str, attack: dict, n: int) -> float:
         variant = purifier_variant(config, defense)

@@ -87,7 +87,9 @@ def test_preset_dry_run_lists_the_paper_dag(workflow_dir: Path, preset: Path):
     assert "--defense standard --attack bpda_eot" not in output
     # the paper's budgets and fine-tuning recipe reach the jobs
     assert '"attack": {"alpha": 0.007, "eot": 20, "eps": "8/255", "method": "eot_pgd", "steps": 200}' in output
-    assert '"ce_start_epoch": 3' in output and '"ce_weight": 0.05' in output
+    finetune = config["finetune"]
+    assert f'"ce_start_epoch": {finetune["ce_start_epoch"]}' in output
+    assert f'"ce_weight": {finetune["ce_weight"]}' in output and '"epoch_images": 5000' in output
     assert '"n_samples": 512' in output
     # an evaluation job's params hold only what affects it: no lists of defenses, attacks or sweeps
     specs = re.findall(r"atop evaluate --spec '([^']*)'", output)

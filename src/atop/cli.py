@@ -117,7 +117,7 @@ def cmd_train_classifier(args) -> None:
 def cmd_train_adversarial(args) -> None:
     from .data import load_prepared
     from .io import save_checkpoint
-    from .train.adversarial import train_adversarial
+    from .train.adversarial import selected_epoch, train_adversarial
 
     device = _setup(args.spec)
     data = load_prepared(args.data)
@@ -134,6 +134,7 @@ def cmd_train_adversarial(args) -> None:
         {"data": args.data},
         model=model_meta,
         performance=fast.record(),
+        selected_epoch=selected_epoch(history),  # best validation robust accuracy (Rice et al. 2020)
     )
     save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
     _write_curve(args.out_curve, history)

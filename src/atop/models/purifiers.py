@@ -346,11 +346,27 @@ class ResizedPurifier(Purifier):
         return self.forward_train(x_t, mask)[-1]
 
 
+class ResizedDiscriminator(nn.Module):
+    """Score (image, mask) at ``image_size`` x ``image_size``, the resolution its generator works at."""
+
+    def __init__(self, inner: nn.Module, image_size: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.image_size = image_size
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        side = (self.image_size, self.image_size)
+        image = F.interpolate(image, size=side, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        return self.inner(image, F.interpolate(mask, size=side, mode="nearest"))
+
+
 def build_purifier(arch: str, image_size: int | None = None, **kwargs) -> PurifierParts:
-    """The registry's purifier; with ``image_size`` its generator runs at that resolution."""
+    """The registry's purifier; with ``image_size`` its generator and discriminator run at that resolution."""
     parts = PURIFIERS[arch](**kwargs)
     if image_size is not None:
         parts.generator = ResizedPurifier(parts.generator, image_size)
+        if parts.discriminator is not None:
+            parts.discriminator = ResizedDiscriminator(parts.discriminator, image_size)
     return parts
 
 
@@ -361,8 +377,11 @@ def load_initial_weights(parts: PurifierParts, path: str | Path, sha256: str | N
     path = Path(path)
     state = load_external_state_dict(path, sha256, "purifier init weights")
     generator = parts.generator.inner if isinstance(parts.generator, ResizedPurifier) else parts.generator
+    discriminator = parts.discriminator
+    if isinstance(discriminator, ResizedDiscriminator):
+        discriminator = discriminator.inner
     whole = any(key.startswith(("generator.", "discriminator.")) for key in state)
-    targets = {"generator": generator, "discriminator": parts.discriminator} if whole else {"generator": generator}
+    targets = {"generator": generator, "discriminator": discriminator} if whole else {"generator": generator}
     for name, module in targets.items():
         own = {k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")} if whole else state
         if module is None:

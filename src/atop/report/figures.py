@@ -209,7 +209,7 @@ def _curve_stage(path: Path) -> str:
 
 
 # Curve columns that are neither a loss nor an accuracy: bookkeeping and the schedule.
-NOT_PLOTTED = ("epoch", "seconds", "lr")
+NOT_PLOTTED = ("epoch", "seconds", "lr", "selected")
 
 
 def curve_columns(curve: pd.DataFrame) -> tuple[list[str], list[str]]:

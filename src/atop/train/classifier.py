@@ -87,10 +87,14 @@ def fit_classifier(
     make_input: Callable[[nn.Module], InputFn] | None = None,
     fingerprint: dict | None = None,
     fast: FastPath = FastPath(),
+    validate: Callable[[nn.Module], dict[str, float]] | None = None,
+    select: str | None = None,
 ):
     """Train a classifier with the configured recipe; ``make_input(model)`` turns each batch into
     what the model trains on (e.g. adversarial examples). ``fast`` is the GPU fast path (layout,
-    autocast, compile). Return ``(model, model_meta, history)``."""
+    autocast, compile). ``validate(model)`` adds metrics to each epoch's row (model in eval mode);
+    ``select`` names the one whose best epoch is kept (see :func:`fit`). Return
+    ``(model, model_meta, history)``."""
     torch.manual_seed(seed)
     spec = recipe(spec)
     model_meta = classifier_meta(data, spec)
@@ -126,7 +130,8 @@ def fit_classifier(
             seen += len(yb)
         model.eval()
         val_acc = correct_per_draw(model, x_val, y_val, 1, 256).float().mean().item()
-        return {"train_loss": total / seen, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
+        row = {"train_loss": total / seen, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
+        return row | (validate(forward) if validate else {})
 
     history = fit(
         stage=stage,
@@ -136,6 +141,7 @@ def fit_classifier(
         run_epoch=run_epoch,
         resume_path=resume_path,
         fingerprint=fingerprint or {"spec": spec, "seed": seed, "data": data.info},
+        select=select,
     )
     return model.eval(), model_meta, history
 

@@ -1,15 +1,19 @@
 """Purifier pre-training (generative, on RT-transformed clean images) and AToP fine-tuning.
 
 Both stages run the same GAN step: discriminator hinge loss, generator loss =
-adversarial term + L1 to the clean image (summed over the generator's
-``forward_train`` outputs: DeepFill's coarse and refined images). A purifier
-without a discriminator (the autoencoder) gets the L1 term only. Fine-tuning feeds adversarial
-examples x' instead of clean images and adds ``ce_weight * CE(f(g(t(x'))), y)``
-with the classifier f frozen.
+adversarial term + L1 to the reconstruction target (summed over the generator's
+``forward_train`` outputs: DeepFill's coarse and refined images), the target also
+being the discriminator's real image. A purifier without a discriminator (the
+autoencoder) gets the L1 term only. Pre-training reconstructs clean images.
+Fine-tuning feeds adversarial examples x' instead and adds
+``ce_weight * CE(f(g(t(x'))), y)`` with the classifier f frozen; its target is x'
+itself (``recon_target: adversarial``, the paper's L_df(x') and the public code)
+or the clean image (``clean``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 
@@ -17,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
 from ..data import PreparedData
 from ..defense import DefendedModel
 from ..errors import FineTuneCollapse
@@ -25,6 +30,7 @@ from ..finetune_attacks import FINETUNE_ATTACKS
 from ..metrics import correct_per_draw
 from ..models import PurifierParts, build_purifier
 from ..models.purifiers import load_initial_weights
+from ..registry import Registry
 from ..transforms import RandomTransform, build_transform
 from .loop import batches, epoch_seed, fit
 
@@ -32,6 +38,17 @@ log = logging.getLogger("atop.train")
 
 InputFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ExtraLossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+TargetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# What the generator reconstructs, from (clean batch, generator input before RT).
+RECON_TARGETS: Registry[TargetFn] = Registry("fine-tuning reconstruction target")
+RECON_TARGETS.register("adversarial")(lambda clean, attacked: attacked)
+RECON_TARGETS.register("clean")(lambda clean, attacked: clean)
+
+# Fine-tuning keys added after the first recipe, with the values a spec without them means.
+FINETUNE_DEFAULTS = {"recon_target": "adversarial", "epoch_images": None}
+# Settings that do not change the trained weights, so a resume file may differ in them.
+NOT_TRAINING = ("max_clean_drop", "check_draws")
 
 
 def make_optimizers(parts: PurifierParts, spec: dict) -> dict[str, torch.optim.Optimizer]:
@@ -55,7 +72,9 @@ def gan_epoch(
     make_input: InputFn | None = None,
     extra_loss: ExtraLossFn | None = None,
     fast: FastPath = FastPath(),
+    recon_target: TargetFn = RECON_TARGETS["clean"],
 ) -> dict[str, float]:
+    """One epoch: ``spec["epoch_images"]`` images of a fresh permutation (default: all of ``x``)."""
     generator, discriminator = parts.generator, parts.discriminator
     generate = fast.compiled(generator.forward_train)
     score = fast.runner(discriminator) if discriminator is not None else None
@@ -65,10 +84,12 @@ def gan_epoch(
     order = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     sums: dict[str, float] = {}
     seen = 0
-    for xb, yb in batches(x, y, spec["batch_size"], order):
+    for xb, yb in batches(x, y, spec["batch_size"], order, spec.get("epoch_images")):
         xb, yb = fast.inputs(xb.to(device)), yb.to(device)
         with fast.mixed_precision(device):
             x_in = make_input(xb, yb) if make_input else xb
+        generator.train()  # an attack through the generator (torchattacks) leaves it in eval mode
+        target = recon_target(xb, x_in)
         x_t, mask = transform(x_in)
         with fast.mixed_precision(device):  # DeepFill: coarse and refined outputs; L1 applies to each
             outputs = [out.float() for out in generate(x_t, mask)]
@@ -77,7 +98,7 @@ def gan_epoch(
         if discriminator is not None:
             discriminator.train()
             with fast.mixed_precision(device):
-                real_score, fake_score = score(xb, mask).float(), score(fake.detach(), mask).float()
+                real_score, fake_score = score(target, mask).float(), score(fake.detach(), mask).float()
             d_loss = F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
             optimizers["discriminator"].zero_grad(set_to_none=True)
             d_loss.backward()
@@ -87,7 +108,7 @@ def gan_epoch(
             metrics |= {"d_loss": d_loss.item(), "g_adv": adv.item()}
         else:
             adv = fake.new_zeros(())
-        l1 = sum((out - xb).abs().mean() for out in outputs)
+        l1 = sum((out - target).abs().mean() for out in outputs)
         g_loss = spec["adv_weight"] * adv + spec["l1_weight"] * l1
         metrics["l1"] = l1.item()
         if extra_loss is not None:
@@ -161,6 +182,15 @@ def pretrain_purifier(
     return modules, model_meta, transform_meta, history
 
 
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names and raw tensor bytes (any dtype, any device)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def defended_val_accuracy(defense: DefendedModel, data: PreparedData, draws: int, seed: int) -> float:
     defense.eval().reseed(seed)
     return correct_per_draw(defense, data.images("val"), data.labels("val"), draws, 256).float().mean().item()
@@ -180,7 +210,23 @@ def finetune_purifier(
 ):
     """AToP fine-tuning; raise :class:`FineTuneCollapse` if clean accuracy falls too far."""
     torch.manual_seed(seed)
-    ft = spec["finetune"]
+    ft = {**FINETUNE_DEFAULTS, **spec["finetune"]}
+    recon_target = RECON_TARGETS[ft["recon_target"]]
+    n_train = len(data.labels("train"))
+    if ft["epoch_images"] is not None and ft["epoch_images"] > n_train:
+        raise ConfigError(
+            f"finetune.epoch_images = {ft['epoch_images']} is more than the {n_train} training images; "
+            f"lower it, or set it to null for epochs of the whole training split"
+        )
+    # Resume only onto the same starting weights, whatever their files are called.
+    fingerprint = {
+        "spec": {**spec, "finetune": {k: v for k, v in ft.items() if k not in NOT_TRAINING}},
+        "seed": seed,
+        "data": data.info,
+        "model": model_meta,
+        "classifier": state_digest(classifier.state_dict()),
+        "pretrained_purifier": state_digest(pretrained_state),
+    }
     parts = build_purifier(**model_meta)
     modules = parts.as_module().to(device)
     modules.load_state_dict(pretrained_state)
@@ -217,6 +263,7 @@ def finetune_purifier(
             make_input=adversarial,
             extra_loss=classification_loss,
             fast=fast,
+            recon_target=recon_target,
         )
         row["val_clean_accuracy"] = defended_val_accuracy(defense, data, 1, check_seed)
         return row
@@ -228,7 +275,7 @@ def finetune_purifier(
         epochs=ft["epochs"],
         run_epoch=run_epoch,
         resume_path=resume_path,
-        fingerprint={"spec": spec, "seed": seed, "data": data.info, "model": model_meta},
+        fingerprint=fingerprint,
     )
     after = defended_val_accuracy(defense, data, ft["check_draws"], check_seed)
     check = {
