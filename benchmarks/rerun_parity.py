@@ -84,7 +84,8 @@ def stamps(folder: Path, experiment: str) -> dict[str, int]:
     for top in ("results", "models"):
         for path in (folder / top / experiment).rglob("*"):
             relative = path.relative_to(folder)
-            if path.is_file() and not {"logs", "benchmarks"} & set(relative.parts):
+            # DVC writes .gitignore files beside its outs: bookkeeping, not a job's output
+            if path.is_file() and path.name != ".gitignore" and not {"logs", "benchmarks"} & set(relative.parts):
                 found[str(relative)] = path.stat().st_mtime_ns
     return found
 
@@ -112,13 +113,21 @@ def apply(edit: Edit, folder: Path, configfile: str) -> None:
 
 
 def summarise(files: set[str]) -> str:
-    """Rewritten files grouped by folder: 'eval/*/pgd.json x4' reads better than 20 paths."""
-    groups: dict[str, int] = {}
+    """Rewritten files by folder: 'eval: eot_pgd.json x4; report: 24 files' reads better than 30 paths."""
+    groups: dict[str, dict[str, int]] = {}
     for path in files:
         parts = Path(path).parts[2:]  # drop results|models/<experiment>
-        label = "/".join(parts[:1] + (("*",) if len(parts) > 2 else ()) + parts[-1:]) if parts else path
-        groups[label] = groups.get(label, 0) + 1
-    return ", ".join(f"{label} x{count}" if count > 1 else label for label, count in sorted(groups.items())) or "-"
+        folder = parts[0] if len(parts) > 1 else "."
+        groups.setdefault(folder, {}).setdefault(parts[-1], 0)
+        groups[folder][parts[-1]] += 1
+    shown = []
+    for folder, names in sorted(groups.items()):
+        if folder == "report":
+            shown.append(f"report: {sum(names.values())} files")
+            continue
+        listed = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in sorted(names.items()))
+        shown.append(listed if folder == "." else f"{folder}: {listed}")
+    return "; ".join(shown) or "-"
 
 
 def main() -> None:

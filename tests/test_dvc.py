@@ -189,7 +189,9 @@ def _stamps(repo: Path) -> dict[str, int]:
         str(path.relative_to(repo)): path.stat().st_mtime_ns
         for folder in ("results/tiny", "models/tiny")
         for path in (repo / folder).rglob("*")
-        if path.is_file() and not {"logs", "benchmarks"} & set(path.relative_to(repo).parts)
+        if path.is_file()
+        and path.name != ".gitignore"
+        and not {"logs", "benchmarks"} & set(path.relative_to(repo).parts)
     }
 
 
