@@ -88,6 +88,16 @@ def code_version(command):
     return command_code_version(Path(workflow.basedir), command)
 
 
+# Spec keys that are not config sections, by the section they are drawn from: DVC
+# tracks a stage's params by section (src/atop/dvc_pipeline.py reads this).
+SPEC_SOURCES = {
+    "purifier": "purifiers",
+    "variant": "purifiers",
+    "attack": "evaluation",
+    "finetune_attack": "finetune",
+}
+
+
 def spec(*sections, **extra):
     """The config slice a stage needs, as one JSON string (a param, so edits rerun the stage)."""
     payload = {

@@ -131,7 +131,9 @@ def workflow_rules(repo: Path, configfile: Path) -> tuple[dict, str, list[str], 
             entry["inputs"] |= {_generic(str(path), experiment) for path in job.input}
             spec = dict(job.params.items()).get("spec")
             if spec is not None:
-                entry["spec_keys"] |= set(json.loads(spec)) & set(workflow.config)
+                sources = workflow.globals.get("SPEC_SOURCES", {})
+                drawn = {sources.get(key, key) for key in json.loads(spec)}
+                entry["spec_keys"] |= drawn & set(workflow.config)
         for entry in rules.values():
             entry["wildcards"] = [set(get_wildcard_names(p)) for p in entry["patterns"]]
     return rules, experiment, included, targets
