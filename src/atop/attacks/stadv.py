@@ -2,10 +2,20 @@
 
 torchattacks has no StAdv, so it is written here as a torchattacks ``Attack``.
 Each pixel moves by a flow vector; the image is resampled bilinearly. The
-optimiser minimises a CW margin loss plus ``tau`` times the flow-smoothness
-loss (sum over pixels of the distance between neighbouring flows), with the
-flow bounded to ``bound`` of the image size per axis as in the perceptual
-robustness literature (Laidlaw et al.), so the threat model has a budget.
+optimiser (Adam) minimises Xiao et al.'s objective, the CW margin loss plus
+``tau`` times L_flow, the sum over pixels of the distance between neighbouring
+flow vectors. Units:
+
+- ``tau`` weighs L_flow computed on flows in PIXELS, as in Xiao et al.
+  (their tau = 0.05), so its meaning does not change with the image size.
+- ``bound`` is not in Xiao et al. (whose flow is unbounded, only smoothed):
+  as in the perceptual-robustness literature (Laidlaw et al.) the flow is
+  clipped per axis to ``bound`` times the image side (0.05 = 1.6 pixels on a
+  32-pixel image), so the threat model has a budget.
+
+On a randomized model the margin is averaged over ``eot_iter`` draws per step,
+and the returned iterate is the one with the lowest accuracy over ``draws``
+independent forward passes (ties: the lower EOT margin), never a single draw.
 The paper uses StAdv as an unseen, non-Lp attack.
 """
 
@@ -37,12 +47,24 @@ def apply_flow(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     )
 
 
+def pixel_flow(flow: torch.Tensor) -> torch.Tensor:
+    """Normalised-coordinate flow (channels x, y) -> pixels: the normalised grid spans 2 per axis."""
+    h, w = flow.shape[2:]
+    return flow * flow.new_tensor([w / 2, h / 2]).view(1, 2, 1, 1)
+
+
 class StAdv(Attack):
-    def __init__(self, model, bound=0.05, tau=0.05, steps=100, lr=0.01, kappa=0.0, eot_iter=1):
+    def __init__(self, model, bound=0.05, tau=0.05, steps=100, lr=0.01, kappa=0.0, eot_iter=1, draws=1):
         super().__init__("StAdv", model)
         self.bound, self.tau, self.steps, self.lr = bound, tau, steps, lr
-        self.kappa, self.eot_iter = kappa, eot_iter
+        self.kappa, self.eot_iter, self.draws = kappa, eot_iter, draws
         self.supported_mode = ["default"]
+
+    @torch.no_grad()
+    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-image share of ``draws`` independent forward passes that are correct."""
+        logits = self.get_logits(images.repeat(self.draws, 1, 1, 1))
+        return (logits.argmax(dim=1) == labels.repeat(self.draws)).float().view(self.draws, -1).mean(dim=0)
 
     def margin(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         true = logits.gather(1, labels[:, None]).squeeze(1)
@@ -58,17 +80,20 @@ class StAdv(Attack):
         flow = torch.zeros(n, 2, h, w, device=self.device, requires_grad=True)
         optimizer = torch.optim.Adam([flow], lr=self.lr)
         best = images.clone()
+        best_accuracy = self.accuracy(images, labels)
         best_margin = torch.full((n,), float("inf"), device=self.device)
         for _ in range(self.steps):
             adv = apply_flow(images, flow.clamp(-limit, limit))
             logits = self.get_logits(adv.repeat(self.eot_iter, 1, 1, 1))
             margin = self.margin(logits, labels.repeat(self.eot_iter)).view(self.eot_iter, n).mean(dim=0)
-            loss = (margin + self.tau * flow_smoothness(flow)).sum()
+            loss = (margin + self.tau * flow_smoothness(pixel_flow(flow))).sum()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                improved = margin < best_margin
+                accuracy = self.accuracy(adv, labels)
+                improved = (accuracy < best_accuracy) | ((accuracy == best_accuracy) & (margin < best_margin))
                 best[improved] = adv[improved].detach()
+                best_accuracy = torch.where(improved, accuracy, best_accuracy)
                 best_margin = torch.where(improved, margin.detach(), best_margin)
         return best.clamp(0, 1).detach()
