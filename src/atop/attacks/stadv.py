@@ -14,8 +14,9 @@ flow vectors. Units:
   32-pixel image), so the threat model has a budget.
 
 On a randomized model the margin is averaged over ``eot_iter`` draws per step,
-and the returned iterate is the one with the lowest accuracy over ``draws``
-independent forward passes (ties: the lower EOT margin), never a single draw.
+and the returned iterate is the one with the lowest accuracy over at least ``draws``
+independent forward passes (its EOT passes, topped up to ``draws``; ties: the lower
+EOT margin), never a single draw.
 The paper uses StAdv as an unseen, non-Lp attack.
 """
 
@@ -61,10 +62,10 @@ class StAdv(Attack):
         self.supported_mode = ["default"]
 
     @torch.no_grad()
-    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Per-image share of ``draws`` independent forward passes that are correct."""
-        logits = self.get_logits(images.repeat(self.draws, 1, 1, 1))
-        return (logits.argmax(dim=1) == labels.repeat(self.draws)).float().view(self.draws, -1).mean(dim=0)
+    def hits(self, images: torch.Tensor, labels: torch.Tensor, draws: int) -> torch.Tensor:
+        """Per-image count of correct predictions over ``draws`` independent forward passes."""
+        logits = self.get_logits(images.repeat(draws, 1, 1, 1))
+        return (logits.argmax(dim=1) == labels.repeat(draws)).float().view(draws, -1).sum(dim=0)
 
     def margin(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         true = logits.gather(1, labels[:, None]).squeeze(1)
@@ -79,8 +80,10 @@ class StAdv(Attack):
         limit = 2 * self.bound
         flow = torch.zeros(n, 2, h, w, device=self.device, requires_grad=True)
         optimizer = torch.optim.Adam([flow], lr=self.lr)
+        # An iterate's accuracy is judged over max(draws, eot_iter) passes: its EOT passes, plus more if needed.
+        extra = max(0, self.draws - self.eot_iter)
         best = images.clone()
-        best_accuracy = self.accuracy(images, labels)
+        best_accuracy = self.hits(images, labels, self.draws) / self.draws
         best_margin = torch.full((n,), float("inf"), device=self.device)
         for _ in range(self.steps):
             adv = apply_flow(images, flow.clamp(-limit, limit))
@@ -91,7 +94,10 @@ class StAdv(Attack):
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                accuracy = self.accuracy(adv, labels)
+                hits = (logits.argmax(dim=1) == labels.repeat(self.eot_iter)).float().view(self.eot_iter, n).sum(0)
+                if extra:
+                    hits += self.hits(adv.detach(), labels, extra)
+                accuracy = hits / (self.eot_iter + extra)
                 improved = (accuracy < best_accuracy) | ((accuracy == best_accuracy) & (margin < best_margin))
                 best[improved] = adv[improved].detach()
                 best_accuracy = torch.where(improved, accuracy, best_accuracy)
