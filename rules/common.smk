@@ -155,7 +155,14 @@ def adversarial_training_spec():
 
 # What every evaluation job reads from the evaluation section: the lists of
 # defenses, attacks and sweeps stay out, so adding one reruns nothing else.
-EVALUATION_SETTINGS = ("n_samples", "sample_seed", "draws", "batch_size", "checks")
+EVALUATION_SETTINGS = (
+    "n_samples",
+    "sample_seed",
+    "draws",
+    "eot",
+    "batch_size",
+    "checks",
+)
 
 
 def evaluation_settings(**overrides):

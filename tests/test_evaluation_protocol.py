@@ -62,10 +62,12 @@ SMALL_PARAMS = {
     "fgsm": {"eps": 0.15},
     "pgd_linf": {"eps": 0.15, "alpha": 0.05, "steps": 5},
     "pgd_l2": {"eps": 2.0, "alpha": 0.5, "steps": 8},
-    "cw_l2": {"eps": 2.0, "c": 10.0, "steps": 30, "lr": 0.05},
+    "cw_l2": {"eps": 2.0, "alpha": 0.5, "steps": 8},
     "square": {"eps": 0.15, "n_queries": 100},
     "eot_pgd": {"eps": 0.15, "alpha": 0.05, "steps": 5, "eot": 2},
     "bpda_eot": {"eps": 0.15, "alpha": 0.05, "steps": 5, "eot": 2},
+    "pgd_classifier": {"eps": 0.15, "alpha": 0.05, "steps": 5},
+    "cw_classifier": {"eps": 0.15, "alpha": 0.05, "steps": 5},
     "aa_standard": {"eps": 0.15, "steps": 10, "n_queries": 100},
     "aa_rand": {"eps": 0.15, "steps": 10, "eot": 2},
 }
@@ -210,7 +212,7 @@ def test_stadv_moves_pixels_and_flips_a_position_classifier():
 
     model = Position()
     assert accuracy(model, x, y) == 1.0
-    adversarial = build_attack("stadv", model, {"bound": 0.15, "steps": 60, "lr": 0.02, "tau": 0.0})(x, y)
+    adversarial = build_attack("stadv", model, {"bound": 0.15, "steps": 60, "lr": 0.02, "tau": 0.0}, draws=1)(x, y)
     assert accuracy(model, adversarial, y) < 0.5
     assert adversarial.max() <= 1 and adversarial.min() >= 0
 

@@ -8,7 +8,7 @@ import time
 import torch
 from tqdm import tqdm
 
-from .attacks import ATTACKS, build_attack, threat_norm
+from .attacks import ATTACKS, DEFAULT_EOT, build_attack, effective_parameters, threat_norm
 from .checks import input_gradients, robust_not_above_clean, zero_budget
 from .data import PreparedData
 from .defense import DEFENSES, DefendedModel
@@ -64,9 +64,9 @@ def evaluate_defense(
     draws = spec["draws"] if defense.randomized else 1
     method = attack_spec["method"]
     entry = ATTACKS[method]
-    params = {k: v for k, v in attack_spec.items() if k != "method"}
-    if "eot" in params and not defense.randomized:
-        params["eot"] = 1  # EOT over a deterministic model repeats the same gradient
+    configured = {k: v for k, v in attack_spec.items() if k != "method"}
+    # What the attack runs with, defaults included and eot "auto" resolved: recorded as is.
+    params = effective_parameters(method, configured, randomized=defense.randomized, eot=spec.get("eot", DEFAULT_EOT))
     context = {"num_classes": data.num_classes, "seed": seed, "draws": draws}
     attack = build_attack(method, defense, params, **context)
     if method == "aa_standard" and defense.randomized:
@@ -119,11 +119,12 @@ def evaluate_defense(
         "params": params,
         "norm": norm,
         "eps": params.get("eps", params.get("bound")),
-        "steps": params.get("steps", 1),
-        "eot": params.get("eot", 1),
+        # Square's iterations are its queries; FGSM is one step.
+        "steps": params.get("steps", params.get("n_queries", 1)),
+        "eot": params.get("eot", 1),  # gradient samples per step, as run (1 = not EOT-averaged)
         "white_box": entry.white_box,
         "upper_bound": entry.upper_bound,
-        "gradient": "bpda_identity" if entry.upper_bound else ("full" if entry.white_box else "none"),
+        "gradient": entry.gradient,
         "finetune_attack": finetune_attack,
         "seen": seen,
         "seed": seed,
@@ -156,6 +157,6 @@ def evaluate_defense(
         len(y),
         draws,
         wall,
-        " [UPPER BOUND: BPDA identity backward]" if entry.upper_bound else "",
+        f" [UPPER BOUND: {entry.gradient} gradient]" if entry.upper_bound else "",
     )
     return result

@@ -19,6 +19,7 @@ from torch import nn
 from torchattacks.attack import Attack
 
 from ..registry import Registry
+from .apgd import EveryImageAPGD, EveryImageAPGDT
 from .bpda import IdentityBackwardDefense
 from .ensemble import WorstCaseEnsemble
 from .eot import BatchedEOTPGD
@@ -26,63 +27,85 @@ from .stadv import StAdv
 
 ATTACKS: Registry = Registry("attack")
 CONTEXT_PARAMETERS = ("num_classes", "seed", "draws")
+# EOT samples per gradient step when an attack's ``eot`` is "auto" on a randomized model and the
+# evaluation names none (config: evaluation.eot, whose schema default this must equal).
+DEFAULT_EOT = 4
+# What an attack differentiates: the whole defended model, the classifier at the purified image
+# (BPDA identity), the classifier alone at the input (transfer), or nothing (score-based).
+GRADIENTS = ("full", "bpda_identity", "classifier_only", "none")
 
 
 @dataclass(frozen=True)
 class AttackEntry:
     build: Callable[..., Attack]
     norm: str  # threat model: Linf, L2 or flow; an attack taking a `norm` parameter overrides it
-    white_box: bool = True
-    upper_bound: bool = False  # gradients skip part of the defense: the result bounds robustness from above
+    gradient: str = "full"
+
+    @property
+    def white_box(self) -> bool:
+        return self.gradient != "none"
+
+    @property
+    def upper_bound(self) -> bool:
+        """Gradients skip part of the defense: the result bounds robustness from above."""
+        return self.gradient in ("bpda_identity", "classifier_only")
 
 
-def register_attack(name: str, norm: str, white_box: bool = True, upper_bound: bool = False):
+def register_attack(name: str, norm: str, gradient: str = "full"):
+    if gradient not in GRADIENTS:
+        raise ValueError(f"attack {name!r}: gradient must be one of {GRADIENTS}, got {gradient!r}")
+
     def add(build: Callable[..., Attack]):
-        ATTACKS.register(name)(AttackEntry(build, norm, white_box, upper_bound))
+        ATTACKS.register(name)(AttackEntry(build, norm, gradient))
         return build
 
     return add
 
 
+# Every gradient attack takes ``eot``: "auto" (the default) is the evaluation's EOT on a randomized
+# model and 1 on a deterministic one; build_attack resolves it before a builder sees it.
+
+
 @register_attack("fgsm", norm="Linf")
-def fgsm(model: nn.Module, eps: float) -> Attack:
-    return torchattacks.FGSM(model, eps=eps)
+def fgsm(model: nn.Module, eps: float, eot: int | str = "auto") -> Attack:
+    """One signed-gradient step of size eps (FGSM), the gradient EOT-averaged."""
+    return BatchedEOTPGD(model, eps=eps, alpha=eps, steps=1, eot_iter=eot, random_start=False)
 
 
 @register_attack("pgd_linf", norm="Linf")
-def pgd_linf(model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True) -> Attack:
-    return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
+def pgd_linf(
+    model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True, eot: int | str = "auto"
+) -> Attack:
+    return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
 @register_attack("pgd_l2", norm="L2")
-def pgd_l2(model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True) -> Attack:
-    return torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start)
-
-
-class BudgetedCW(torchattacks.CW):
-    """torchattacks' CW-L2, with results projected onto the L2 ball of radius ``eps``.
-
-    CW minimises the perturbation instead of respecting a budget; projecting
-    makes its robust accuracy comparable with the other L2 attacks at ``eps``.
-    """
-
-    def __init__(self, model, eps, c=1.0, kappa=0.0, steps=100, lr=0.01):
-        super().__init__(model, c=c, kappa=kappa, steps=steps, lr=lr)
-        self.eps = eps
-
-    def forward(self, images, labels):
-        images = images.clone().detach().to(self.device)
-        delta = super().forward(images, labels) - images
-        norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return (images + delta * (self.eps / norms).clamp(max=1.0)).clamp(0, 1).detach()
+def pgd_l2(
+    model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True, eot: int | str = "auto"
+) -> Attack:
+    return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start, norm="L2")
 
 
 @register_attack("cw_l2", norm="L2")
-def cw_l2(model: nn.Module, eps: float, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01):
-    return BudgetedCW(model, eps=eps, c=c, kappa=kappa, steps=steps, lr=lr)
+def cw_l2(
+    model: nn.Module,
+    eps: float,
+    alpha: float,
+    steps: int = 100,
+    random_start: bool = True,
+    eot: int | str = "auto",
+) -> Attack:
+    """The CW margin loss maximised inside the L2 ball of radius eps (L2 PGD with EOT).
+
+    A budgeted attack, unlike Carlini-Wagner's norm-minimising optimisation, whose
+    "smallest successful perturbation" is judged on one pass of a randomized model.
+    """
+    return BatchedEOTPGD(
+        model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start, norm="L2", loss="cw"
+    )
 
 
-@register_attack("square", norm="Linf", white_box=False)
+@register_attack("square", norm="Linf", gradient="none")
 def square(model: nn.Module, eps: float, n_queries: int = 5000, p_init: float = 0.8, *, seed: int) -> Attack:
     """Black-box score-based attack; also the obfuscation check's reference for white-box attacks."""
     return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
@@ -94,13 +117,41 @@ def eot_pgd(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, ra
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
-@register_attack("bpda_eot", norm="Linf", upper_bound=True)
+@register_attack("bpda_eot", norm="Linf", gradient="bpda_identity")
 def bpda_eot(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, random_start: bool = True):
     """EOT-PGD with the purifier's backward pass as identity: an upper bound on robustness."""
     if not hasattr(model, "purify"):
         raise ValueError("bpda_eot needs a defended model (with a purify step)")
     wrapped = IdentityBackwardDefense(model)
     return BatchedEOTPGD(wrapped, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
+
+
+def _classifier_of(method: str, model: nn.Module) -> nn.Module:
+    if not hasattr(model, "classifier"):
+        raise ValueError(f"{method} needs a defended model (with a classifier)")
+    return model.classifier
+
+
+@register_attack("pgd_classifier", norm="Linf", gradient="classifier_only")
+def pgd_classifier(model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True) -> Attack:
+    """PGD-Linf (CE) on the classifier ALONE; the examples are then scored on the whole defense.
+
+    The paper's RT x FT ablation protocol (PGD-1000): a transfer attack, an UPPER BOUND.
+    """
+    classifier = _classifier_of("pgd_classifier", model)
+    return BatchedEOTPGD(classifier, eps=eps, alpha=alpha, steps=steps, eot_iter=1, random_start=random_start)
+
+
+@register_attack("cw_classifier", norm="Linf", gradient="classifier_only")
+def cw_classifier(model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True) -> Attack:
+    """PGD-Linf on the CW margin loss of the classifier ALONE (the paper's CW-100), scored on the defense.
+
+    A transfer attack, an UPPER BOUND.
+    """
+    classifier = _classifier_of("cw_classifier", model)
+    return BatchedEOTPGD(
+        classifier, eps=eps, alpha=alpha, steps=steps, eot_iter=1, random_start=random_start, loss="cw"
+    )
 
 
 def _require_classes(attack: str, num_classes: int, minimum: int, why: str) -> None:
@@ -129,16 +180,19 @@ def aa_standard(
     """AutoAttack 'standard' with the reference settings, from torchattacks' components.
 
     APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5000 queries); 100
-    iterations; one restart each; a fixed seed; per-sample worst case.
+    iterations; one restart each; a fixed seed; per-sample worst case. APGD and
+    APGD-T attack every image they are given (src/atop/attacks/apgd.py).
     """
     _require_classes("aa_standard", num_classes, 4, "APGD-T's targeted DLR loss uses the 4 largest logits")
-    apgd_t = torchattacks.APGDT(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=num_classes)
+    apgd_t = EveryImageAPGDT(
+        model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=num_classes, draws=draws
+    )
     fab_t = torchattacks.FAB(
         model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, multi_targeted=True, n_classes=num_classes
     )
     apgd_t.n_target_classes = fab_t.n_target_classes = _target_count(num_classes)
     attacks = [
-        torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce"),
+        EveryImageAPGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss="ce", draws=draws),
         apgd_t,
         fab_t,
         torchattacks.Square(model, norm=norm, eps=eps, n_queries=n_queries, n_restarts=1, p_init=0.8, seed=seed),
@@ -158,19 +212,35 @@ def aa_rand(
     seed: int,
     draws: int,
 ) -> Attack:
-    """AutoAttack 'rand' for randomized defenses: APGD-CE and APGD-DLR with EOT 20."""
+    """AutoAttack 'rand' for randomized defenses: APGD-CE and APGD-DLR with EOT 20, on every image."""
     _require_classes("aa_rand", num_classes, 3, "APGD's DLR loss uses the 3 largest logits")
     attacks = [
-        torchattacks.APGD(model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss=loss, eot_iter=eot)
+        EveryImageAPGD(
+            model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, loss=loss, eot_iter=eot, draws=draws
+        )
         for loss in ("ce", "dlr")
     ]
     return WorstCaseEnsemble(model, attacks, draws=draws)
 
 
 @register_attack("stadv", norm="flow")
-def stadv(model: nn.Module, bound: float = 0.05, tau: float = 0.05, steps: int = 100, lr: float = 0.01, eot: int = 1):
-    """Spatially transformed adversarial examples: the paper's unseen, non-Lp attack."""
-    return StAdv(model, bound=bound, tau=tau, steps=steps, lr=lr, eot_iter=eot)
+def stadv(
+    model: nn.Module,
+    bound: float = 0.05,
+    tau: float = 0.05,
+    steps: int = 100,
+    lr: float = 0.01,
+    eot: int | str = "auto",
+    *,
+    draws: int,
+) -> Attack:
+    """Spatially transformed adversarial examples: the paper's unseen, non-Lp attack.
+
+    ``bound``: largest flow per axis as a fraction of the image side; ``tau``: weight of
+    Xiao et al.'s flow-smoothness loss in pixel units (src/atop/attacks/stadv.py). The
+    best iterate is chosen by accuracy over the evaluation's ``draws``.
+    """
+    return StAdv(model, bound=bound, tau=tau, steps=steps, lr=lr, eot_iter=eot, draws=draws)
 
 
 def config_parameters(method: str) -> dict[str, inspect.Parameter]:
@@ -183,13 +253,7 @@ def config_parameters(method: str) -> dict[str, inspect.Parameter]:
     }
 
 
-def build_attack(method: str, model: nn.Module, params: dict, **context) -> Attack:
-    """Build ``method`` with ``params``; unknown or missing parameters are named in the error.
-
-    ``context`` supplies the evaluation's ``num_classes``, ``seed`` and ``draws``
-    to the builders that declare them.
-    """
-    entry = ATTACKS[method]
+def _check_parameters(method: str, params: dict) -> None:
     accepted = config_parameters(method)
     unknown = sorted(set(params) - set(accepted))
     missing = [name for name, p in accepted.items() if p.default is inspect.Parameter.empty and name not in params]
@@ -197,6 +261,39 @@ def build_attack(method: str, model: nn.Module, params: dict, **context) -> Atta
         raise ValueError(
             f"attack {method!r}: unknown parameters {unknown}, missing parameters {missing}; it takes {list(accepted)}"
         )
+    eot = params.get("eot", "auto")
+    if eot != "auto" and not (isinstance(eot, int) and not isinstance(eot, bool) and eot >= 1):
+        raise ValueError(f"attack {method!r}: eot must be 'auto' or an integer >= 1, got {eot!r}")
+
+
+def effective_parameters(method: str, params: dict, *, randomized: bool, eot: int | None = None) -> dict:
+    """Every parameter ``method`` runs with: the config's, the builder's defaults, ``eot`` resolved.
+
+    EOT over a deterministic model repeats one gradient, so it is 1 there; on a
+    randomized model ``"auto"`` becomes ``eot``, the evaluation's EOT.
+    """
+    _check_parameters(method, params)
+    resolved = {name: params.get(name, p.default) for name, p in config_parameters(method).items()}
+    if "eot" in resolved:
+        if not randomized:
+            resolved["eot"] = 1
+        elif resolved["eot"] == "auto":
+            if eot is None:
+                raise ValueError(f"attack {method!r}: eot 'auto' on a randomized model needs the evaluation's eot")
+            resolved["eot"] = int(eot)
+    return resolved
+
+
+def build_attack(method: str, model: nn.Module, params: dict, *, eot: int | None = None, **context) -> Attack:
+    """Build ``method`` with ``params``; unknown or missing parameters are named in the error.
+
+    ``context`` supplies the evaluation's ``num_classes``, ``seed`` and ``draws``
+    to the builders that declare them; ``eot`` is the EOT an ``"auto"`` resolves
+    to on a randomized model (``model.randomized``; default: DEFAULT_EOT).
+    """
+    entry = ATTACKS[method]
+    randomized = bool(getattr(model, "randomized", False))
+    resolved = effective_parameters(method, params, randomized=randomized, eot=DEFAULT_EOT if eot is None else eot)
     needed = [
         name
         for name, p in inspect.signature(entry.build).parameters.items()
@@ -205,7 +302,7 @@ def build_attack(method: str, model: nn.Module, params: dict, **context) -> Atta
     absent = [name for name in needed if name not in context]
     if absent:
         raise ValueError(f"attack {method!r} needs {absent} from the evaluation")
-    return entry.build(model, **params, **{name: context[name] for name in needed})
+    return entry.build(model, **resolved, **{name: context[name] for name in needed})
 
 
 def threat_norm(method: str, params: dict) -> str:

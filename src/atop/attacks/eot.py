@@ -1,4 +1,4 @@
-"""Full-gradient PGD with expectation over transformation, batched."""
+"""Full-gradient PGD with expectation over transformation, batched: one attack for every loss and norm."""
 
 from __future__ import annotations
 
@@ -6,12 +6,69 @@ import torch
 import torch.nn.functional as F
 from torchattacks.attack import Attack
 
+from ..registry import Registry
+
 # Images per forward pass by device when max_batch is None (see the class docstring).
 DEFAULT_MAX_BATCH = {"cuda": 4096, "cpu": 128}
 
+# Per-image losses the attack ascends; each maps (logits, labels) -> one value per image.
+LOSSES: Registry = Registry("attack loss")
+
+
+@LOSSES.register("ce")
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+@LOSSES.register("cw")
+def cw_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: best other logit minus the true logit (positive = misclassified).
+
+    The other classes are masked with -inf, not multiplied by a zero one-hot: with
+    all-negative logits a zeroed true class would win the max and hide the real margin.
+    """
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf")).max(dim=1).values
+    return other - true
+
+
+def _per_image_l2(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _linf_step(grad: torch.Tensor, alpha: float) -> torch.Tensor:
+    return alpha * grad.sign()
+
+
+def _linf_project(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    return delta.clamp(-eps, eps)
+
+
+def _linf_start(images: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.empty_like(images).uniform_(-eps, eps)
+
+
+def _l2_step(grad: torch.Tensor, alpha: float) -> torch.Tensor:
+    return alpha * grad / _per_image_l2(grad)
+
+
+def _l2_project(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    return delta * (eps / _per_image_l2(delta)).clamp(max=1.0)
+
+
+def _l2_start(images: torch.Tensor, eps: float) -> torch.Tensor:
+    # Uniform in the L2 ball: a random direction, radius eps * u^(1/d).
+    direction = torch.randn_like(images)
+    radius = eps * torch.rand(len(images), device=images.device) ** (1 / images[0].numel())
+    return direction / _per_image_l2(direction) * radius.view(-1, *([1] * (images.dim() - 1)))
+
+
+# norm -> (step from the gradient, projection of the perturbation, random start)
+NORMS = {"Linf": (_linf_step, _linf_project, _linf_start), "L2": (_l2_step, _l2_project, _l2_start)}
+
 
 class BatchedEOTPGD(Attack):
-    """PGD-Linf with expectation over transformation, EOT samples batched into few passes.
+    """PGD (Linf or L2, CE or CW-margin loss) with expectation over transformation, batched.
 
     Each step replicates the batch ``eot_iter`` times, so a randomized model
     draws independent randomness per replica, and one forward and backward
@@ -21,12 +78,32 @@ class BatchedEOTPGD(Attack):
     device's best: on a GPU all replicas at once (one launch sequence instead
     of ``eot_iter``), on a CPU passes of about 128 images, since CPU throughput falls
     once a pass outgrows the cache (see benchmarks/eot.py).
+
+    Linf steps by ``alpha * sign(grad)`` and clips to the cube; L2 steps by
+    ``alpha`` along the per-image unit gradient and rescales onto the ball.
+    The result is the last iterate (no best-iterate picking on a noisy pass).
+    FGSM is one step with ``alpha = eps`` and no random start.
     """
 
-    def __init__(self, model, eps=8 / 255, alpha=2 / 255, steps=10, eot_iter=2, random_start=True, max_batch=None):
+    def __init__(
+        self,
+        model,
+        eps=8 / 255,
+        alpha=2 / 255,
+        steps=10,
+        eot_iter=2,
+        random_start=True,
+        max_batch=None,
+        norm="Linf",
+        loss="ce",
+    ):
         super().__init__("BatchedEOTPGD", model)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
         self.eps, self.alpha, self.steps = eps, alpha, steps
         self.eot_iter, self.random_start, self.max_batch = eot_iter, random_start, max_batch
+        self.norm, self.loss = norm, loss
+        self.loss_fn = LOSSES[loss]
         self.supported_mode = ["default", "targeted"]
 
     def eot_gradient(self, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -37,8 +114,8 @@ class BatchedEOTPGD(Attack):
         remaining = self.eot_iter
         while remaining > 0:
             k = min(per_chunk, remaining)
-            logits = self.get_logits(adv.repeat(k, 1, 1, 1))
-            cost = F.cross_entropy(logits, labels.repeat(k), reduction="sum")
+            logits = self.get_logits(adv.repeat(k, *([1] * (adv.dim() - 1))))
+            cost = self.loss_fn(logits, labels.repeat(k)).sum()
             if self.targeted:
                 cost = -cost
             grad += torch.autograd.grad(cost, adv)[0]
@@ -50,11 +127,12 @@ class BatchedEOTPGD(Attack):
         labels = labels.clone().detach().to(self.device)
         if self.targeted:
             labels = self.get_target_label(images, labels)
+        step, project, start = NORMS[self.norm]
         adv = images.clone()
         if self.random_start:
-            adv = (adv + torch.empty_like(adv).uniform_(-self.eps, self.eps)).clamp(0, 1)
+            adv = (adv + start(images, self.eps)).clamp(0, 1)
         for _ in range(self.steps):
             grad = self.eot_gradient(adv, labels)
-            adv = adv.detach() + self.alpha * grad.sign()
-            adv = (images + (adv - images).clamp(-self.eps, self.eps)).clamp(0, 1)
+            adv = adv.detach() + step(grad, self.alpha)
+            adv = (images + project(adv - images, self.eps)).clamp(0, 1)
         return adv.detach()

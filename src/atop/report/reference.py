@@ -47,13 +47,22 @@ def load_reference(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+# The paper's RT x FT ablation names its classifier-only transfer attacks by their loss
+# (PGD-1000, CW-100); the run's registry names them pgd_classifier and cw_classifier.
+PAPER_FAMILY = {"pgd_classifier": "pgd", "cw_classifier": "cw"}
+
+
+def _paper_family(main: pd.DataFrame) -> pd.Series:
+    return main["method"].map(PAPER_FAMILY).fillna(main["attack_family"])
+
+
 def _budget_text(eps: float) -> str:
     return f"{eps * 255:.4g}/255" if eps < 1 else f"{eps:.4g}"
 
 
 def _matching(main: pd.DataFrame, ref) -> pd.DataFrame:
     rows = main[(main["kind"] == ref["defense"]) & (main["gradient"] == ref["gradient"])]
-    rows = rows[rows["attack_family"] == ref["attack"]]
+    rows = rows[_paper_family(rows) == ref["attack"]]
     for key in ("purifier", "rt"):  # empty in the reference = not stated: any run setting matches
         if ref[key]:
             rows = rows[rows[key] == ref[key]]
