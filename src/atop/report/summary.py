@@ -75,8 +75,7 @@ def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str)
 
 def _worst(frame: pd.DataFrame, defense: str, attacks: list[str]) -> Estimate | None:
     rows = full_gradient(frame)
-    rows = rows[(rows["defense"] == defense) & rows["attack"].isin(attacks)]
-    return worst_case([Estimate.robust(r) for _, r in rows.iterrows()])
+    return worst_case(rows[(rows["defense"] == defense) & rows["attack"].isin(attacks)])
 
 
 def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
@@ -216,8 +215,7 @@ def gradient_comparisons(frame: pd.DataFrame) -> list[Comparison]:
     comparisons = []
     for (defense, family), bpda in main[main["gradient"] == "bpda"].groupby(["defense", "attack_family"]):
         full = main[(main["gradient"] == "full") & (main["defense"] == defense) & (main["attack_family"] == family)]
-        upper = worst_case([Estimate.robust(r) for _, r in bpda.iterrows()])
-        exact = worst_case([Estimate.robust(r) for _, r in full.iterrows()])
+        upper, exact = worst_case(bpda), worst_case(full)
         if upper and exact:
             comparisons.append(Comparison(f"{defense} {family}: classifier-only vs full gradient", upper, exact))
     return comparisons
