@@ -21,10 +21,11 @@ import pandas as pd
 from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
 from .reference import join_reference, load_reference, reference_summary
-from .results import find_files, load_results, main_results, missing_results, parse_defense
+from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results, parse_defense
 from .summary import claims, gradient_comparisons, summary_markdown
 from .tables import (
     Estimate,
+    attacks_markdown,
     defenses_table,
     gradient_table,
     purifier_table,
@@ -57,10 +58,17 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
             return column.replace(" (", "_").rstrip(")").replace(" ", "_")
         return column.split(" (")[0]
 
-    defenses = {
-        defense: {key(col): round(float(v.value), 4) for col, v in row.items() if isinstance(v, Estimate)}
-        for defense, row in table.iterrows()
-    }
+    defenses = {}
+    for defense, row in table.iterrows():
+        numbers = {}
+        for column, estimate in row.items():
+            if not isinstance(estimate, Estimate):
+                continue
+            numbers[key(column)] = round(float(estimate.value), 4)
+            if column.startswith("worst case"):  # per image over attacks: its own interval, not an attack's
+                numbers[f"{key(column)}_ci95_low"] = round(float(estimate.low), 4)
+                numbers[f"{key(column)}_ci95_high"] = round(float(estimate.high), 4)
+        defenses[defense] = numbers
     return {
         "defenses": defenses,
         "claims": {claim.key: claim.verdict for claim in judged},
@@ -115,7 +123,7 @@ def write_report(
     )
     # Staged: a kill mid-report leaves the previous complete report or none, never a mix.
     with staged_directory(out_dir) as staging:
-        _write_csv(frame, staging / "robustness.csv", index=False)
+        _write_csv(frame.drop(columns=list(PER_IMAGE_COLUMNS)), staging / "robustness.csv", index=False)
         for name, table in tables.items():
             _write_csv(table_csv(table), staging / "tables" / f"{name}.csv", index=True)
             write_text(staging / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
@@ -189,8 +197,28 @@ def _document(experiment, dataset, frame, tables, joined, missing, problems) -> 
         "Defenses: " + "; ".join(settings) + ".",
         "",
     ]
+    text += [
+        "## Attacks: threat model and EOT",
+        "",
+        (
+            "EOT = random-transform samples averaged per gradient step (1: no averaging; deterministic defenses "
+            "always get 1). Library attacks without EOT on a randomized defense can understate its weakness."
+        ),
+        "",
+        attacks_markdown(frame),
+        "",
+    ]
     for name, table in tables.items():
         text += [f"## {TABLES[name]}", "", table_markdown(table), ""]
+    text += [
+        (
+            "Worst cases are taken per image (AutoAttack's protocol): each image counts with the lowest fraction of "
+            "draws any of the attacks left right, over the images every attack scored; a cell marked "
+            "`(min of averages)` lacked per-image outcomes and shows the lowest attack average, which can only "
+            "overstate the worst case."
+        ),
+        "",
+    ]
     text += ["## The paper's numbers next to the run's", "", _reference_markdown(joined), ""]
     text += ["## Missing", ""] + ([f"- {m}" for m in missing + problems] or ["- Nothing."]) + [""]
     return "\n".join(text)

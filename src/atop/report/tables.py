@@ -112,7 +112,9 @@ def defense_cells(frame: pd.DataFrame, defense: str | None) -> dict[str, Estimat
         cells[attack_label(attack, seen)] = by_attack.get(attack)
     for group in ("seen", "unseen"):
         if any(seen == group for _, seen in columns):
-            cells[f"worst case ({group})"] = worst_case(rows[rows["attack"].isin([a for a, s in columns if s == group])])
+            cells[f"worst case ({group})"] = worst_case(
+                rows[rows["attack"].isin([a for a, s in columns if s == group])]
+            )
     cells["worst case"] = worst_case(rows[rows["attack"].isin([a for a, _ in columns])])
     cells["attacks run"] = f"{sum(by_attack.get(a) is not None for a, _ in columns)}/{len(columns)}"
     return cells
@@ -229,3 +231,42 @@ def table_markdown(table: pd.DataFrame) -> str:
         lambda col: col.map(lambda v: v.text() if isinstance(v, Estimate) else (MISSING if v is None else v))
     )
     return shown.reset_index().to_markdown(index=False)
+
+
+def _eot_text(rows: pd.DataFrame) -> str:
+    """EOT samples per gradient step, with the defenses that got each (deterministic ones get 1)."""
+    parts = []
+    for eot, group in rows.groupby(rows["eot"].fillna(1), sort=True):
+        parts.append(f"{int(eot)} ({', '.join(defense_order(group['defense']))})")
+    return "; ".join(reversed(parts))
+
+
+def attacks_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every attack of the main results: method, threat model, steps and its effective EOT per defense."""
+    main = main_results(frame)
+    cells, names = [], []
+    for attack, rows in main.groupby("attack", sort=True):
+        first = rows.iloc[0]
+        names.append(attack)
+        cells.append(
+            {
+                "method": first["method"],
+                "gradient": first["gradient"],
+                "norm": first["norm"] or MISSING,
+                "eps": MISSING if pd.isna(first["eps"]) else round(float(first["eps"]), 4),
+                "steps": MISSING if pd.isna(first["steps"]) else int(first["steps"]),
+                "EOT (defenses)": _eot_text(rows),
+            }
+        )
+    return _table(pd.Index(names, name="attack"), cells)
+
+
+def attacks_markdown(frame: pd.DataFrame) -> str:
+    table = attacks_table(frame)
+    return table.reset_index().to_markdown(index=False) if len(table) else "No attack results."
+
+
+def eot_averaged(frame: pd.DataFrame) -> dict[str, str]:
+    """Attacks that average more than one random-transform sample per gradient step -> their EOT text."""
+    main = main_results(frame)
+    return {attack: _eot_text(rows) for attack, rows in main.groupby("attack", sort=True) if (rows["eot"] > 1).any()}
