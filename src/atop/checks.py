@@ -8,6 +8,11 @@ images are compared image by image: "beyond noise" means an exact one-sided
 sign test on the per-image fractions of draws classified right (McNemar's test
 when there is one draw) rejects at ``ALPHA``. A check that cannot be computed
 fails and says why: a check not run is not a check passed.
+
+``ALPHA`` is 1 %, not 5 %: a run makes dozens of these checks, several near the
+null (eps = 0 sweep points, weak black-box attacks), and each failure is loud. On a
+randomized toy defense (8 draws, 200 images, identical images re-scored under new
+draws) the one-sided sign test rejected in 3 % of 200 seeds at 5 % and in none at 1 %.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from torch import nn
 
 from .stats import aligned, sign_test, upper_bound_below
 
-ALPHA = 0.05  # one-sided level of every paired test here
+ALPHA = 0.01  # one-sided level of every paired test here
+NEAR_ZERO_LEVEL = 0.05  # large eps: the one-sided 95 % upper bound on accuracy must lie below the ceiling
 BUDGET_TOLERANCE = 1e-6  # float32 rounding of x + delta, clamped to [0, 1]
 ITERATIVE_LINF = ("pgd_linf", "eot_pgd")
 
@@ -35,7 +41,8 @@ def robust_not_above_clean(clean_fraction: torch.Tensor, robust_fraction: torch.
         "test": "sign test (robust > clean), per image",
         "p_value": test.p_value,
         "detail": f"robust {float(robust_fraction.mean()):.4f} vs clean {float(clean_fraction.mean()):.4f}: "
-        f"{test.text()}" + ("" if passed else f": the attack RAISED accuracy beyond noise (p < {ALPHA})"),
+        f"{test.text()}; rule: fails when p < {ALPHA:g}"
+        + ("" if passed else ": the attack RAISED accuracy beyond noise"),
     }
 
 
@@ -144,8 +151,8 @@ def weaker_not_stronger(weaker: dict, stronger: dict, claim: str) -> dict:
         "n_common": len(common),
         "p_value": test.p_value,
         "detail": f"{weaker['attack']} {sum(weak) / len(weak):.4f} vs {stronger['attack']} "
-        f"{sum(strong) / len(strong):.4f} on {len(common)} common images: {test.text()}"
-        + ("" if passed else f": {claim} FAILS (p < {ALPHA})"),
+        f"{sum(strong) / len(strong):.4f} on {len(common)} common images: {test.text()}; rule: fails when p < {ALPHA:g}"
+        + ("" if passed else f": {claim} FAILS"),
     }
 
 
@@ -201,8 +208,8 @@ def _successes(result: dict) -> tuple[int, int]:
 def reaches_zero(last: dict, ceiling: float) -> dict:
     """At the sweep's largest eps the accuracy must be demonstrably below ``ceiling`` (one-sided exact test)."""
     k, n = _successes(last)
-    passed, p = upper_bound_below(k, n, ceiling, ALPHA)
-    rule = f"rule: exact one-sided binomial test of accuracy >= {ceiling:g} rejected at {ALPHA:g}"
+    passed, p = upper_bound_below(k, n, ceiling, NEAR_ZERO_LEVEL)
+    rule = f"rule: exact one-sided binomial test of accuracy >= {ceiling:g} rejected at {NEAR_ZERO_LEVEL:g}"
     return {
         "claim": "robust accuracy reaches about 0 at a large eps",
         "passed": passed,
