@@ -283,8 +283,8 @@ def test_report_shows_per_image_worst_case_eot_and_no_false_all_clear(tmp_path):
     failed = {"defense": "atop", "claim": "white-box PGD beats black-box Square", "passed": False, "detail": "x"}
     checks.write_text(json.dumps({"cross_attack": [failed], "sweeps": []}))
     metrics = write_report([tmp_path / "eval"], tmp_path / "report", "x", "digits", checks_path=checks)
-    atop = metrics["defenses"]["atop"]
-    assert atop["worst_case"] == pytest.approx(0.2) and atop["worst_case_ci95_low"] < 0.2 < atop["worst_case_ci95_high"]
+    interval = metrics["worst_case_ci95"]["atop"]["worst_case"]
+    assert metrics["defenses"]["atop"]["worst_case"] == pytest.approx(0.2) and interval["low"] < 0.2 < interval["high"]
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "No failed check" not in summary and "FAILED for atop: white-box PGD beats black-box Square" in summary
     assert "EOT-averaged attacks" in summary and "eot_pgd: EOT 20 (atop)" in summary

@@ -58,19 +58,22 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
             return column.replace(" (", "_").rstrip(")").replace(" ", "_")
         return column.split(" (")[0]
 
-    defenses = {}
-    for defense, row in table.iterrows():
-        numbers = {}
-        for column, estimate in row.items():
-            if not isinstance(estimate, Estimate):
-                continue
-            numbers[key(column)] = round(float(estimate.value), 4)
-            if column.startswith("worst case"):  # per image over attacks: its own interval, not an attack's
-                numbers[f"{key(column)}_ci95_low"] = round(float(estimate.low), 4)
-                numbers[f"{key(column)}_ci95_high"] = round(float(estimate.high), 4)
-        defenses[defense] = numbers
+    defenses = {
+        defense: {key(col): round(float(v.value), 4) for col, v in row.items() if isinstance(v, Estimate)}
+        for defense, row in table.iterrows()
+    }
+    # worst cases are per image over attacks, so their interval is their own, not one attack's
+    worst_case_ci95 = {
+        defense: {
+            key(col): {"low": round(float(v.low), 4), "high": round(float(v.high), 4)}
+            for col, v in row.items()
+            if isinstance(v, Estimate) and col.startswith("worst case")
+        }
+        for defense, row in table.iterrows()
+    }
     return {
         "defenses": defenses,
+        "worst_case_ci95": worst_case_ci95,
         "claims": {claim.key: claim.verdict for claim in judged},
         "reference": reference_summary(joined),
         "results": len(frame),
