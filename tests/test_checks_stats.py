@@ -292,3 +292,13 @@ def test_report_shows_per_image_worst_case_eot_and_no_false_all_clear(tmp_path):
     assert "## Attacks: threat model and EOT" in document
     assert re.search(r"\| eot_pgd +\| eot_pgd +\|.*\| 20 \(atop\) +\|", document)
     assert re.search(r"\| pgd +\| pgd_linf +\|.*\| 1 \(atop\) +\|", document)
+
+
+def test_worst_case_of_older_results_without_per_image_outcomes_says_so(tmp_path):
+    results = _disjoint_attacks()
+    for result in results:
+        del result["per_sample"], result["sample_indices"]
+    write_results(tmp_path, results)
+    frame, _ = load_results([tmp_path])
+    cell = worst_case(frame)
+    assert cell.value == pytest.approx(0.6) and cell.basis.endswith("(no per-image outcomes)")

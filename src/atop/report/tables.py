@@ -71,7 +71,11 @@ def worst_case(rows: pd.DataFrame) -> Estimate | None:
     if rows.empty:
         return None
     attacks = ", ".join(rows["attack"])
-    per_image = [dict(zip(i, f)) for i, f in zip(rows["sample_indices"], rows["robust_fractions"]) if i and f]
+    per_image = [
+        dict(zip(i, f))
+        for i, f in zip(rows["sample_indices"], rows["robust_fractions"])
+        if isinstance(i, tuple) and isinstance(f, tuple)
+    ]
     common = sorted(set.intersection(*(set(p) for p in per_image))) if len(per_image) == len(rows) else []
     if not common:
         lowest = Estimate.robust(rows.loc[rows["robust_accuracy"].idxmin()])
