@@ -271,8 +271,9 @@ def test_result_records_threat_model_and_checks():
     assert bpda["upper_bound"] is True and bpda["gradient"] == "bpda_identity"
     assert seen["upper_bound"] is False and seen["gradient"] == "full"
     assert seen["checks_passed"], seen["checks"]
-    assert set(seen["checks"]) == {"robust_not_above_clean", "input_gradients", "zero_budget"}
+    assert set(seen["checks"]) == {"robust_not_above_clean", "input_gradients", "zero_budget", "within_budget"}
     assert seen["checks"]["zero_budget"]["max_perturbation"] == 0
+    assert unseen["checks"]["within_budget"]["norm"] == "L2" and unseen["checks_passed"], unseen["checks"]
 
 
 def test_obfuscation_checks_fire_on_a_gradient_masked_model_and_not_on_a_normal_one():
@@ -311,15 +312,19 @@ def test_obfuscation_checks_fire_on_a_gradient_masked_model_and_not_on_a_normal_
     assert not masked_result["checks"]["input_gradients"]["passed"]
 
 
-def _result(defense, attack, method, accuracy, n=200):
-    low, high = max(0, accuracy - 0.07), min(1, accuracy + 0.07)
+def _result(defense, attack, method, accuracy, n=200, randomized=False):
+    """A result whose first ``accuracy * n`` images are right: attacks are nested, as for one model."""
+    right = round(accuracy * n)
     return {
         "defense": defense,
         "attack": attack,
         "method": method,
         "norm": "Linf",
         "eps": 0.1,
-        "robust": {"accuracy": accuracy, "ci95": [low, high]},
+        "randomized": randomized,
+        "robust": {"accuracy": right / n, "n": n},
+        "sample_indices": list(range(n)),
+        "per_sample": {"robust_correct_fraction": [1.0] * right + [0.0] * (n - right)},
     }
 
 

@@ -112,7 +112,8 @@ def test_table_shapes_and_missing_rows(paper_run, tmp_path):
     assert "bpda_eot" not in " ".join(defenses.columns), "classifier-only upper bounds stay out of table 1"
     assert defenses.loc["atop-ae-rt3"].drop("attacks run").isna().all()
     assert defenses.loc["at", "worst case (unseen)"].value == pytest.approx(0.30)
-    assert defenses.loc["at", "worst case (unseen)"].source == "aa_rand"
+    assert defenses.loc["at", "worst case (unseen)"].source == "aa_rand, pgd_l2"  # every attack it covers
+    assert defenses.loc["at", "worst case (unseen)"].basis.startswith("per-image minimum over 2 attacks")
 
     ablation = rt_ablation_table(frame)
     assert ablation.shape[0] == 12  # (gan, ae) x (rt1, rt2, rt3) x FT (no, yes): unrun AE rows stay

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from .attacks import ATTACKS, DEFAULT_EOT, build_attack, effective_parameters, threat_norm
-from .checks import input_gradients, robust_not_above_clean, zero_budget
+from .checks import input_gradients, robust_not_above_clean, within_budget, zero_budget
 from .data import PreparedData
 from .defense import DEFENSES, DefendedModel
 from .defense_kinds import split_defense
@@ -87,7 +87,7 @@ def evaluate_defense(
     n_check = min(spec["checks"]["gradient_samples"], len(y))
     defense.reseed(seed + 3)
     checks = {
-        "robust_not_above_clean": robust_not_above_clean(clean_summary, robust_summary),
+        "robust_not_above_clean": robust_not_above_clean(clean.float().mean(dim=0), robust.float().mean(dim=0)),
         "input_gradients": input_gradients(defense, x[:n_check], y[:n_check]),
     }
     n_zero = min(spec["checks"]["eps_zero_samples"], len(y))
@@ -96,10 +96,13 @@ def evaluate_defense(
         torch.manual_seed(seed)
         defense.reseed(seed + 4)
         at_zero_images = run_attack(zero_attack, x[:n_zero], y[:n_zero], batch, "eps=0 check")
-        defense.reseed(seed + 2)
-        at_zero = correct_per_draw(defense, at_zero_images, y[:n_zero], draws, batch)
+        # scored exactly like clean (same seed, same batches), so identical images get identical draws
+        defense.reseed(seed)
+        at_zero = correct_per_draw(defense, torch.cat([at_zero_images, x[n_zero:]]), y, draws, batch)
         moved = (at_zero_images - x[:n_zero]).abs().max().item()
-        checks["zero_budget"] = zero_budget(summarize(clean[:, :n_zero]), summarize(at_zero), moved)
+        checks["zero_budget"] = zero_budget(clean[:, :n_zero], at_zero[:, :n_zero], moved)
+    if "eps" in params and "bound" not in params:  # flow attacks (StAdv) have a bound, not an eps-ball
+        checks["within_budget"] = within_budget(adversarial - x, threat_norm(method, params), float(params["eps"]))
     for name, check in checks.items():
         if not check["passed"]:
             log.warning("OBFUSCATION CHECK FAILED (%s / %s) %s: %s", defense_name, attack_name, name, check["detail"])

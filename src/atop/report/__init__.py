@@ -21,10 +21,11 @@ import pandas as pd
 from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
 from .reference import join_reference, load_reference, reference_summary
-from .results import find_files, load_results, main_results, missing_results, parse_defense
+from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results, parse_defense
 from .summary import claims, gradient_comparisons, summary_markdown
 from .tables import (
     Estimate,
+    attacks_markdown,
     defenses_table,
     gradient_table,
     purifier_table,
@@ -61,8 +62,18 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
         defense: {key(col): round(float(v.value), 4) for col, v in row.items() if isinstance(v, Estimate)}
         for defense, row in table.iterrows()
     }
+    # worst cases are per image over attacks, so their interval is their own, not one attack's
+    worst_case_ci95 = {
+        defense: {
+            key(col): {"low": round(float(v.low), 4), "high": round(float(v.high), 4)}
+            for col, v in row.items()
+            if isinstance(v, Estimate) and col.startswith("worst case")
+        }
+        for defense, row in table.iterrows()
+    }
     return {
         "defenses": defenses,
+        "worst_case_ci95": worst_case_ci95,
         "claims": {claim.key: claim.verdict for claim in judged},
         "reference": reference_summary(joined),
         "results": len(frame),
@@ -115,7 +126,7 @@ def write_report(
     )
     # Staged: a kill mid-report leaves the previous complete report or none, never a mix.
     with staged_directory(out_dir) as staging:
-        _write_csv(frame, staging / "robustness.csv", index=False)
+        _write_csv(frame.drop(columns=list(PER_IMAGE_COLUMNS)), staging / "robustness.csv", index=False)
         for name, table in tables.items():
             _write_csv(table_csv(table), staging / "tables" / f"{name}.csv", index=True)
             write_text(staging / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
@@ -189,8 +200,28 @@ def _document(experiment, dataset, frame, tables, joined, missing, problems) -> 
         "Defenses: " + "; ".join(settings) + ".",
         "",
     ]
+    text += [
+        "## Attacks: threat model and EOT",
+        "",
+        (
+            "EOT = random-transform samples averaged per gradient step (1: no averaging; deterministic defenses "
+            "always get 1). Library attacks without EOT on a randomized defense can understate its weakness."
+        ),
+        "",
+        attacks_markdown(frame),
+        "",
+    ]
     for name, table in tables.items():
         text += [f"## {TABLES[name]}", "", table_markdown(table), ""]
+    text += [
+        (
+            "Worst cases are taken per image (AutoAttack's protocol): each image counts with the lowest fraction of "
+            "draws any of the attacks left right, over the images every attack scored; a cell marked "
+            "`(min of averages)` lacked per-image outcomes and shows the lowest attack average, which can only "
+            "overstate the worst case."
+        ),
+        "",
+    ]
     text += ["## The paper's numbers next to the run's", "", _reference_markdown(joined), ""]
     text += ["## Missing", ""] + ([f"- {m}" for m in missing + problems] or ["- Nothing."]) + [""]
     return "\n".join(text)

@@ -95,8 +95,9 @@ def join_reference(frame: pd.DataFrame, reference: pd.DataFrame, dataset: str) -
             if ref["metric"] == "clean":
                 estimate = clean_estimate(main[main["defense"] == defense])
             else:
-                estimate = worst_case([Estimate.robust(r) for _, r in group.iterrows()])
-            picked = group[group["attack"] == estimate.source] if estimate and ref["metric"] == "robust" else group
+                estimate = worst_case(group)  # per image over the matching attacks
+            robust = estimate and ref["metric"] == "robust"
+            picked = group[group["attack"].isin(estimate.source.split(", "))] if robust else group
             run_eps = float(picked["eps"].iloc[0])
             rows.append({**base, **_compare(ref, estimate, dataset, run_eps, picked, defense)})
     columns = [

@@ -140,9 +140,22 @@ def _nan(value) -> float:
     return math.nan if value is None else float(value)
 
 
+# Per-image outcomes (the worst case over attacks is taken image by image); too long for robustness.csv.
+PER_IMAGE_COLUMNS = ("sample_indices", "robust_fractions")
+
+
+def _per_image(result: dict) -> tuple[tuple[int, ...] | None, tuple[float, ...] | None]:
+    indices = result.get("sample_indices")
+    fractions = (result.get("per_sample") or {}).get("robust_correct_fraction")
+    if not indices or not fractions or len(indices) != len(fractions):
+        return None, None
+    return tuple(int(i) for i in indices), tuple(float(f) for f in fractions)
+
+
 def result_row(result: dict, path: str, purifier: str | None = None, rt: str | None = None) -> dict:
     """One result JSON as one flat row; anything the JSON lacks is NaN/None."""
     clean, robust = result.get("clean") or {}, result.get("robust") or {}
+    indices, fractions = _per_image(result)
     setting = parse_defense(str(result["defense"]), result.get("purifier") or purifier, result.get("transform") or rt)
     method = str(result.get("method") or result["attack"])
     family = ATTACK_FAMILY.get(method) or ATTACK_FAMILY.get(method.removeprefix("bpda_"), method.removeprefix("bpda_"))
@@ -162,6 +175,7 @@ def result_row(result: dict, path: str, purifier: str | None = None, rt: str | N
         "eps": _nan(result.get("eps")),
         "steps": _nan(result.get("steps")),
         "eot": _nan(result.get("eot")),
+        "randomized": result.get("randomized"),
         "sweep": bool(sweep),
         "sweep_name": sweep.get("name"),
         "sweep_param": sweep.get("param"),
@@ -181,6 +195,8 @@ def result_row(result: dict, path: str, purifier: str | None = None, rt: str | N
         "images_per_second": _nan(result.get("images_per_second")),
         "dataset": result.get("dataset"),
         "path": path,
+        "sample_indices": indices,
+        "robust_fractions": fractions,
     }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .results import RT_ORDER, main_results
-from .tables import Estimate, attack_columns, clean_estimate, full_gradient, worst_case
+from .tables import Estimate, attack_columns, clean_estimate, eot_averaged, full_gradient, worst_case
 
 SUPPORTED, CONTRADICTED, MIXED, NOISE, CANNOT = (
     "supported",
@@ -75,8 +75,7 @@ def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str)
 
 def _worst(frame: pd.DataFrame, defense: str, attacks: list[str]) -> Estimate | None:
     rows = full_gradient(frame)
-    rows = rows[(rows["defense"] == defense) & rows["attack"].isin(attacks)]
-    return worst_case([Estimate.robust(r) for _, r in rows.iterrows()])
+    return worst_case(rows[(rows["defense"] == defense) & rows["attack"].isin(attacks)])
 
 
 def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
@@ -216,8 +215,7 @@ def gradient_comparisons(frame: pd.DataFrame) -> list[Comparison]:
     comparisons = []
     for (defense, family), bpda in main[main["gradient"] == "bpda"].groupby(["defense", "attack_family"]):
         full = main[(main["gradient"] == "full") & (main["defense"] == defense) & (main["attack_family"] == family)]
-        upper = worst_case([Estimate.robust(r) for _, r in bpda.iterrows()])
-        exact = worst_case([Estimate.robust(r) for _, r in full.iterrows()])
+        upper, exact = worst_case(bpda), worst_case(full)
         if upper and exact:
             comparisons.append(Comparison(f"{defense} {family}: classifier-only vs full gradient", upper, exact))
     return comparisons
@@ -287,7 +285,7 @@ def summary_markdown(
         (
             f"{main['defense'].nunique()} defenses, {main['attack'].nunique()} attacks, "
             f"{len(frame)} result files, {f'{int(n)}' if pd.notna(n) else 'an unknown number of'} test images per result. "
-            "A difference counts only when the two 95 % intervals do not overlap."
+            "A difference between defenses counts only when the two 95 % intervals do not overlap."
         ),
         "",
     ]
@@ -303,17 +301,36 @@ def summary_markdown(
     lines += ["## The paper's claims", ""]
     for claim in judged:
         lines += [f"- **{VERDICT_WORDS[claim.verdict]}:** {claim.statement}", f"  {claim.evidence}."]
+    averaged = eot_averaged(frame)
+    lines += [
+        "",
+        "## Attacks",
+        "",
+        (
+            "- EOT-averaged attacks (random-transform samples per gradient step, by defense): "
+            + "; ".join(f"{attack}: EOT {eot}" for attack, eot in averaged.items())
+            + ". Every other attack takes one sample per step."
+            if averaged
+            else "- No attack is EOT-averaged: every gradient step uses one random-transform sample."
+        ),
+        (
+            "- Worst cases are per image (AutoAttack's protocol): an image counts with the lowest fraction of draws "
+            "any of the attacks left right."
+        ),
+    ]
     failed = frame[frame["failed_checks"] != ""]
+    bad = [c for c in cross_checks if not c["passed"]]
     lines += ["", "## Gradient-obfuscation checks", ""]
-    if failed.empty:
+    if failed.empty and not bad:
         recorded = int(frame["checks_recorded"].sum())
         lines.append(f"- No failed check ({recorded} of {len(frame)} results record their checks).")
+    else:
+        lines.append(f"- {len(failed)} results and {len(bad)} cross-attack / sweep checks FAILED:")
     for row in failed.itertuples():
         lines.append(
             f"- FAILED for {row.defense} / {row.attack}: {row.failed_checks.replace(';', ', ')}; treat its number with suspicion."
         )
     if cross_checks:
-        bad = [c for c in cross_checks if not c["passed"]]
         lines.append(
             f"- Across attacks and sweeps: {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed."
         )
