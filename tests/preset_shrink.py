@@ -1,0 +1,200 @@
+"""A paper preset shrunk in size only: every path it takes, run in minutes on a CPU.
+
+``shrink_preset`` keeps the preset's rules, dataset, defenses, attacks, transforms, purifier
+architectures and sweeps, and shrinks what only costs time: every key named in ``SHRINK``, wherever
+it appears in the config, goes to the size the table gives (never up). Budgets a preset leaves at
+their defaults (AutoAttack's 100 steps and 5000 Square queries, DeepFill's discriminator width) are
+read from the attack and architecture registries and shrunk too. Keys the table does not name are
+left alone, so new keys pass through at full size until a line is added here.
+
+By hand, with the upstream archives in data/raw (or downloaded there on the first run):
+
+    python tests/preset_shrink.py config/paper/cifar10.yaml > smoke.yaml
+    snakemake --cores 2 all --configfile smoke.yaml    # results/paper-cifar10-smoke/
+
+``--cover`` also keeps only enough defenses to take every path once (see ``covering_defenses``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from atop.attacks import config_parameters
+from atop.defense_kinds import split_defense
+from atop.models.classifiers import CLASSIFIERS
+from atop.models.purifiers import PURIFIERS
+
+
+def _at_most(size: int) -> Callable[[int], int]:
+    return lambda value: min(value, size)
+
+
+def shrink_image_size(value: int) -> int:
+    """Sizes up to 32 px are kept (CIFAR's own); larger ones become a seventh (224 -> 32), rounded up
+    to a multiple of 16 (DeepFill needs multiples of 8), so a purifier's 256 px (-> 48) still differs
+    from the data's 224 px (-> 32) and the resize path stays."""
+    return value if value <= 32 else max(32, 16 * math.ceil(value / 7 / 16))
+
+
+# What is shrunk, by key (in any section), and to what. Two epochs, so per-epoch schedules and the
+# CE term's switch at finetune.ce_start_epoch (kept at most 1) both happen; two steps and EOT 2, so
+# the loops iterate; eight images per evaluation, sixteen in the test split and per batch.
+SHRINK: dict[str, Callable[[int], int]] = {
+    "epochs": _at_most(2),
+    "ce_start_epoch": _at_most(1),
+    "steps": _at_most(2),
+    "eot": _at_most(2),
+    "n_queries": _at_most(8),
+    "n_samples": _at_most(8),
+    "draws": _at_most(2),
+    "check_draws": _at_most(2),
+    "gradient_samples": _at_most(4),
+    "eps_zero_samples": _at_most(4),
+    "batch_size": _at_most(16),
+    "val_size": _at_most(8),
+    "test_size": _at_most(16),
+    "channels": _at_most(4),
+    "discriminator_channels": _at_most(4),
+    "base_channels": _at_most(4),
+    "width": _at_most(4),
+    "image_size": shrink_image_size,
+}
+# Thresholds calibrated on hundreds of images are noise on eight: relaxed so the check runs and
+# cannot fail the smoke run (its verdict means nothing at this size).
+RELAX = {"max_clean_drop": 1.0}
+# Classifiers with no width knob that are too slow on a CPU even tiny (WRN-28-10: ~7 s per
+# forward/backward of 8 images) run as this stand-in; ResNets keep their arch (and stem).
+CLASSIFIER_STAND_INS = {"wrn_28_10": "small_cnn", "wrn_70_16": "small_cnn"}
+# The architectures' width parameters (their image_size comes from the data, not arch_params).
+WIDTHS = ("channels", "discriminator_channels", "base_channels", "width")
+
+
+def _shrink_tree(node):
+    if isinstance(node, list):
+        return [_shrink_tree(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    shrunk = {}
+    for key, value in node.items():
+        if key in SHRINK and isinstance(value, int) and not isinstance(value, bool):
+            shrunk[key] = SHRINK[key](value)
+        elif key in RELAX and isinstance(value, (int, float)) and not isinstance(value, bool):
+            shrunk[key] = RELAX[key]
+        else:
+            shrunk[key] = _shrink_tree(value)
+    return shrunk
+
+
+def _shrunk_defaults(parameters: dict[str, inspect.Parameter], given: dict, names=SHRINK) -> dict:
+    """The shrunk default of every parameter in ``names`` that ``given`` leaves at its default."""
+    return {
+        name: SHRINK[name](p.default)
+        for name, p in parameters.items()
+        if name in names and name not in given and isinstance(p.default, int) and not isinstance(p.default, bool)
+    }
+
+
+def _shrink_arch_params(builder, params: dict) -> dict:
+    """Widths an architecture takes but the preset leaves at their defaults, shrunk."""
+    return params | _shrunk_defaults(dict(inspect.signature(builder).parameters), params, WIDTHS)
+
+
+def _shrink_sweep(sweep: dict) -> dict:
+    values = [sweep["values"][0], sweep["values"][-1]]
+    rule = SHRINK.get(sweep["param"])
+    if rule is not None:  # a swept budget (steps, eot): its last point shrunk, the first just below
+        top = rule(values[-1])
+        values = [min(values[0], top - 1), top]
+    return {**sweep, "values": values}
+
+
+def _matches(defense: str, selector: str) -> bool:
+    return defense == selector or split_defense(defense)[0] == selector
+
+
+def path_features(config: dict, defense: str) -> set[tuple]:
+    """What running ``defense`` exercises: its kind, its purifier's settings (all but the pre-training
+    recipe), and the filtered attacks and the sweeps that select it."""
+    evaluation = config["evaluation"]
+    kind, variant = split_defense(defense)
+    features: set[tuple] = {("kind", kind)}
+    if variant is None and kind in ("ap", "atop") and len(config.get("purifiers", {})) == 1:
+        variant = next(iter(config["purifiers"]))
+    for key, value in config.get("purifiers", {}).get(variant, {}).items():
+        if key != "pretrain":
+            features.add(("purifier", key, json.dumps(value, sort_keys=True)))
+    for name, attack in evaluation["attacks"].items():
+        if "defenses" in attack and any(_matches(defense, s) for s in attack["defenses"]):
+            features.add(("attack", name))
+    for name, sweep in evaluation.get("sweeps", {}).items():
+        if any(_matches(defense, s) for s in sweep.get("defenses", evaluation["defenses"])):
+            features.add(("sweep", name))
+    return features
+
+
+def covering_defenses(config: dict) -> list[str]:
+    """A small subset of the evaluated defenses that takes every path (``path_features``) at least
+    once: greedy set cover, ties broken by the preset's order; returned in the preset's order."""
+    defenses = config["evaluation"]["defenses"]
+    features = {d: path_features(config, d) for d in defenses}
+    uncovered = set().union(*features.values())
+    chosen: list[str] = []
+    while uncovered:
+        best = max(defenses, key=lambda d: (len(features[d] & uncovered), -defenses.index(d)))
+        chosen.append(best)
+        uncovered -= features[best]
+    return [d for d in defenses if d in chosen]
+
+
+def _keep_defenses(config: dict, keep: list[str]) -> None:
+    evaluation = config["evaluation"]
+    evaluation["defenses"] = keep
+    for section in (*evaluation["attacks"].values(), *evaluation.get("sweeps", {}).values()):
+        if "defenses" in section:
+            section["defenses"] = [s for s in section["defenses"] if any(_matches(d, s) for d in keep)]
+
+
+def shrink_preset(preset: dict, cover: bool = False) -> dict:
+    """``preset`` shrunk in size (``SHRINK``), its experiment renamed ``<name>-smoke``; with ``cover``,
+    only the defenses ``covering_defenses`` picks are evaluated."""
+    config = _shrink_tree(copy.deepcopy(preset))
+    config["experiment"] = f"{preset['experiment']}-smoke"
+    classifier = config["classifier"]
+    if classifier["arch"] in CLASSIFIER_STAND_INS:
+        classifier["arch"] = CLASSIFIER_STAND_INS[classifier["arch"]]
+        classifier["arch_params"] = {}
+    classifier["arch_params"] = _shrink_arch_params(CLASSIFIERS[classifier["arch"]], classifier.get("arch_params", {}))
+    for purifier in config.get("purifiers", {}).values():
+        purifier["arch_params"] = _shrink_arch_params(PURIFIERS[purifier["arch"]], purifier.get("arch_params", {}))
+    evaluation = config["evaluation"]
+    for attack in evaluation["attacks"].values():
+        attack |= _shrunk_defaults(config_parameters(attack["method"]), attack)
+    for name, sweep in evaluation.get("sweeps", {}).items():
+        evaluation["sweeps"][name] = _shrink_sweep(sweep)
+    if cover:
+        _keep_defenses(config, covering_defenses(config))
+    return config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("preset", type=Path, help="a paper preset, e.g. config/paper/cifar10.yaml")
+    parser.add_argument("--cover", action="store_true", help="evaluate only a covering subset of the defenses")
+    args = parser.parse_args()
+    shrunk = shrink_preset(yaml.safe_load(args.preset.read_text()), cover=args.cover)
+    print(yaml.safe_dump(shrunk, sort_keys=False), end="")
+
+
+if __name__ == "__main__":
+    main()
