@@ -52,6 +52,9 @@ def shrink_image_size(value: int) -> int:
 # the loops iterate; eight images per evaluation, sixteen in the test split and per batch.
 SHRINK: dict[str, Callable[[int], int]] = {
     "epochs": _at_most(2),
+    "epoch_images": _at_most(16),
+    "val_samples": _at_most(8),
+    "val_steps": _at_most(2),
     "ce_start_epoch": _at_most(1),
     "steps": _at_most(2),
     "eot": _at_most(2),
@@ -73,9 +76,12 @@ SHRINK: dict[str, Callable[[int], int]] = {
 # Thresholds calibrated on hundreds of images are noise on eight: relaxed so the check runs and
 # cannot fail the smoke run (its verdict means nothing at this size).
 RELAX = {"max_clean_drop": 1.0}
-# Classifiers with no width knob that are too slow on a CPU even tiny (WRN-28-10: ~7 s per
-# forward/backward of 8 images) run as this stand-in; ResNets keep their arch (and stem).
-CLASSIFIER_STAND_INS = {"wrn_28_10": "small_cnn", "wrn_70_16": "small_cnn"}
+# Classifiers with no width knob (WRN-28-10: ~7 s per forward/backward of 8 images on a CPU) run as
+# the smallest network of the same family and code path: WRN-10-1. ResNets keep their arch (and stem).
+CLASSIFIER_STAND_INS = {
+    "wrn_28_10": ("wide_resnet", {"depth": 10, "widen_factor": 1}),
+    "wrn_70_16": ("wide_resnet", {"depth": 10, "widen_factor": 1}),
+}
 # The architectures' width parameters (their image_size comes from the data, not arch_params).
 WIDTHS = ("channels", "discriminator_channels", "base_channels", "width")
 
@@ -172,8 +178,7 @@ def shrink_preset(preset: dict, cover: bool = False) -> dict:
     config["experiment"] = f"{preset['experiment']}-smoke"
     classifier = config["classifier"]
     if classifier["arch"] in CLASSIFIER_STAND_INS:
-        classifier["arch"] = CLASSIFIER_STAND_INS[classifier["arch"]]
-        classifier["arch_params"] = {}
+        classifier["arch"], classifier["arch_params"] = CLASSIFIER_STAND_INS[classifier["arch"]]
     classifier["arch_params"] = _shrink_arch_params(CLASSIFIERS[classifier["arch"]], classifier.get("arch_params", {}))
     for purifier in config.get("purifiers", {}).values():
         purifier["arch_params"] = _shrink_arch_params(PURIFIERS[purifier["arch"]], purifier.get("arch_params", {}))

@@ -34,6 +34,7 @@ CLASSIFIER_CASES = [
     ("resnet18", {"stem": "imagenet"}, 64),
     ("resnet34", {"stem": "imagenet"}, 64),
     ("wrn_28_10", {}, 32),
+    ("wide_resnet", {"depth": 10, "widen_factor": 1}, 32),
 ]
 
 
