@@ -268,7 +268,7 @@ def test_summary_supports_the_claims_when_the_numbers_do(paper_run):
     "gain, verdict, words",
     [
         (-0.13, CONTRADICTED, "**The run contradicts this:** Fine-tuning the purifier"),
-        (0.01, NOISE, "**The run cannot tell: the differences are within noise:** Fine-tuning the purifier"),
+        (0.01, NOISE, "**No detectable difference:** Fine-tuning the purifier"),
     ],
 )
 def test_summary_wording_follows_the_numbers(tmp_path, gain, verdict, words):
