@@ -24,7 +24,10 @@ def nested_fractions(rate: float, n: int) -> list[float]:
 def make_result(defense: str, attack: str, robust: float, clean: float = 0.9, n: int = 512, **extra) -> dict:
     """One result JSON; accuracies are fractions, intervals are Wilson like the evaluation's."""
     method = extra.pop("method", attack)
-    per_sample = {"clean_correct_fraction": nested_fractions(clean, n), "robust_correct_fraction": nested_fractions(robust, n)}
+    per_sample = {
+        "clean_correct_fraction": nested_fractions(clean, n),
+        "robust_correct_fraction": nested_fractions(robust, n),
+    }
     return {
         "defense": defense,
         "attack": attack,
@@ -170,6 +173,8 @@ def digits_like_results(atop_shift: float = 0.1, n: int = 128, seed: int = 0) ->
     for k, (attack, (strength, method, eot)) in enumerate(attacks.items()):
         for defense, logit, draws in (("standard", -6.0, 1), ("ap", strength, 4), ("atop", strength + atop_shift, 4)):
             results.append(
-                simulated_result(defense, attack, logit, difficulty, draws, seed + 10 * k + len(results), method=method, eot=eot)
+                simulated_result(
+                    defense, attack, logit, difficulty, draws, seed + 10 * k + len(results), method=method, eot=eot
+                )
             )
     return results

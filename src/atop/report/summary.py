@@ -13,9 +13,12 @@ could have detected. Results without per-image outcomes (older files) fall back 
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 import zlib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -26,7 +29,6 @@ from ..stats import (
     all_draws_right,
     detectable_difference,
     holm,
-    mcnemar_exact,
     paired_draw_bootstrap,
 )
 from .results import RT_ORDER, main_results
@@ -39,6 +41,7 @@ from .tables import (
     eot_averaged,
     full_gradient,
     headline_rt,
+    paired_all_draws,
     robust_outcomes,
     worst_case,
 )
@@ -109,14 +112,15 @@ def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | No
     """Paired tests of ``a`` against ``b`` on the images both scored; None without per-image outcomes."""
     if a is None or b is None:
         return None
-    common, ia, ib = aligned(a.indices, range(len(a.indices)), b.indices, range(len(b.indices)))
-    if not common:
+    test = paired_all_draws(a, b)
+    if test is None:
         return None
+    common, ia, ib = aligned(a.indices, range(len(a.indices)), b.indices, range(len(b.indices)))
     fa, fb = a.fractions[:, ia], b.fractions[:, ib]
     right_a, right_b = all_draws_right(fa), all_draws_right(fb)
     return Paired(
         n=len(common),
-        mcnemar=mcnemar_exact(right_a, right_b),
+        mcnemar=test,
         strict_a=float(right_a.mean()),
         strict_b=float(right_b.mean()),
         mean_a=float(fa.min(axis=0).mean()),
@@ -167,9 +171,10 @@ class Comparison:
         }
         text = words[self.outcome]
         if self.paired.mean_outcome != self.outcome:
-            text += f"; the {SECONDARY} disagrees: " + {"higher": "higher", "lower": "LOWER", "none": "no difference"}[
-                self.paired.mean_outcome
-            ]
+            text += (
+                f"; the {SECONDARY} disagrees: "
+                + {"higher": "higher", "lower": "LOWER", "none": "no difference"}[self.paired.mean_outcome]
+            )
         return text
 
     def text(self) -> str:
@@ -195,7 +200,9 @@ def _metric_text(comparisons: list[Comparison]) -> str:
     if all(c.paired is None for c in comparisons):
         return "verdict on the draw-mean; unpaired (no per-image outcomes): the two 95 % intervals must not overlap"
     disagree = sum(c.paired is not None and c.paired.mean_outcome != c.outcome for c in comparisons)
-    agrees = "the draw-mean agrees" if not disagree else f"the {SECONDARY} DISAGREES in {disagree} of {len(comparisons)}"
+    agrees = (
+        "the draw-mean agrees" if not disagree else f"the {SECONDARY} DISAGREES in {disagree} of {len(comparisons)}"
+    )
     return f"verdict on the {PRIMARY} (exact McNemar, Holm-adjusted); {agrees}"
 
 
@@ -491,6 +498,26 @@ def headline(judged: list[Claim], frame: pd.DataFrame) -> Comparison | None:
     return min(claim.comparisons, key=distance)  # the first of the closest: paper order
 
 
+def comparison_metrics(comparison: Comparison | None) -> dict:
+    """A paired comparison as numbers (fractions) for metrics.json; empty without one."""
+    if comparison is None or comparison.paired is None:
+        return {}
+    p = comparison.paired
+    return {
+        "label": comparison.label,
+        "n": p.n,
+        "draw_mean_difference": round(p.bootstrap.difference, 4),
+        "draw_mean_ci95": [round(p.bootstrap.low, 4), round(p.bootstrap.high, 4)],
+        "draw_mean_p_holm": p.bootstrap_holm,
+        "all_draws": [round(p.strict_a, 4), round(p.strict_b, 4)],
+        "mcnemar_discordant": [p.mcnemar.a_better, p.mcnemar.b_better],
+        "mcnemar_p_holm": p.mcnemar_holm,
+        "outcome": comparison.outcome,
+        "draw_mean_outcome": p.mean_outcome,
+        "detectable_difference": round(p.detectable, 4),
+    }
+
+
 def _headline_text(comparison: Comparison) -> str:
     if comparison.paired is None:
         return f"{comparison.text()}."
@@ -565,7 +592,11 @@ def summary_markdown(
     for claim in judged:
         metric = f" ({claim.metric})" if claim.metric else ""
         doubt = [d.why for d in doubted if any(d.covers(c) for c in claim.comparisons)]
-        flag = f" Rests on numbers a failed check puts in doubt ({'; '.join(dict.fromkeys(doubt))}): upper bounds." if doubt else ""
+        flag = (
+            f" Rests on numbers a failed check puts in doubt ({'; '.join(dict.fromkeys(doubt))}): upper bounds."
+            if doubt
+            else ""
+        )
         lines += [f"- **{VERDICT_WORDS[claim.verdict]}:** {claim.statement}{metric}", f"  {claim.evidence}.{flag}"]
     averaged = eot_averaged(frame)
     lines += [
@@ -610,3 +641,38 @@ def summary_markdown(
         lines.append(f"- ... and {len(missing) - len(shown)} more (see robustness.md).")
     lines += [f"- {problem}" for problem in problems]
     return "\n".join(lines) + "\n"
+
+
+def markdown_to_rst(markdown: str, figure: Path | None = None) -> str:
+    """summary.md as reStructuredText, for the first page of Snakemake's HTML report (report/workflow.rst).
+
+    Only what summary_markdown writes: ``#``/``##`` headings, paragraphs, bullets with an indented
+    continuation line, ``**bold**`` and `code`; underscores are escaped (``name_`` is a link in RST).
+    ``figure`` (a PNG) follows the verdicts, embedded as a data URI: the HTML report is one file
+    opened anywhere, and Snakemake's own ``embeddedimage`` directive leaves a relative link.
+    """
+    out = []
+    for line in markdown.splitlines():
+        heading = re.match(r"^(#{1,2}) (.*)$", line)
+        if heading:
+            title = _rst_inline(heading.group(2))
+            out += [title, ("=" if len(heading.group(1)) == 1 else "-") * len(title)]
+        else:
+            out.append(_rst_inline(line))
+    if figure is not None:
+        data = base64.b64encode(Path(figure).read_bytes()).decode()
+        # docutils caps input lines at 10,000 characters; a URI may span lines (whitespace is dropped)
+        chunks = [data[i : i + 76] for i in range(0, len(data), 76)]
+        out += ["", "Headline figure", "-" * 15, "", ".. image:: data:image/png;base64,"]
+        out += [f"   {chunk}" for chunk in chunks] + ["   :width: 100%", "   :alt: headline figure", ""]
+    return "\n".join(out) + "\n"
+
+
+def _rst_inline(text: str) -> str:
+    parts = re.split(r"(`[^`]*`)", text)  # code spans stay literal; everything else is escaped
+    return "".join(
+        f"`{part}`"
+        if part.startswith("`") and part.endswith("`") and len(part) > 1
+        else re.sub(r"([_\\|])", r"\\\1", part)
+        for part in parts
+    )

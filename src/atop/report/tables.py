@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import wilson_interval
-from ..stats import all_draws_right
+from ..stats import PairedTest, aligned, all_draws_right, mcnemar_exact
 from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results
 
 MISSING = "missing"
@@ -79,7 +79,9 @@ def _draws(rows: pd.DataFrame) -> int:
 
 def _common_outcomes(rows: pd.DataFrame, column: str, draws: int) -> Outcomes | None:
     per_image = [
-        dict(zip(i, f)) for i, f in zip(rows["sample_indices"], rows[column]) if isinstance(i, tuple) and isinstance(f, tuple)
+        dict(zip(i, f))
+        for i, f in zip(rows["sample_indices"], rows[column])
+        if isinstance(i, tuple) and isinstance(f, tuple)
     ]
     if not per_image or len(per_image) < len(rows):
         return None
@@ -111,7 +113,9 @@ def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
         return None
     value = float(rows["clean_accuracy"].mean())
     outcomes = clean_outcomes(rows)
-    strict = float(all_draws_right(outcomes.fractions).mean()) if outcomes else float(rows["clean_strict_accuracy"].min())
+    strict = (
+        float(all_draws_right(outcomes.fractions).mean()) if outcomes else float(rows["clean_strict_accuracy"].min())
+    )
     n = rows["n"].max()
     if pd.isna(n) or n <= 0:
         return Estimate(value, math.nan, math.nan, "clean", strict=strict)
@@ -136,7 +140,8 @@ def worst_case(rows: pd.DataFrame) -> Estimate | None:
     if outcomes is None:
         lowest = Estimate.robust(rows.loc[rows["robust_accuracy"].idxmin()])
         has_all = all(
-            isinstance(i, tuple) and isinstance(f, tuple) for i, f in zip(rows["sample_indices"], rows["robust_fractions"])
+            isinstance(i, tuple) and isinstance(f, tuple)
+            for i, f in zip(rows["sample_indices"], rows["robust_fractions"])
         )
         why = "no image scored by every attack" if has_all else "no per-image outcomes"
         strict = float(rows["robust_strict_accuracy"].min())
@@ -148,6 +153,16 @@ def worst_case(rows: pd.DataFrame) -> Estimate | None:
     scope = f"{common} images" + ("" if common == largest else f" (common to all; up to {largest} scored)")
     strict = float(all_draws_right(outcomes.fractions).mean())
     return Estimate(value, low, high, attacks, f"per-image minimum over {len(rows)} attacks on {scope}", strict)
+
+
+def paired_all_draws(a: Outcomes | None, b: Outcomes | None) -> PairedTest | None:
+    """Exact McNemar test of right-on-every-draw outcomes on the images both scored (None without them)."""
+    if a is None or b is None:
+        return None
+    common, ia, ib = aligned(a.indices, range(len(a.indices)), b.indices, range(len(b.indices)))
+    if not common:
+        return None
+    return mcnemar_exact(all_draws_right(a.fractions[:, ia]), all_draws_right(b.fractions[:, ib]))
 
 
 def full_gradient(frame: pd.DataFrame) -> pd.DataFrame:
@@ -265,12 +280,14 @@ def gradient_table(frame: pd.DataFrame) -> pd.DataFrame:
 
         upper, exact = worst_case(pick(bpda)), worst_case(pick(full))
         gap = None if upper is None or exact is None else 100 * (upper.value - exact.value)
+        test = paired_all_draws(robust_outcomes(pick(bpda)), robust_outcomes(pick(full)))
         cells.append(
             {
                 "classifier-only (BPDA)": upper,
                 "full gradient": exact,
                 "gap (points)": MISSING if gap is None else round(gap, 2),
-                "gap beyond noise": MISSING if gap is None else ("yes" if upper.beats(exact) else "no"),
+                # the verdict (Holm-adjusted over the report) is summary.md's; this is the single test
+                "McNemar p, all draws (unadjusted)": MISSING if test is None else float(f"{test.p_value:.3g}"),
             }
         )
     index = pd.MultiIndex.from_tuples(keys, names=["defense", "attack family"])
