@@ -60,7 +60,7 @@ class Estimate:
         bounds = "" if math.isnan(self.low) else f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
         marker = " (min of averages)" if self.basis.startswith(MIN_OF_AVERAGES) else ""
         strict = "" if math.isnan(self.strict) else f"; {ALL_DRAWS} {100 * self.strict:.1f}"
-        return f"{100 * self.value:.1f}{bounds}{marker}{strict}"
+        return f"{100 * self.value:.1f}{bounds}{strict}{marker}"
 
 
 @dataclass(frozen=True)
