@@ -15,6 +15,12 @@ rule report:
         table=f"{REPORT}/robustness.csv",
         markdown=f"{REPORT}/robustness.md",
         summary=f"{REPORT}/summary.md",
+        # the verdicts open the HTML report: report/workflow.rst includes this file
+        verdicts=report(
+            f"{REPORT}/summary.rst",
+            caption="../report/summary.rst",
+            category="Verdicts",
+        ),
         metrics=f"{REPORT}/metrics.json",
         tables=expand(
             f"{REPORT}/tables/{{name}}.{{ext}}",

@@ -10,10 +10,24 @@ from atop.metrics import wilson_interval
 PAPER_EPS = 8 / 255
 
 
+def nested_fractions(rate: float, n: int) -> list[float]:
+    """Per-image fractions of draws right with mean ``rate``: the first images right, the rest wrong.
+
+    Every result ranks the images alike (easy images first), so a higher accuracy is right on a
+    superset of images, as for defenses that differ in strength more than in kind; one image
+    carries the remainder so the mean is ``rate`` exactly.
+    """
+    right = int(rate * n + 1e-9)
+    return ([1.0] * right + [rate * n - right] + [0.0] * n)[:n]
+
+
 def make_result(defense: str, attack: str, robust: float, clean: float = 0.9, n: int = 512, **extra) -> dict:
     """One result JSON; accuracies are fractions, intervals are Wilson like the evaluation's."""
     method = extra.pop("method", attack)
-    per_sample = {"clean_correct_fraction": [clean] * n, "robust_correct_fraction": [robust] * n}
+    per_sample = {
+        "clean_correct_fraction": nested_fractions(clean, n),
+        "robust_correct_fraction": nested_fractions(robust, n),
+    }
     return {
         "defense": defense,
         "attack": attack,
@@ -102,6 +116,65 @@ def paper_scale_results(atop_gain: float = 0.13) -> list[dict]:
                     eps=eps,
                     n=256,
                     sweep={"name": "eps", "param": "eps", "value": eps, "point": point, "base_attack": "pgd"},
+                )
+            )
+    return results
+
+
+def simulated_result(
+    defense: str, attack: str, logit: float, difficulty, draws: int, seed: int, clean_logit: float = 3.0, **extra
+) -> dict:
+    """A randomized defense scored the way evaluate.py scores it: per image, ``draws`` independent passes.
+
+    Image i is right on a draw with probability sigmoid(logit + difficulty[i]): results that share
+    ``difficulty`` find the same images hard, so two defenses are correlated image by image as real ones are.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    difficulty = np.asarray(difficulty, dtype=float)
+    n = difficulty.size
+
+    def scored(shift: float) -> tuple[list[float], dict]:
+        correct = rng.random((draws, n)) < 1 / (1 + np.exp(-(shift + difficulty)))
+        mean = float(correct.mean())
+        summary = {
+            "accuracy": mean,
+            "strict_accuracy": float(correct.all(axis=0).mean()),
+            "ci95": list(wilson_interval(mean * n, n)),
+            "n": n,
+            "draws": draws,
+        }
+        return correct.mean(axis=0).tolist(), summary
+
+    clean_fractions, clean = scored(clean_logit)
+    robust_fractions, robust = scored(logit)
+    result = make_result(defense, attack, robust["accuracy"], clean["accuracy"], n=n, **extra)
+    result.update(
+        draws=draws,
+        clean=clean,
+        robust=robust,
+        per_sample={"clean_correct_fraction": clean_fractions, "robust_correct_fraction": robust_fractions},
+    )
+    return result
+
+
+def digits_like_results(atop_shift: float = 0.1, n: int = 128, seed: int = 0) -> list[dict]:
+    """The digits default's shape: standard, AP and AToP (4 draws) on 128 images under FGSM, PGD and EOT-PGD.
+
+    AToP's per-image log-odds of surviving exceed AP's by ``atop_shift``; 0.1 gives draw-mean robust
+    accuracies a couple of points apart, as a real digits run does.
+    """
+    import numpy as np
+
+    difficulty = np.random.default_rng(seed).normal(0.0, 3.0, n)
+    attacks = {"fgsm": (1.0, "fgsm", 1), "pgd": (0.5, "pgd_linf", 1), "eot_pgd": (0.3, "eot_pgd", 8)}
+    results = []
+    for k, (attack, (strength, method, eot)) in enumerate(attacks.items()):
+        for defense, logit, draws in (("standard", -6.0, 1), ("ap", strength, 4), ("atop", strength + atop_shift, 4)):
+            results.append(
+                simulated_result(
+                    defense, attack, logit, difficulty, draws, seed + 10 * k + len(results), method=method, eot=eot
                 )
             )
     return results

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 from scipy.stats import binomtest
@@ -127,3 +128,86 @@ def aligned(indices_a: Sequence[int], values_a: Sequence[float], indices_b: Sequ
     by_index_b = dict(zip(indices_b, values_b, strict=True))
     common = [(i, v) for i, v in zip(indices_a, values_a, strict=True) if i in by_index_b]
     return [i for i, _ in common], [v for _, v in common], [by_index_b[i] for i, _ in common]
+
+
+def all_draws_right(fractions) -> np.ndarray:
+    """Per image: right on every draw of every attack (the worst case over draws an attacker who resubmits sees).
+
+    ``fractions`` is (images,) or (attacks, images) of per-image fractions of draws right.
+    """
+    fractions = np.atleast_2d(np.asarray(fractions, dtype=float))
+    return fractions.min(axis=0) >= 1 - 1e-9
+
+
+def detectable_difference(discordant: int, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest accuracy difference McNemar's test detects with ``power`` at two-sided ``alpha``.
+
+    Normal approximation (z_{1-alpha/2} + z_power) * sqrt(d / n) with d = discordant / n the
+    observed discordance rate, but never below the smallest one-sided split the exact test can
+    call significant (with no discordant image the formula says 0, yet 6 of 6 are needed at 5 %).
+    """
+    if n <= 0 or not 0 <= discordant <= n:
+        raise ValueError(f"detectable difference needs 0 <= discordant <= n and n > 0, got {discordant} of {n}")
+    z = NormalDist().inv_cdf(1 - alpha / 2) + NormalDist().inv_cdf(power)
+    smallest = next(m for m in range(1, n + 2) if m > n or 2 * 0.5**m < alpha)
+    return max(z * float(np.sqrt(discordant / n / n)), smallest / n)
+
+
+@dataclass(frozen=True)
+class BootstrapDifference:
+    """Mean of a - b over images, its percentile interval and the two-sided bootstrap p-value of no difference."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    resamples: int
+
+
+def paired_draw_bootstrap(
+    a,
+    b,
+    draws_a: int,
+    draws_b: int,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> BootstrapDifference:
+    """Difference of draw-mean accuracies, resampling images (pairs together) and the draws within each image.
+
+    ``a`` and ``b`` hold per-image fractions of ``draws_a`` / ``draws_b`` draws right, as (images,)
+    or (attacks, images); an image's outcome is its lowest fraction over the attacks (the per-image
+    worst case over attacks). Resampling an image's draws with replacement is drawing
+    Binomial(draws, fraction) right ones, so the stored fractions suffice; each attack's draws
+    are resampled separately. The p-value of no difference is the normal one from the bootstrap
+    standard error (a share of resamples could not go below 1 / resamples, too coarse for Holm's
+    correction over a report's comparisons).
+    """
+    a = np.atleast_2d(np.asarray(a, dtype=float))
+    b = np.atleast_2d(np.asarray(b, dtype=float))
+    _pair(a.min(axis=0), b.min(axis=0))
+    if min(draws_a, draws_b) < 1 or resamples < 1:
+        raise ValueError(f"draws and resamples must be at least 1, got {draws_a}, {draws_b}, {resamples}")
+    if ((a < 0) | (a > 1) | (b < 0) | (b > 1)).any():
+        raise ValueError("per-image fractions of draws must lie in [0, 1]")
+    n = a.shape[1]
+    rng = np.random.default_rng(seed)
+    # bounded memory: images x attacks x resamples can reach 10^8 on the paper's 10k-image presets
+    chunk = max(1, 4_000_000 // (n * max(a.shape[0], b.shape[0])))
+    means = []
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        images = rng.integers(0, n, size=(size, n))
+        worst_a = (rng.binomial(draws_a, a[:, images]) / draws_a).min(axis=0)
+        worst_b = (rng.binomial(draws_b, b[:, images]) / draws_b).min(axis=0)
+        means.append((worst_a - worst_b).mean(axis=1))
+    means = np.concatenate(means)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    difference = float((a.min(axis=0) - b.min(axis=0)).mean())
+    spread = float(means.std(ddof=1)) if resamples > 1 else 0.0
+    if spread > 0:
+        p = 2 * NormalDist().cdf(-abs(difference) / spread)
+    else:  # every resample gave the same difference: no noise at all
+        p = 1.0 if difference == 0 else 0.0
+    return BootstrapDifference(difference, float(low), float(high), float(p), resamples)

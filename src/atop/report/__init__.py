@@ -8,12 +8,14 @@ on partial results too and lists what is missing. Outputs (in ``out_dir``):
   (1) AT vs AP vs AToP, (2) RT x FT, (3) GAN vs AE, (4) classifier-only vs full gradient,
   and the paper's published numbers joined to the run's;
 - ``robust_accuracy``, ``robust_vs_eps``, ``sweeps``, ``training_curves`` as PNG and SVG;
-- ``metrics.json`` (headline numbers for DVC) and ``summary.md`` (the paper's claims, judged).
+- ``metrics.json`` (headline numbers for DVC) and ``summary.md`` (the paper's claims, judged), with
+  ``summary.rst``, the same text that opens Snakemake's HTML report.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +24,7 @@ from ..io import atomic_path, read_json, staged_directory, write_json, write_tex
 from . import figures
 from .reference import join_reference, load_reference, reference_summary
 from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results, parse_defense
-from .summary import claims, gradient_comparisons, summary_markdown
+from .summary import claims, comparison_metrics, gradient_comparisons, headline, markdown_to_rst, summary_markdown
 from .tables import (
     Estimate,
     attacks_markdown,
@@ -58,8 +60,15 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
             return column.replace(" (", "_").rstrip(")").replace(" ", "_")
         return column.split(" (")[0]
 
+    # draw-mean under the column's key, worst case over draws under key_all_draws (NaN-free: unknown is left out)
     defenses = {
-        defense: {key(col): round(float(v.value), 4) for col, v in row.items() if isinstance(v, Estimate)}
+        defense: {
+            name: round(float(number), 4)
+            for col, v in row.items()
+            if isinstance(v, Estimate)
+            for name, number in ((key(col), v.value), (f"{key(col)}_all_draws", v.strict))
+            if not math.isnan(number)
+        }
         for defense, row in table.iterrows()
     }
     # worst cases are per image over attacks, so their interval is their own, not one attack's
@@ -75,6 +84,7 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
         "defenses": defenses,
         "worst_case_ci95": worst_case_ci95,
         "claims": {claim.key: claim.verdict for claim in judged},
+        "headline": comparison_metrics(headline(judged, frame)),
         "reference": reference_summary(joined),
         "results": len(frame),
         "missing": len(missing),
@@ -142,10 +152,10 @@ def write_report(
         figures.sweeps_figure(frame, staging / "sweeps")
         figures.training_curves_figure(curves, staging / "training_curves")
 
-        write_text(
-            staging / "summary.md",
-            summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks),
-        )
+        summary = summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks)
+        write_text(staging / "summary.md", summary)
+        # the first page of Snakemake's HTML report: the verdicts, then the headline figure
+        write_text(staging / "summary.rst", markdown_to_rst(summary, staging / "robust_accuracy.png"))
         write_json(staging / "metrics.json", metrics)
     return metrics
 
@@ -193,8 +203,11 @@ def _document(experiment, dataset, frame, tables, joined, missing, problems) -> 
             f"Accuracy in % on the same {int(n) if pd.notna(n) else '?'} test images for every defense and attack. "
             "Full-gradient attacks target the whole defended model (random transform + purifier + classifier); "
             "classifier-only (BPDA) numbers are upper bounds and appear only in table (4). Randomized defenses are "
-            "scored as the mean over independent draws; brackets are 95 % Wilson intervals; `missing` marks what the "
-            "run has not produced."
+            "scored on independent draws: each cell gives the draw-mean accuracy (one evaluation, the paper's metric) "
+            "with its 95 % Wilson interval in brackets, then `all draws`: the worst case over draws, the share of "
+            "images right on every draw (what an attacker who may resubmit faces; equal to the draw-mean for a "
+            "deterministic defense). `missing` marks what the run has not produced. Differences between defenses "
+            "are judged in summary.md by paired tests on the same images, not by these intervals."
         ),
         "",
         "Defenses: " + "; ".join(settings) + ".",

@@ -1,27 +1,132 @@
 """The paper's claims, judged from the run's numbers, in plain words.
 
-A difference counts only when the two 95 % intervals do not overlap (a
-conservative test: the same images are scored for every defense, so a paired
-test could detect smaller gaps). Claims the results cannot speak to say why.
+Every defense and attack is scored on the same images, so two defenses are compared image by
+image (src/atop/stats.py). A verdict is decided on the worst case over draws (an image counts only
+if every draw of the randomized defense classifies it right: the attacker may resubmit) by the
+exact McNemar test, Holm-adjusted over every comparison of the report. The draw-mean accuracy
+(one evaluation, the paper's metric) is compared by a paired bootstrap over images and the draws
+within each image; its difference and 95 % interval are quoted, and a verdict says when the
+draw-mean points elsewhere. A test that finds nothing states the smallest difference the run
+could have detected. Results without per-image outcomes (older files) fall back to whether two
+95 % intervals overlap, and say so. Claims the results cannot speak to say why.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import math
+import re
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pandas as pd
 
+from ..stats import (
+    BootstrapDifference,
+    PairedTest,
+    aligned,
+    all_draws_right,
+    detectable_difference,
+    holm,
+    paired_draw_bootstrap,
+)
 from .results import RT_ORDER, main_results
-from .tables import Estimate, attack_columns, clean_estimate, eot_averaged, full_gradient, worst_case
+from .tables import (
+    Estimate,
+    Outcomes,
+    attack_columns,
+    clean_estimate,
+    clean_outcomes,
+    eot_averaged,
+    full_gradient,
+    headline_rt,
+    paired_all_draws,
+    robust_outcomes,
+    worst_case,
+)
 
 SUPPORTED, CONTRADICTED, MIXED, NOISE, CANNOT = (
     "supported",
     "contradicted",
     "mixed",
-    "within noise",
+    "no detectable difference",
     "cannot judge",
 )
 SHOWN = 3  # comparisons quoted per claim
+ALPHA = 0.05  # family-wise, after Holm's correction
+RESAMPLES = 2000  # paired bootstrap resamples per comparison
+PRIMARY = "worst case over draws"  # the metric verdicts are decided on
+SECONDARY = "draw-mean"
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two defenses on the images both were scored on: exact McNemar on all-draws-right, bootstrap on draw-means."""
+
+    n: int
+    mcnemar: PairedTest  # per image: right on every draw (worst case over draws)
+    strict_a: float
+    strict_b: float
+    mean_a: float
+    mean_b: float
+    bootstrap: BootstrapDifference  # draw-mean difference, resampling images and draws
+    mcnemar_holm: float = math.nan  # filled in once the report's whole family is known
+    bootstrap_holm: float = math.nan
+
+    @property
+    def detectable(self) -> float:
+        """Smallest worst-case difference (fraction) the test detects with 80 % power at 5 %."""
+        return detectable_difference(self.mcnemar.discordant, self.n)
+
+    @property
+    def outcome(self) -> str:
+        """The verdict's metric: worst case over draws, Holm-adjusted exact McNemar."""
+        return _direction(self.mcnemar_holm, self.mcnemar.a_better - self.mcnemar.b_better)
+
+    @property
+    def mean_outcome(self) -> str:
+        return _direction(self.bootstrap_holm, self.bootstrap.difference)
+
+    def text(self) -> str:
+        boot, test = self.bootstrap, self.mcnemar
+        return (
+            f"{self.n} images; {PRIMARY} {100 * self.strict_a:.1f} vs {100 * self.strict_b:.1f} (McNemar "
+            f"{test.a_better}:{test.b_better} discordant, Holm p {p_text(self.mcnemar_holm)}); {SECONDARY} "
+            f"{100 * self.mean_a:.1f} vs {100 * self.mean_b:.1f}, {100 * boot.difference:+.1f} pp "
+            f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (Holm p {p_text(self.bootstrap_holm)})"
+        )
+
+
+def p_text(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
+
+
+def _direction(p_value: float, sign: float) -> str:
+    if not p_value < ALPHA or sign == 0:
+        return "none"
+    return "higher" if sign > 0 else "lower"
+
+
+def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | None:
+    """Paired tests of ``a`` against ``b`` on the images both scored; None without per-image outcomes."""
+    if a is None or b is None:
+        return None
+    test = paired_all_draws(a, b)
+    if test is None:
+        return None
+    common, ia, ib = aligned(a.indices, range(len(a.indices)), b.indices, range(len(b.indices)))
+    fa, fb = a.fractions[:, ia], b.fractions[:, ib]
+    right_a, right_b = all_draws_right(fa), all_draws_right(fb)
+    return Paired(
+        n=len(common),
+        mcnemar=test,
+        strict_a=float(right_a.mean()),
+        strict_b=float(right_b.mean()),
+        mean_a=float(fa.min(axis=0).mean()),
+        mean_b=float(fb.min(axis=0).mean()),
+        bootstrap=paired_draw_bootstrap(fa, fb, a.draws, b.draws, resamples=RESAMPLES, seed=seed),
+    )
 
 
 @dataclass(frozen=True)
@@ -30,27 +135,75 @@ class Claim:
     statement: str
     verdict: str
     evidence: str
+    metric: str = ""  # which accuracy the verdict is decided on, and whether the other agrees
+    comparisons: tuple = ()
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """``a`` is claimed to be higher than ``b``."""
+    """``a`` is claimed to be higher than ``b``; ``paired`` decides when per-image outcomes exist."""
 
     label: str
     a: Estimate
     b: Estimate
+    paired: Paired | None = None
+    defenses: tuple[str, ...] = ()
+    attacks: tuple[str, ...] = ()  # empty: clean accuracy
 
     @property
     def outcome(self) -> str:
+        if self.paired is not None:
+            return self.paired.outcome
         if self.a.beats(self.b):
             return "higher"
         if self.b.beats(self.a):
             return "lower"
         return "overlap"
 
+    def verdict_text(self) -> str:
+        if self.paired is None:
+            words = {"higher": "higher beyond noise", "lower": "LOWER beyond noise", "overlap": "intervals overlap"}
+            return words[self.outcome] + "; unpaired: no per-image outcomes"
+        words = {
+            "higher": "higher",
+            "lower": "LOWER",
+            "none": f"no detectable difference (could detect {100 * self.paired.detectable:.1f} pp or more)",
+        }
+        text = words[self.outcome]
+        if self.paired.mean_outcome != self.outcome:
+            text += (
+                f"; the {SECONDARY} disagrees: "
+                + {"higher": "higher", "lower": "LOWER", "none": "no difference"}[self.paired.mean_outcome]
+            )
+        return text
+
     def text(self) -> str:
-        words = {"higher": "higher beyond noise", "lower": "LOWER beyond noise", "overlap": "intervals overlap"}
-        return f"{self.label}: {self.a.text()} vs {self.b.text()} ({words[self.outcome]})"
+        if self.paired is None:
+            return f"{self.label}: {self.a.text()} vs {self.b.text()} ({self.verdict_text()})"
+        return f"{self.label}: {self.paired.text()}: {self.verdict_text()}"
+
+
+def with_holm(comparisons: list[Comparison]) -> list[Comparison]:
+    """The comparisons with Holm-adjusted p-values over the whole list (one report = one family per metric)."""
+    at = [i for i, c in enumerate(comparisons) if c.paired is not None]
+    strict = holm([comparisons[i].paired.mcnemar.p_value for i in at])
+    mean = holm([comparisons[i].paired.bootstrap.p_value for i in at])
+    out = list(comparisons)
+    for i, p_strict, p_mean in zip(at, strict, mean, strict=True):
+        out[i] = replace(out[i], paired=replace(out[i].paired, mcnemar_holm=p_strict, bootstrap_holm=p_mean))
+    return out
+
+
+def _metric_text(comparisons: list[Comparison]) -> str:
+    if not comparisons:
+        return ""
+    if all(c.paired is None for c in comparisons):
+        return "verdict on the draw-mean; unpaired (no per-image outcomes): the two 95 % intervals must not overlap"
+    disagree = sum(c.paired is not None and c.paired.mean_outcome != c.outcome for c in comparisons)
+    agrees = (
+        "the draw-mean agrees" if not disagree else f"the {SECONDARY} DISAGREES in {disagree} of {len(comparisons)}"
+    )
+    return f"verdict on the {PRIMARY} (exact McNemar, Holm-adjusted); {agrees}"
 
 
 def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str) -> Claim:
@@ -66,16 +219,36 @@ def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str)
         verdict = CONTRADICTED
     else:
         verdict = NOISE
-    counts = f"{higher} of {len(comparisons)} comparisons higher beyond noise, {lower} lower"
+    counts = f"{higher} of {len(comparisons)} comparisons higher, {lower} lower"
+    detectable = [c.paired.detectable for c in comparisons if c.paired is not None]
+    if verdict == NOISE and detectable:
+        counts = f"the run could detect differences of {100 * max(detectable):.1f} pp or more (80 % power); " + counts
     # the one-page summary shows the clearest cases: lower ones first (they matter most), then the rest
-    shown = sorted(comparisons, key=lambda c: ("lower", "higher", "overlap").index(c.outcome))[:SHOWN]
+    rank = ("lower", "higher", "none", "overlap")
+    shown = sorted(comparisons, key=lambda c: rank.index(c.outcome))[:SHOWN]
     more = f"; and {len(comparisons) - SHOWN} more" if len(comparisons) > SHOWN else ""
-    return Claim(key, statement, verdict, counts + "; " + "; ".join(c.text() for c in shown) + more)
+    return Claim(
+        key,
+        statement,
+        verdict,
+        counts + "; " + "; ".join(c.text() for c in shown) + more,
+        _metric_text(comparisons),
+        tuple(comparisons),
+    )
 
 
-def _worst(frame: pd.DataFrame, defense: str, attacks: list[str]) -> Estimate | None:
-    rows = full_gradient(frame)
-    return worst_case(rows[(rows["defense"] == defense) & rows["attack"].isin(attacks)])
+def _seed(label: str) -> int:
+    """A bootstrap seed of the comparison itself: the same inputs give the same interval in any report."""
+    return zlib.crc32(label.encode())
+
+
+def _compare(label: str, defenses, attacks, rows_a: pd.DataFrame, rows_b: pd.DataFrame, clean=False):
+    estimate, outcomes = (clean_estimate, clean_outcomes) if clean else (worst_case, robust_outcomes)
+    ea, eb = estimate(rows_a), estimate(rows_b)
+    if not (ea and eb):
+        return None
+    test = paired(outcomes(rows_a), outcomes(rows_b), _seed(label))
+    return Comparison(label, ea, eb, test, tuple(defenses), tuple(attacks))
 
 
 def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
@@ -87,14 +260,16 @@ def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
 
 
 def _robust_comparisons(frame, pairs, attacks_of, scope: str) -> list[Comparison]:
-    """Worst case over the attacks both defenses of a pair were run against."""
+    """Worst case over the attacks both defenses of a pair were run against, image by image."""
     full = full_gradient(frame)
     comparisons = []
     for a, b in pairs:
         attacks = attacks_of(a, b, full)
-        ea, eb = _worst(frame, a, attacks), _worst(frame, b, attacks)
-        if ea and eb:
-            comparisons.append(Comparison(f"{a} vs {b}, worst case over {len(attacks)} {scope}attacks", ea, eb))
+        label = f"{a} vs {b}, worst case over {len(attacks)} {scope}attacks"
+        rows = full[full["attack"].isin(attacks)]
+        found = _compare(label, (a, b), attacks, rows[rows["defense"] == a], rows[rows["defense"] == b])
+        if found:
+            comparisons.append(found)
     return comparisons
 
 
@@ -122,20 +297,20 @@ def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.
     any_label = (None, "seen", "unseen")
     labelled = full_gradient(frame)["seen"].notna().any()
     no_labels = "the results carry no seen/unseen labels"
-    out = [
-        judge(
+    specs = [
+        (
             "ft_improves_over_ap",
             "Fine-tuning the purifier (AToP) makes the defense more robust than purification alone (AP).",
             _robust_comparisons(frame, _pairs(frame, _same_setting("atop", "ap")), _common(any_label), ""),
             "no AToP / AP pair with the same purifier and RT has results",
         ),
-        judge(
+        (
             "atop_over_standard",
             "AToP is more robust than the undefended classifier.",
             _robust_comparisons(frame, _pairs(frame, _kinds("atop", "standard")), _common(any_label), ""),
             "no AToP and standard results on the same attack",
         ),
-        judge(
+        (
             "atop_generalises_beyond_at",
             "AToP generalises to unseen attacks: it beats adversarial training (AT) on attacks neither was trained on.",
             _robust_comparisons(frame, _pairs(frame, _kinds("atop", "at")), _common(("unseen",)), "unseen ")
@@ -143,7 +318,7 @@ def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.
             else [],
             no_labels if not labelled else "no AT defense with unseen-attack results next to AToP",
         ),
-        judge(
+        (
             "ft_gain_holds_on_unseen",
             "Fine-tuning's gain over AP holds on unseen attacks (RT keeps FT from over-fitting to its attack).",
             _robust_comparisons(frame, _pairs(frame, _same_setting("atop", "ap")), _common(("unseen",)), "unseen ")
@@ -151,42 +326,47 @@ def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.
             else [],
             no_labels if not labelled else "no AToP / AP pair has unseen-attack results",
         ),
-        judge(
+        (
             "atop_keeps_clean_accuracy_over_at",
             "AToP keeps a higher clean accuracy than adversarial training (AT).",
             _clean_comparisons(frame, _pairs(frame, _kinds("atop", "at"))),
             "no AT defense next to AToP",
         ),
-        judge(
+        (
             "rt2_best",
             "RT2 (noise + mask) is the best random transform for AToP.",
             _robust_comparisons(frame, _pairs(frame, _rt2_against_other_rt), _common(any_label), ""),
             "AToP was not run with RT2 and another RT on the same purifier",
         ),
-        judge(
+        (
             "gan_over_ae",
             "The GAN purifier is more robust than the AE purifier (same RT and FT).",
             _robust_comparisons(frame, _pairs(frame, _gan_against_ae), _common(any_label), ""),
             "the run has no GAN / AE pair",
         ),
-        judge(
+        (
             "classifier_only_overstates",
             "Attacks on the classifier only (BPDA) overstate robustness: full-gradient attacks on the whole system are stronger.",
             gradient_pairs,
             "no classifier-only (BPDA) result next to a full-gradient one",
         ),
-        _reproduces(reference, dataset),
     ]
-    return out
+    # one family for Holm: every paired comparison of the report
+    family = with_holm([c for _, _, comparisons, _ in specs for c in comparisons])
+    judged, at = [], 0
+    for key, statement, comparisons, why_not in specs:
+        judged.append(judge(key, statement, family[at : at + len(comparisons)], why_not))
+        at += len(comparisons)
+    return [*judged, _reproduces(reference, dataset)]
 
 
 def _clean_comparisons(frame, pairs) -> list[Comparison]:
     main = main_results(frame)
     comparisons = []
     for a, b in pairs:
-        ea, eb = clean_estimate(main[main["defense"] == a]), clean_estimate(main[main["defense"] == b])
-        if ea and eb:
-            comparisons.append(Comparison(f"{a} vs {b}, clean", ea, eb))
+        found = _compare(f"{a} vs {b}, clean", (a, b), (), main[main["defense"] == a], main[main["defense"] == b], True)
+        if found:
+            comparisons.append(found)
     return comparisons
 
 
@@ -210,14 +390,16 @@ def _gan_against_ae(a, b) -> bool:
 
 
 def gradient_comparisons(frame: pd.DataFrame) -> list[Comparison]:
-    """Classifier-only vs full-gradient robust accuracy of the same defense and attack family."""
+    """Classifier-only vs full-gradient robust accuracy of the same defense and attack family, image by image."""
     main = main_results(frame)
     comparisons = []
     for (defense, family), bpda in main[main["gradient"] == "bpda"].groupby(["defense", "attack_family"]):
         full = main[(main["gradient"] == "full") & (main["defense"] == defense) & (main["attack_family"] == family)]
-        upper, exact = worst_case(bpda), worst_case(full)
-        if upper and exact:
-            comparisons.append(Comparison(f"{defense} {family}: classifier-only vs full gradient", upper, exact))
+        label = f"{defense} {family}: classifier-only vs full gradient"
+        attacks = (*bpda["attack"], *full["attack"])
+        found = _compare(label, (defense,), attacks, bpda, full)
+        if found:
+            comparisons.append(found)
     return comparisons
 
 
@@ -256,6 +438,7 @@ def _reproduces(joined: pd.DataFrame, dataset: str) -> Claim:
         statement,
         verdict,
         f"{int(inside.sum())} of {len(comparable)} paper numbers inside the run's interval; {details}",
+        f"verdict on the {SECONDARY} (the paper's metric) and its 95 % Wilson interval",
     )
 
 
@@ -263,9 +446,98 @@ VERDICT_WORDS = {
     SUPPORTED: "The run supports this",
     CONTRADICTED: "The run contradicts this",
     MIXED: "The run gives mixed evidence",
-    NOISE: "The run cannot tell: the differences are within noise",
+    NOISE: "No detectable difference",
     CANNOT: "The run cannot judge this",
 }
+
+
+@dataclass(frozen=True)
+class Doubt:
+    """Numbers a failed check puts in doubt: one result (``attack``) or every robust number of a defense."""
+
+    defense: str | None  # None: every defense
+    attack: str | None  # None: every attack
+    why: str
+
+    def covers(self, comparison: Comparison) -> bool:
+        if not comparison.attacks:  # clean accuracy: no attack to doubt
+            return False
+        defense = self.defense is None or self.defense in comparison.defenses
+        return defense and (self.attack is None or self.attack in comparison.attacks)
+
+
+def doubts(frame: pd.DataFrame, cross_checks) -> tuple[list[Doubt], list[str]]:
+    """What failed checks put in doubt, and the same as phrases naming the numbers (marked upper bounds)."""
+    found, named = [], []
+    for row in frame[frame["failed_checks"] != ""].itertuples():
+        value = "" if pd.isna(row.robust_accuracy) else f" {100 * row.robust_accuracy:.1f}"
+        if not pd.isna(row.robust_strict_accuracy):
+            value += f" ({PRIMARY} {100 * row.robust_strict_accuracy:.1f})"
+        found.append(Doubt(row.defense, row.attack, row.failed_checks.replace(";", ", ")))
+        named.append(f"robust accuracy of {row.defense} / {row.attack}{value} ({found[-1].why})")
+    for check in cross_checks:
+        if not check["passed"]:
+            found.append(Doubt(check.get("defense"), None, check["claim"]))
+            whose = f"of {check['defense']}" if check.get("defense") else "of every defense"
+            named.append(f"every robust accuracy {whose} ({check['claim']})")
+    return found, named
+
+
+def headline(judged: list[Claim], frame: pd.DataFrame) -> Comparison | None:
+    """AToP vs AP at the headline setting (RT2 / GAN when run): the claim people ask about first."""
+    claim = next((c for c in judged if c.key == "ft_improves_over_ap"), None)
+    if claim is None or not claim.comparisons:
+        return None
+    rt = headline_rt(frame)
+    settings = main_results(frame).drop_duplicates("defense").set_index("defense")
+
+    def distance(comparison: Comparison) -> tuple[bool, bool]:
+        setting = settings.loc[comparison.defenses[0]]
+        return setting["rt"] != rt, setting["purifier"] != "gan"
+
+    return min(claim.comparisons, key=distance)  # the first of the closest: paper order
+
+
+def comparison_metrics(comparison: Comparison | None) -> dict:
+    """A paired comparison as numbers (fractions) for metrics.json; empty without one."""
+    if comparison is None or comparison.paired is None:
+        return {}
+    p = comparison.paired
+    return {
+        "label": comparison.label,
+        "n": p.n,
+        "draw_mean_difference": round(p.bootstrap.difference, 4),
+        "draw_mean_ci95": [round(p.bootstrap.low, 4), round(p.bootstrap.high, 4)],
+        "draw_mean_p_holm": p.bootstrap_holm,
+        "all_draws": [round(p.strict_a, 4), round(p.strict_b, 4)],
+        "mcnemar_discordant": [p.mcnemar.a_better, p.mcnemar.b_better],
+        "mcnemar_p_holm": p.mcnemar_holm,
+        "outcome": comparison.outcome,
+        "draw_mean_outcome": p.mean_outcome,
+        "detectable_difference": round(p.detectable, 4),
+    }
+
+
+def _headline_text(comparison: Comparison) -> str:
+    if comparison.paired is None:
+        return f"{comparison.text()}."
+    p = comparison.paired
+    boot = p.bootstrap
+    verdict = {
+        "higher": "AToP is more robust",
+        "lower": "AToP is LESS robust",
+        "none": f"no detectable difference: the run could detect differences of {100 * p.detectable:.1f} pp or more "
+        "(80 % power)",
+    }[comparison.outcome]
+    disagree = "" if p.mean_outcome == comparison.outcome else f" The {SECONDARY} disagrees ({p.mean_outcome})."
+    return (
+        f"{comparison.label}, same {p.n} images. Draw-mean robust accuracy {100 * p.mean_a:.1f} vs "
+        f"{100 * p.mean_b:.1f}: difference {100 * boot.difference:+.1f} pp, 95 % interval "
+        f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (paired bootstrap over images and draws). "
+        f"{PRIMARY.capitalize()}: {100 * p.strict_a:.1f} vs {100 * p.strict_b:.1f}; exact McNemar test on the "
+        f"{p.mcnemar.discordant} discordant images ({p.mcnemar.a_better} vs {p.mcnemar.b_better}), Holm-adjusted "
+        f"p {p_text(p.mcnemar_holm)}. Verdict ({PRIMARY}): {verdict}.{disagree}"
+    )
 
 
 def summary_markdown(
@@ -279,13 +551,31 @@ def summary_markdown(
 ) -> str:
     main = main_results(frame)
     n = main["n"].max()
-    lines = [
-        f"# Summary: experiment `{experiment}` ({dataset})",
-        "",
+    doubted, named = doubts(frame, cross_checks)
+    lines = [f"# Summary: experiment `{experiment}` ({dataset})", ""]
+    if named:
+        lines += [
+            (
+                f"**{len(named)} failed check{'s' if len(named) > 1 else ''} put{'' if len(named) > 1 else 's'} "
+                "numbers in doubt: read these as upper bounds** (the attack may have been fooled by gradient "
+                "obfuscation, so the defense may be weaker): " + "; ".join(named) + ". Verdicts resting on them are "
+                "marked below."
+            ),
+            "",
+        ]
+    top = headline(judged, frame)
+    if top is not None:
+        lines += [f"**Headline, AToP vs AP:** {_headline_text(top)}", ""]
+    lines += [
         (
             f"{main['defense'].nunique()} defenses, {main['attack'].nunique()} attacks, "
             f"{len(frame)} result files, {f'{int(n)}' if pd.notna(n) else 'an unknown number of'} test images per result. "
-            "A difference between defenses counts only when the two 95 % intervals do not overlap."
+            f"Two defenses are compared on the same images: a verdict is decided on the {PRIMARY} (an image counts "
+            "only if every draw of a randomized defense classifies it right, as an attacker who may resubmit sees it) "
+            f"by the exact McNemar test at {100 * ALPHA:.0f} % after Holm's correction over the report's comparisons; "
+            f"the {SECONDARY} accuracy (one evaluation, the paper's metric) by a paired bootstrap over images and "
+            "draws (difference in pp with its 95 % interval). McNemar a:b counts the images only the first / only "
+            "the second defense keeps right on every draw."
         ),
         "",
     ]
@@ -300,7 +590,14 @@ def summary_markdown(
         ]
     lines += ["## The paper's claims", ""]
     for claim in judged:
-        lines += [f"- **{VERDICT_WORDS[claim.verdict]}:** {claim.statement}", f"  {claim.evidence}."]
+        metric = f" ({claim.metric})" if claim.metric else ""
+        doubt = [d.why for d in doubted if any(d.covers(c) for c in claim.comparisons)]
+        flag = (
+            f" Rests on numbers a failed check puts in doubt ({'; '.join(dict.fromkeys(doubt))}): upper bounds."
+            if doubt
+            else ""
+        )
+        lines += [f"- **{VERDICT_WORDS[claim.verdict]}:** {claim.statement}{metric}", f"  {claim.evidence}.{flag}"]
     averaged = eot_averaged(frame)
     lines += [
         "",
@@ -344,3 +641,38 @@ def summary_markdown(
         lines.append(f"- ... and {len(missing) - len(shown)} more (see robustness.md).")
     lines += [f"- {problem}" for problem in problems]
     return "\n".join(lines) + "\n"
+
+
+def markdown_to_rst(markdown: str, figure: Path | None = None) -> str:
+    """summary.md as reStructuredText, for the first page of Snakemake's HTML report (report/workflow.rst).
+
+    Only what summary_markdown writes: ``#``/``##`` headings, paragraphs, bullets with an indented
+    continuation line, ``**bold**`` and `code`; underscores are escaped (``name_`` is a link in RST).
+    ``figure`` (a PNG) follows the verdicts, embedded as a data URI: the HTML report is one file
+    opened anywhere, and Snakemake's own ``embeddedimage`` directive leaves a relative link.
+    """
+    out = []
+    for line in markdown.splitlines():
+        heading = re.match(r"^(#{1,2}) (.*)$", line)
+        if heading:
+            title = _rst_inline(heading.group(2))
+            out += [title, ("=" if len(heading.group(1)) == 1 else "-") * len(title)]
+        else:
+            out.append(_rst_inline(line))
+    if figure is not None:
+        data = base64.b64encode(Path(figure).read_bytes()).decode()
+        # docutils caps input lines at 10,000 characters; a URI may span lines (whitespace is dropped)
+        chunks = [data[i : i + 76] for i in range(0, len(data), 76)]
+        out += ["", "Headline figure", "-" * 15, "", ".. image:: data:image/png;base64,"]
+        out += [f"   {chunk}" for chunk in chunks] + ["   :width: 100%", "   :alt: headline figure", ""]
+    return "\n".join(out) + "\n"
+
+
+def _rst_inline(text: str) -> str:
+    parts = re.split(r"(`[^`]*`)", text)  # code spans stay literal; everything else is escaped
+    return "".join(
+        f"`{part}`"
+        if part.startswith("`") and part.endswith("`") and len(part) > 1
+        else re.sub(r"([_\\|])", r"\\\1", part)
+        for part in parts
+    )
