@@ -270,8 +270,7 @@ def check_run(results: Path, config: dict) -> None:
     assert "(expected, not found)" not in summary
     assert len(listed) == metrics["missing"]
     assert not [cell for cell in listed if cell[0] in attack_defenses(config, cell[1])], "a selected result is missing"
-    if listed:  # known report bug: cells an attack's `defenses` never selects are listed as missing
-        pytest.xfail(f"report lists {len(listed)} unselected (defense, attack) cells as missing (missing_results)")
+    assert not listed, f"cells no attack selects are listed as missing: {listed}"
     assert "Nothing: every expected result is here" in summary
 
 
