@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import itertools
 import math
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .stats import aligned, sign_test, upper_bound_below
+
+if TYPE_CHECKING:  # torch only where a check computes on tensors: the `checks` job reads JSON alone
+    import torch
+    from torch import nn
 
 ALPHA = 0.01  # one-sided level of every paired test here
 NEAR_ZERO_LEVEL = 0.05  # large eps: the one-sided 95 % upper bound on accuracy must lie below the ceiling
@@ -48,6 +49,9 @@ def robust_not_above_clean(clean_fraction: torch.Tensor, robust_fraction: torch.
 
 def input_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Every sample's loss gradient w.r.t. its input must be finite and non-zero."""
+    import torch
+    import torch.nn.functional as F
+
     device = next(model.parameters()).device
     x = x.to(device).clone().requires_grad_(True)
     loss = F.cross_entropy(model(x), y.to(device))
@@ -104,6 +108,8 @@ PERTURBATION_NORMS = {
 
 def within_budget(delta: torch.Tensor, norm: str, eps: float) -> dict:
     """Every adversarial image must lie within ``eps`` of its original in the attack's own norm."""
+    import torch
+
     if norm not in PERTURBATION_NORMS:
         raise ValueError(f"no perturbation budget check for norm {norm!r}; known: {', '.join(PERTURBATION_NORMS)}")
     sizes = PERTURBATION_NORMS[norm](delta)

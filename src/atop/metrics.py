@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
+
+from .stats import wilson_interval
 
 
 @torch.no_grad()
@@ -20,19 +20,6 @@ def correct_per_draw(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: 
             row.append(model(xb).argmax(dim=1).cpu() == y[start : start + batch_size])
         rows.append(torch.cat(row))
     return torch.stack(rows)
-
-
-def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval for a binomial proportion."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    low = 0.0 if successes <= 0 else max(0.0, centre - half)
-    high = 1.0 if successes >= n else min(1.0, centre + half)
-    return (low, high)
 
 
 def summarize(correct: torch.Tensor) -> dict:

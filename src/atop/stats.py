@@ -10,6 +10,7 @@ model (where the sign test below is exactly McNemar's test), any value in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -211,3 +212,16 @@ def paired_draw_bootstrap(
     else:  # every resample gave the same difference: no noise at all
         p = 1.0 if difference == 0 else 0.0
     return BootstrapDifference(difference, float(low), float(high), float(p), resamples)
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if successes <= 0 else max(0.0, centre - half)
+    high = 1.0 if successes >= n else min(1.0, centre + half)
+    return (low, high)

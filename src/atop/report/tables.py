@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..metrics import wilson_interval
-from ..stats import PairedTest, aligned, all_draws_right, mcnemar_exact
+from ..stats import PairedTest, aligned, all_draws_right, mcnemar_exact, wilson_interval
 from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results
 
 MISSING = "missing"
