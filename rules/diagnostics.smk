@@ -1,0 +1,196 @@
+# Diagnostics of every evaluated defense (src/atop/diagnostics/; README "Diagnostics"):
+# gradient concentration and EOT need, robust-generalization measures, pictures, and a
+# table with figures across defenses. Outputs under results/<experiment>/diagnostics/.
+from types import SimpleNamespace
+
+from atop.diagnostics.settings import check_diagnostics
+
+try:
+    check_diagnostics(config)
+except ConfigError as error:
+    raise WorkflowError(f"invalid config: {error}")
+
+DIAGNOSTICS = "results/{experiment}/diagnostics"
+DIAGNOSTICS_ATTACK = config["diagnostics"]["attack"]
+DIAGNOSTICS_SUMMARY = [
+    "measures.csv",
+    "measures.md",
+    "measures_vs_robust_accuracy.png",
+    "eot_sufficiency.png",
+    "eot_checks.json",
+]
+
+
+def diagnostics_spec(part, attack=True):
+    """One diagnostic's settings, the evaluation's subset and draws, and (if it attacks) the attack."""
+    evaluation = {
+        k: config["evaluation"][k] for k in ("n_samples", "sample_seed", "draws")
+    }
+    extra = {"attack": attack_params(DIAGNOSTICS_ATTACK)} if attack else {}
+    if attack:
+        extra["attack_name"] = DIAGNOSTICS_ATTACK
+    return spec(
+        diagnostics={part: config["diagnostics"][part]}, evaluation=evaluation, **extra
+    )
+
+
+def eot_results(experiment):
+    """The evaluation results the EOT-sufficiency checks judge: EOT attacks on randomized defenses."""
+    return [
+        path
+        for attack in ATTACKS
+        if "eot" in config["evaluation"]["attacks"][attack]
+        for defense in attack_defenses(config, attack)
+        if DEFENSE_KINDS[split_defense(defense)[0]].purifier_stage is not None
+        for path in [f"results/{experiment}/eval/{defense}/{attack}.json"]
+    ]
+
+
+def picture_defenses(wildcards):
+    """--defense NAME CLASSIFIER [PURIFIER] for every evaluated defense."""
+    args = []
+    for defense in DEFENSES:
+        inputs = evaluation_inputs(
+            SimpleNamespace(defense=defense, experiment=wildcards.experiment)
+        )
+        paths = [inputs["classifier"], inputs.get("purifier", "")]
+        args.append(f"--defense {defense} {' '.join(paths).strip()}")
+    return " ".join(args)
+
+
+def picture_inputs(wildcards):
+    return sorted(
+        {
+            path
+            for defense in DEFENSES
+            for path in evaluation_inputs(
+                SimpleNamespace(defense=defense, experiment=wildcards.experiment)
+            ).values()
+        }
+    )
+
+
+def diagnostics_targets(experiment):
+    folder = DIAGNOSTICS.format(experiment=experiment)
+    return [
+        f"{folder}/pictures.png",
+        *(f"{folder}/{name}" for name in DIAGNOSTICS_SUMMARY),
+    ]
+
+
+rule gradient_concentration:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
+    log:
+        "results/{experiment}/logs/diagnostics/gradient_concentration/{defense}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/gradient_concentration/{defense}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("gradient-concentration"),
+        spec=diagnostics_spec("gradient_concentration", attack=False),
+        purifier=lambda w, input: (
+            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+        ),
+    shell:
+        "python -m atop gradient-concentration --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+        " --out {output} > {log} 2>&1"
+
+
+rule robustness_measures:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        f"{DIAGNOSTICS}/measures/{{defense}}.json",
+    log:
+        "results/{experiment}/logs/diagnostics/measures/{defense}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/measures/{defense}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("robustness-measures"),
+        spec=diagnostics_spec("measures"),
+        purifier=lambda w, input: (
+            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+        ),
+    shell:
+        "python -m atop robustness-measures --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+        " --out {output} > {log} 2>&1"
+
+
+rule diagnostic_pictures:
+    input:
+        picture_inputs,
+    output:
+        f"{DIAGNOSTICS}/pictures.png",
+    log:
+        "results/{experiment}/logs/diagnostics/pictures.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/pictures.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("diagnostic-pictures"),
+        spec=diagnostics_spec("pictures"),
+        data="results/{experiment}/data/dataset.pt",
+        defenses=picture_defenses,
+    shell:
+        "python -m atop diagnostic-pictures --spec {params.spec:q} --data {params.data}"
+        " {params.defenses} --out {output} > {log} 2>&1"
+
+
+rule diagnostics_summary:
+    input:
+        measures=expand(
+            f"{DIAGNOSTICS}/measures/{{defense}}.json",
+            defense=DEFENSES,
+            allow_missing=True,
+        ),
+        concentration=expand(
+            f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
+            defense=DEFENSES,
+            allow_missing=True,
+        ),
+        results=lambda w: eot_results(w.experiment),
+    output:
+        [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
+    log:
+        "results/{experiment}/logs/diagnostics/summary.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/summary.tsv"
+    conda:
+        ENV
+    params:
+        code=code_version("diagnostics-summary"),
+    shell:
+        "python -m atop diagnostics-summary --measures {input.measures}"
+        " --concentration {input.concentration} --results {input.results}"
+        " --out-dir results/{wildcards.experiment}/diagnostics > {log} 2>&1"
+
+
+# DVC's diagnostics stage runs this target (src/atop/dvc_pipeline.py).
+rule stage_diagnostics:
+    input:
+        expand(
+            f"{DIAGNOSTICS}/{{part}}/{{defense}}.json",
+            experiment=EXPERIMENT,
+            part=["gradient_concentration", "measures"],
+            defense=DEFENSES,
+        ),
+        diagnostics_targets(EXPERIMENT),
+    localrule: True
