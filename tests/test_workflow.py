@@ -87,6 +87,23 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     reference = pd.read_csv(report / "tables" / "reference.csv")
     assert not (reference["status"] == "comparable").any(), "a digits run must never be compared to CIFAR numbers"
 
+    diagnostics = results / "diagnostics"
+    for defense in ("standard", "at", "ap", "atop"):
+        concentration = json.loads((diagnostics / "gradient_concentration" / f"{defense}.json").read_text())
+        assert 0 <= concentration["mean_resultant_length"] <= 1 + 1e-6
+        if defense in ("standard", "at"):
+            assert concentration["mean_resultant_length"] == pytest.approx(1.0, abs=1e-4)
+        measures = json.loads((diagnostics / "measures" / f"{defense}.json").read_text())
+        assert set(measures["flatness"]) == (
+            {"classifier", "purifier"} if defense in ("ap", "atop") else {"classifier"}
+        )
+        assert (results / "benchmarks" / "diagnostics" / "measures" / f"{defense}.tsv").is_file()
+    assert len(pd.read_csv(diagnostics / "measures.csv")) == 4
+    eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]
+    assert {(c["defense"], c["attack"]) for c in eot_checks} == {("ap", "eot_pgd"), ("atop", "eot_pgd")}
+    for figure in ("pictures", "measures_vs_robust_accuracy", "eot_sufficiency"):
+        assert (diagnostics / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr

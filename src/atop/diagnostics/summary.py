@@ -102,10 +102,13 @@ def eot_sufficiency_checks(concentration: list[dict], results: list[dict]) -> li
     return records
 
 
-def _colour(defense: str):
-    from ..report.figures import defense_colour
+def _palette(defenses) -> dict:
+    """A colour per defense, by its place in the experiment's list (the report's palette lives in report/,
+    which the diagnostics do not import, so a report edit reruns no diagnostic)."""
+    import matplotlib
 
-    return defense_colour(defense)
+    colours = matplotlib.colormaps["tab10"].colors
+    return {name: colours[i % len(colours)] for i, name in enumerate(dict.fromkeys(defenses))}
 
 
 def measures_figure(table: pd.DataFrame, path: Path) -> Path:
@@ -113,10 +116,11 @@ def measures_figure(table: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 4, figsize=(14, 6.5), squeeze=False)
+    palette = _palette(table["defense"])
     for ax, (column, label) in zip(axes.flat, MEASURES.items()):
         shown = table[table[column].notna()]
         for row in shown.itertuples(index=False):
-            ax.scatter(row.test_robust_accuracy, getattr(row, column), color=_colour(row.defense), s=40)
+            ax.scatter(row.test_robust_accuracy, getattr(row, column), color=palette[row.defense], s=40)
             ax.annotate(
                 row.defense,
                 (row.test_robust_accuracy, getattr(row, column)),
@@ -138,13 +142,14 @@ def sufficiency_figure(concentration: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    palette = _palette(gc["defense"] for gc in concentration)
     for gc in concentration:
         curve = gc["sufficiency"]
         ax.plot(
             curve["k"],
             curve["cosine"],
             marker="o",
-            color=_colour(gc["defense"]),
+            color=palette[gc["defense"]],
             label=f"{gc['defense']} (R = {gc['mean_resultant_length']:.2f})",
         )
     if concentration:
