@@ -125,6 +125,11 @@ def _broken(change) -> dict:
     return config
 
 
+def _bpda_diagnostics_attack(config: dict) -> None:
+    config["evaluation"]["attacks"]["bpda"] = {"method": "bpda_eot", "eps": 0.1, "alpha": 0.05, "steps": 1, "eot": 1}
+    config["diagnostics"]["attack"] = "bpda"
+
+
 BAD_CONFIGS = {
     "unknown dataset": (lambda c: c["data"].update(dataset="mnist"), ["mnist", "digits", "dataset"]),
     "unknown defense": (lambda c: c["evaluation"].update(defenses=["standard", "diffpure"]), ["diffpure", "atop"]),
@@ -167,6 +172,18 @@ BAD_CONFIGS = {
     "mask rate above one": (
         lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5),
         ["1.5", "mask_rate"],
+    ),
+    "one gradient draw": (
+        lambda c: c["diagnostics"]["gradient_concentration"].update(draws=1),
+        ["draws", "gradient_concentration", "minimum"],
+    ),
+    "negative flatness radius": (
+        lambda c: c["diagnostics"]["measures"].update(flatness_xi=-0.5),
+        ["-0.5", "flatness_xi"],
+    ),
+    "diagnostics attack with a partial gradient": (
+        _bpda_diagnostics_attack,
+        ["diagnostics.attack = 'bpda' is bpda_eot"],
     ),
 }
 
