@@ -26,6 +26,7 @@ include: "rules/purifier.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/diagnostics.smk"
 include: "rules/stages.smk"
 
 

@@ -56,6 +56,21 @@ def attack_gradients(attack: dict, randomized: bool) -> float:
     return per_method[attack["method"]]
 
 
+def diagnostics_cost(config: dict, defense: str, attacks: dict, job, per_gradient: float) -> float:
+    """Gradient concentration (2K gradients per image) and the diagnostics attack: train and test images, rerun
+    per weight perturbation of each network (classifier, purifier), and the pictures."""
+    diag = config.get("diagnostics", {})
+    concentration, measures = diag.get("gradient_concentration", {}), diag.get("measures", {})
+    randomized = DEFENSES[split_defense(defense)[0]].purifier_stage is not None
+    gradients = 2 * concentration.get("reference_draws", 64) if randomized else 4
+    networks = 2 if randomized else 1
+    n = measures.get("n_images", 32)
+    attacked = 2 * n + networks * n * (1 + measures.get("flatness_draws", 10))
+    attacked += len(diag.get("pictures", {}).get("images", [0, 1, 2]))
+    attack = attacks[diag.get("attack", "eot_pgd")]
+    return concentration.get("n_images", 32) * gradients * per_gradient + job(defense, attack, attacked)
+
+
 def estimate(config: dict) -> dict[str, float]:
     data = config["data"]
     size, n_train = data["image_size"], TRAIN_IMAGES[data["dataset"]] - data.get("val_size", 0)
@@ -131,6 +146,12 @@ def estimate(config: dict) -> dict[str, float]:
         for d in s.get("defenses", defenses)
         if s["param"] == "eps"
     )
+
+    def gradient(defense: str) -> float:  # one input gradient through the whole defense
+        variant = purifier_variant(config, defense)
+        return 3 * ((purifier_flops[variant][0] if variant else 0.0) + f_c)
+
+    flops["diagnostics"] = sum(diagnostics_cost(config, d, attacks, job, gradient(d)) for d in defenses)
     return {
         "per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}},
         "flops": flops,

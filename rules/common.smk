@@ -282,4 +282,5 @@ def all_targets():
         f"{folder}/summary.md",
         f"{folder}/metrics.json",
         *(f"{folder}/{name}.png" for name in REPORT_FIGURES),
+        *diagnostics_targets(EXPERIMENT),
     ]

@@ -98,7 +98,7 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
     """After a build, every file Snakemake's summary lists lies in some stage's outs, in its own stage."""
     repo, _ = built
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["data", "classifiers", "purifiers", "finetuning", "evaluation", "report"]
+    assert list(stages) == ["data", "classifiers", "purifiers", "finetuning", "evaluation", "report", "diagnostics"]
     outs = {
         stage: [next(iter(out)).replace("${experiment}", "tiny") for out in description["outs"]]
         for stage, description in stages.items()
@@ -217,7 +217,8 @@ def test_changing_an_attack_reruns_only_that_attacks_jobs(built):
     before = _stamps(repo)
     log = output(run(repo, "dvc", "repro"))
     ran = re.findall(r"Running stage '(\w+)'", log)
-    assert ran == ["evaluation", "report"], log[-3000:]
+    # diagnostics reads eval/ (its EOT checks), so DVC runs its stage; Snakemake reruns none of its jobs (below)
+    assert ran[0] == "evaluation" and sorted(ran[1:]) == ["diagnostics", "report"], log[-3000:]
     for stage in ("data", "classifiers", "purifiers", "finetuning"):
         assert f"Stage '{stage}' didn't change" in log
     assert not re.search(r"rule (prepare_data|train_classifier|pretrain_purifier|finetune_purifier)", log)
@@ -226,6 +227,7 @@ def test_changing_an_attack_reruns_only_that_attacks_jobs(built):
     assert evaluations == {f"results/tiny/eval/{d}/fgsm.json" for d in ("standard", "at", "ap", "atop")}
     # the sweep runs fgsm too, but with eps replaced: its jobs did not change, nor did eot_pgd's
     assert not {path for path in changed if "/sweeps/" in path or path.endswith("eot_pgd.json")}
+    assert not {path for path in changed if "/diagnostics/" in path}, "fgsm feeds no diagnostic"
     assert '"eps": 0.18823' in (repo / "results/tiny/eval/ap/fgsm.json").read_text()
     assert "Nothing to be done" in output(run(repo, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
 

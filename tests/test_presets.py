@@ -44,6 +44,10 @@ def expected_jobs(config: dict) -> dict[str, int]:
         ),
         "obfuscation_checks": 1,
         "report": 1,
+        "gradient_concentration": len(defenses),
+        "robustness_measures": len(defenses),
+        "diagnostic_pictures": 1,
+        "diagnostics_summary": 1,
         "all": 1,
     }
 

@@ -87,6 +87,23 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     reference = pd.read_csv(report / "tables" / "reference.csv")
     assert not (reference["status"] == "comparable").any(), "a digits run must never be compared to CIFAR numbers"
 
+    diagnostics = results / "diagnostics"
+    for defense in ("standard", "at", "ap", "atop"):
+        concentration = json.loads((diagnostics / "gradient_concentration" / f"{defense}.json").read_text())
+        assert 0 <= concentration["mean_resultant_length"] <= 1 + 1e-6
+        if defense in ("standard", "at"):
+            assert concentration["mean_resultant_length"] == pytest.approx(1.0, abs=1e-4)
+        measures = json.loads((diagnostics / "measures" / f"{defense}.json").read_text())
+        assert set(measures["flatness"]) == (
+            {"classifier", "purifier"} if defense in ("ap", "atop") else {"classifier"}
+        )
+        assert (results / "benchmarks" / "diagnostics" / "measures" / f"{defense}.tsv").is_file()
+    assert len(pd.read_csv(diagnostics / "measures.csv")) == 4
+    eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]
+    assert {(c["defense"], c["attack"]) for c in eot_checks} == {("ap", "eot_pgd"), ("atop", "eot_pgd")}
+    for figure in ("pictures", "measures_vs_robust_accuracy", "eot_sufficiency"):
+        assert (diagnostics / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -106,6 +123,11 @@ def _broken(change) -> dict:
     config = tiny_config()
     change(config)
     return config
+
+
+def _bpda_diagnostics_attack(config: dict) -> None:
+    config["evaluation"]["attacks"]["bpda"] = {"method": "bpda_eot", "eps": 0.1, "alpha": 0.05, "steps": 1, "eot": 1}
+    config["diagnostics"]["attack"] = "bpda"
 
 
 BAD_CONFIGS = {
@@ -150,6 +172,18 @@ BAD_CONFIGS = {
     "mask rate above one": (
         lambda c: c["purifiers"]["gan-rt2"]["transform_params"].update(mask_rate=1.5),
         ["1.5", "mask_rate"],
+    ),
+    "one gradient draw": (
+        lambda c: c["diagnostics"]["gradient_concentration"].update(draws=1),
+        ["draws", "gradient_concentration", "minimum"],
+    ),
+    "negative flatness radius": (
+        lambda c: c["diagnostics"]["measures"].update(flatness_xi=-0.5),
+        ["-0.5", "flatness_xi"],
+    ),
+    "diagnostics attack with a partial gradient": (
+        _bpda_diagnostics_attack,
+        ["diagnostics.attack = 'bpda' is bpda_eot"],
     ),
 }
 

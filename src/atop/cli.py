@@ -251,6 +251,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_checks(args) -> None:
     from .checks import cross_attack_checks, sweep_checks
+    from .diagnostics.summary import eot_sufficiency_checks
     from .io import read_json, write_json
 
     results = [read_json(path) for path in args.results]
@@ -265,6 +266,9 @@ def cmd_checks(args) -> None:
         "cross_attack": cross_attack_checks(results),
         "sweeps": sweep_checks(points),
     }
+    if args.gradient_concentration:
+        concentration = [read_json(path) for path in args.gradient_concentration]
+        summary["eot_sufficiency"] = eot_sufficiency_checks(concentration, results + points)
     failed = [c for group in summary.values() for c in group if not c["passed"]]
     summary["passed"] = not failed
     summary["failed"] = failed
@@ -274,6 +278,172 @@ def cmd_checks(args) -> None:
     log.info(
         "%d checks, %d failed", sum(len(g) for g in summary.values() if isinstance(g, list)) - len(failed), len(failed)
     )
+
+
+def _diagnostic_defense(spec: dict, data_path, defense_name: str, classifier, purifier, device):
+    """The defense as the evaluation builds it (no fast path: diagnostics measure fp32 gradients)."""
+    from .defense import build_defense
+    from .io import load_checkpoint, require_same_data, sha256_file
+
+    data_sha = sha256_file(data_path)
+    for checkpoint in filter(None, (classifier, purifier)):
+        require_same_data(load_checkpoint(checkpoint)[1], data_path, data_sha, checkpoint)
+    defense, built_from = build_defense(defense_name, classifier, purifier, seed=spec["seed"])
+    return defense.to(device), built_from
+
+
+def _diagnostic_attack(spec: dict, defense, num_classes: int):
+    """The evaluation attack diagnostics.attack names, at its budget (EOT 1 on a deterministic defense)."""
+    from .attacks import build_attack
+
+    params = {k: v for k, v in resolve_numbers(spec["attack"]).items() if k not in ("method", "defenses")}
+    if "eot" in params and not defense.randomized:
+        params["eot"] = 1
+    draws = spec["evaluation"]["draws"] if defense.randomized else 1
+    context = {"num_classes": num_classes, "seed": spec["seed"], "draws": draws}
+    return build_attack(spec["attack"]["method"], defense, params, **context), draws
+
+
+def _test_subset(data, spec: dict, n_images: int):
+    """The first ``n_images`` of the evaluation's fixed test subset (the same seeded order)."""
+    from .evaluate import sample_indices
+
+    n = min(n_images, spec["evaluation"]["n_samples"])
+    idx = sample_indices(len(data.labels("test")), n, spec["evaluation"]["sample_seed"])
+    return data.images("test")[idx], data.labels("test")[idx], idx
+
+
+# Draws of the defense batched into one gradient pass (GPUs want large batches).
+GRADIENT_REPLICAS = {"cuda": 64, "cpu": 16}
+
+
+def cmd_gradient_concentration(args) -> None:
+    from .data import load_prepared
+    from .diagnostics.concentration import gradient_concentration
+    from .diagnostics.settings import check_concentration
+    from .io import write_json
+
+    device = _setup(args.spec)
+    settings = args.spec["diagnostics"]["gradient_concentration"]
+    check_concentration(settings["draws"], settings["reference_draws"], settings["cosine"])
+    data = load_prepared(args.data)
+    defense, built_from = _diagnostic_defense(
+        args.spec, args.data, args.defense, args.classifier, args.purifier, device
+    )
+    x, y, idx = _test_subset(data, args.spec, settings["n_images"])
+    defense.reseed(args.spec["seed"])
+    began = time.perf_counter()
+    # All draws of a deterministic defense coincide: two of each show it (R = 1, k = 1) at no cost.
+    draws, reference = (settings["draws"], settings["reference_draws"]) if defense.randomized else (2, 2)
+    result = gradient_concentration(
+        defense, x, y, draws, reference, settings["cosine"], chunk=GRADIENT_REPLICAS.get(device.type, 16)
+    )
+    result |= {
+        "defense": args.defense,
+        "randomized": defense.randomized,
+        "sample_indices": idx.tolist(),
+        "seconds": time.perf_counter() - began,
+        **built_from,
+    }
+    write_json(args.out, result)
+    log.info(
+        "%s: R = %.3f over %d draws; EOT needed for cosine %.2f: %s",
+        args.defense,
+        result["mean_resultant_length"],
+        draws,
+        settings["cosine"],
+        result["eot_needed"],
+    )
+
+
+def cmd_robustness_measures(args) -> None:
+    import torch
+
+    from .data import load_prepared
+    from .diagnostics.measures import robustness_measures
+    from .diagnostics.settings import check_flatness
+    from .io import write_json
+
+    device = _setup(args.spec)
+    settings = args.spec["diagnostics"]["measures"]
+    check_flatness(settings["flatness_xi"], settings["flatness_draws"])
+    data = load_prepared(args.data)
+    defense, built_from = _diagnostic_defense(
+        args.spec, args.data, args.defense, args.classifier, args.purifier, device
+    )
+    attack, draws = _diagnostic_attack(args.spec, defense, data.num_classes)
+    x_test, y_test, test_idx = _test_subset(data, args.spec, settings["n_images"])
+    order = torch.randperm(len(data.labels("train")), generator=torch.Generator().manual_seed(args.spec["seed"]))
+    train_idx = order[: settings["n_images"]].sort().values
+    networks = {"classifier": defense.classifier}
+    if defense.purifier is not None:
+        networks["purifier"] = defense.purifier
+    began = time.perf_counter()
+    result = robustness_measures(
+        defense,
+        attack,
+        (data.images("train")[train_idx], data.labels("train")[train_idx]),
+        (x_test, y_test),
+        draws,
+        args.spec["seed"],
+        settings["flatness_xi"],
+        settings["flatness_draws"],
+        networks,
+    )
+    result |= {
+        "defense": args.defense,
+        "randomized": defense.randomized,
+        "attack": args.spec["attack_name"],
+        "attack_params": args.spec["attack"],
+        "train_indices": train_idx.tolist(),
+        "test_indices": test_idx.tolist(),
+        "seconds": time.perf_counter() - began,
+        **built_from,
+    }
+    write_json(args.out, result)
+    log.info(
+        "%s: robust accuracy train %.3f test %.3f (gap %.3f); flatness %s",
+        args.defense,
+        result["train"]["robust_accuracy"],
+        result["test"]["robust_accuracy"],
+        result["robust_generalization_gap"],
+        {part: round(f["flatness"], 4) for part, f in result["flatness"].items()},
+    )
+
+
+def cmd_diagnostic_pictures(args) -> None:
+    import torch
+
+    from .data import load_prepared
+    from .diagnostics.pictures import defense_pictures, pictures_figure
+
+    device = _setup(args.spec)
+    data = load_prepared(args.data)
+    positions = args.spec["diagnostics"]["pictures"]["images"]
+    x_all, y_all, _ = _test_subset(data, args.spec, max(positions) + 1)
+    chosen = torch.tensor(positions)
+    pictures = {}
+    for name, classifier, *purifier in args.defense:
+        defense, _ = _diagnostic_defense(
+            args.spec, args.data, name, classifier, purifier[0] if purifier else None, device
+        )
+        attack, _ = _diagnostic_attack(args.spec, defense, data.num_classes)
+        pictures[name] = defense_pictures(defense, attack, x_all[chosen], y_all[chosen], args.spec["seed"])
+    pictures_figure(pictures, args.out)
+    log.info("pictures of %d images through %d defenses: %s", len(positions), len(pictures), args.out)
+
+
+def cmd_diagnostics_summary(args) -> None:
+    from .diagnostics.summary import write_summary
+    from .io import read_json
+
+    counts = write_summary(
+        [read_json(p) for p in args.measures],
+        [read_json(p) for p in args.concentration],
+        [read_json(p) for p in args.results],
+        args.out_dir,
+    )
+    log.info("diagnostics of %(defenses)d defenses; %(checks)d EOT-sufficiency checks, %(failed)d failed", counts)
 
 
 def cmd_report(args) -> None:
@@ -341,7 +511,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("checks", cmd_checks, "cross-attack and sweep gradient-obfuscation checks")
     p.add_argument("--results", type=Path, nargs="+", required=True)
     p.add_argument("--sweeps", type=Path, nargs="*", default=[])
+    p.add_argument(
+        "--gradient-concentration",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="gradient-concentration JSONs (diagnostics): adds the EOT-sufficiency checks",
+    )
     p.add_argument("--out", type=Path, required=True)
+
+    p = stage("gradient-concentration", cmd_gradient_concentration, "GradDiv gradient concentration and EOT need")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--defense", required=True)
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = stage("robustness-measures", cmd_robustness_measures, "robust-generalization measures of one defense")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--defense", required=True)
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
+    p.add_argument("--out", type=Path, required=True)
+
+    p = stage("diagnostic-pictures", cmd_diagnostic_pictures, "fixed test images through every defense, as PNG")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument(
+        "--defense",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="NAME CLASSIFIER [PURIFIER]",
+        help="a defense and its checkpoints; repeat for each defense",
+    )
+    p.add_argument("--out", type=Path, required=True)
+
+    p = stage("diagnostics-summary", cmd_diagnostics_summary, "diagnostics table, figures and EOT-sufficiency checks")
+    p.add_argument("--measures", type=Path, nargs="+", required=True)
+    p.add_argument("--concentration", type=Path, nargs="+", required=True)
+    p.add_argument("--results", type=Path, nargs="*", default=[], help="evaluation results the EOT checks judge")
+    p.add_argument("--out-dir", type=Path, required=True)
 
     p = stage("report", cmd_report, "tables, figures, metrics and summary from whatever results exist")
     p.add_argument("--experiment", required=True)

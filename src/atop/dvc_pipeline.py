@@ -42,6 +42,7 @@ STAGES = {
     "finetuning": ["finetune_purifier"],
     "evaluation": ["evaluate", "evaluate_sweep", "obfuscation_checks"],
     "report": ["report"],
+    "diagnostics": ["gradient_concentration", "robustness_measures", "diagnostic_pictures", "diagnostics_summary"],
 }
 PARAMS_FILE = "params.yaml"
 SCHEMA = "config/schema.yaml"

@@ -1,0 +1,124 @@
+# Diagnostics of every evaluated defense (src/atop/diagnostics/; README "Diagnostics"):
+# gradient concentration and EOT need, robust-generalization measures, pictures, and a
+# table with figures across defenses. Outputs under results/<experiment>/diagnostics/.
+
+
+include: "diagnostics_common.smk"
+
+
+rule gradient_concentration:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
+    log:
+        "results/{experiment}/logs/diagnostics/gradient_concentration/{defense}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/gradient_concentration/{defense}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("gradient-concentration"),
+        spec=diagnostics_spec("gradient_concentration", attack=False),
+        purifier=lambda w, input: (
+            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+        ),
+    shell:
+        "python -m atop gradient-concentration --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+        " --out {output} > {log} 2>&1"
+
+
+rule robustness_measures:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        f"{DIAGNOSTICS}/measures/{{defense}}.json",
+    log:
+        "results/{experiment}/logs/diagnostics/measures/{defense}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/measures/{defense}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("robustness-measures"),
+        spec=diagnostics_spec("measures"),
+        purifier=lambda w, input: (
+            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+        ),
+    shell:
+        "python -m atop robustness-measures --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+        " --out {output} > {log} 2>&1"
+
+
+rule diagnostic_pictures:
+    input:
+        picture_inputs,
+    output:
+        f"{DIAGNOSTICS}/pictures.png",
+    log:
+        "results/{experiment}/logs/diagnostics/pictures.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/pictures.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("diagnostic-pictures"),
+        spec=diagnostics_spec("pictures"),
+        data="results/{experiment}/data/dataset.pt",
+        defenses=picture_defenses,
+    shell:
+        "python -m atop diagnostic-pictures --spec {params.spec:q} --data {params.data}"
+        " {params.defenses} --out {output} > {log} 2>&1"
+
+
+rule diagnostics_summary:
+    input:
+        measures=expand(
+            f"{DIAGNOSTICS}/measures/{{defense}}.json",
+            defense=DEFENSES,
+            allow_missing=True,
+        ),
+        concentration=expand(
+            f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
+            defense=DEFENSES,
+            allow_missing=True,
+        ),
+        results=lambda w: eot_results(w.experiment),
+    output:
+        [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
+    log:
+        "results/{experiment}/logs/diagnostics/summary.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/summary.tsv"
+    conda:
+        ENV
+    params:
+        code=code_version("diagnostics-summary"),
+    shell:
+        "python -m atop diagnostics-summary --measures {input.measures}"
+        " --concentration {input.concentration} --results {input.results}"
+        " --out-dir results/{wildcards.experiment}/diagnostics > {log} 2>&1"
+
+
+# DVC's diagnostics stage runs this target (src/atop/dvc_pipeline.py).
+rule stage_diagnostics:
+    input:
+        expand(
+            f"{DIAGNOSTICS}/{{part}}/{{defense}}.json",
+            experiment=EXPERIMENT,
+            part=["gradient_concentration", "measures"],
+            defense=DEFENSES,
+        ),
+        diagnostics_targets(EXPERIMENT),
+    localrule: True

@@ -1,0 +1,84 @@
+# The diagnostics rules' settings and input functions (rules/diagnostics.smk).
+from types import SimpleNamespace
+
+from atop.diagnostics.settings import PARTIAL_GRADIENT_METHODS, check_diagnostics
+
+try:
+    check_diagnostics(config)
+except ConfigError as error:
+    raise WorkflowError(f"invalid config: {error}")
+
+DIAGNOSTICS = "results/{experiment}/diagnostics"
+DIAGNOSTICS_ATTACK = config["diagnostics"]["attack"]
+DIAGNOSTICS_SUMMARY = [
+    "measures.csv",
+    "measures.md",
+    "measures_vs_robust_accuracy.png",
+    "eot_sufficiency.png",
+    "eot_checks.json",
+]
+
+
+def diagnostics_spec(part, attack=True):
+    """One diagnostic's settings, the evaluation's subset and draws, and (if it attacks) the attack."""
+    evaluation = {
+        k: config["evaluation"][k] for k in ("n_samples", "sample_seed", "draws")
+    }
+    extra = {}
+    if attack:
+        extra = {
+            "attack": attack_params(DIAGNOSTICS_ATTACK),
+            "attack_name": DIAGNOSTICS_ATTACK,
+        }
+    return spec(
+        diagnostics={part: config["diagnostics"][part]}, evaluation=evaluation, **extra
+    )
+
+
+def eot_results(experiment):
+    """The results the EOT-sufficiency checks judge: full-gradient EOT attacks on randomized defenses."""
+    attacks = config["evaluation"]["attacks"]
+    judged = [
+        name
+        for name in ATTACKS
+        if "eot" in attacks[name]
+        and attacks[name]["method"] not in PARTIAL_GRADIENT_METHODS
+    ]
+    return [
+        f"results/{experiment}/eval/{defense}/{attack}.json"
+        for attack in judged
+        for defense in attack_defenses(config, attack)
+        if DEFENSE_KINDS[split_defense(defense)[0]].purifier_stage is not None
+    ]
+
+
+def picture_defenses(wildcards):
+    """--defense NAME CLASSIFIER [PURIFIER] for every evaluated defense."""
+    args = []
+    for defense in DEFENSES:
+        inputs = evaluation_inputs(
+            SimpleNamespace(defense=defense, experiment=wildcards.experiment)
+        )
+        paths = [inputs["classifier"], inputs.get("purifier", "")]
+        args.append(f"--defense {defense} {' '.join(paths).strip()}")
+    return " ".join(args)
+
+
+def picture_inputs(wildcards):
+    return sorted(
+        {
+            path
+            for defense in DEFENSES
+            for path in evaluation_inputs(
+                SimpleNamespace(defense=defense, experiment=wildcards.experiment)
+            ).values()
+        }
+    )
+
+
+def diagnostics_targets(experiment):
+    folder = DIAGNOSTICS.format(experiment=experiment)
+    return [
+        f"{folder}/pictures.png",
+        *(f"{folder}/{name}" for name in DIAGNOSTICS_SUMMARY),
+    ]

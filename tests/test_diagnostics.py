@@ -1,0 +1,437 @@
+"""Diagnostics (src/atop/diagnostics/): cases with known answers, bad settings, the checks and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from atop.attacks import ATTACKS, build_attack
+from atop.config import ConfigError
+from atop.defense import DefendedModel
+from atop.diagnostics.concentration import (
+    gradient_concentration,
+    mean_resultant_length,
+    sufficiency_grid,
+)
+from atop.diagnostics.measures import (
+    input_gradient_norm,
+    kl_divergence,
+    output_margin,
+    perturbed_weights,
+    robustness_measures,
+    weight_flatness,
+)
+from atop.diagnostics.pictures import STAGES, defense_pictures, pictures_figure
+from atop.diagnostics.settings import PARTIAL_GRADIENT_METHODS, check_diagnostics
+from atop.diagnostics.summary import eot_sufficiency_checks, write_summary
+from atop.models import build_classifier, build_purifier
+from atop.transforms import build_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _linear(seed: int = 0, size: int = 8, classes: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes)).eval()
+
+
+class RandomDirection(nn.Module):
+    """A 'randomized model' whose loss gradient points in a fresh random direction on every draw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        direction = torch.randn_like(x)
+        score = (x * direction).flatten(1).sum(dim=1)
+        return torch.stack([score, torch.zeros_like(score)], dim=1)
+
+
+def _images(n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+# --------------------------------------------------------------------------- gradient concentration
+
+
+def test_deterministic_model_has_resultant_length_one_and_needs_one_draw():
+    model = _linear()
+    x, y = _images(6), torch.tensor([0, 1, 2, 0, 1, 2])
+    result = gradient_concentration(model, x, y, draws=4, reference_draws=8, cosine=0.99, chunk=3, batch_size=4)
+    assert result["mean_resultant_length"] == pytest.approx(1.0, abs=1e-5)
+    assert result["mean_pairwise_cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert result["sufficiency"]["k"] == [1, 2, 4, 8]
+    assert result["sufficiency"]["cosine"] == pytest.approx([1.0] * 4, abs=1e-5)
+    assert result["eot_needed"] == 1
+    assert len(result["mean_resultant_length_per_image"]) == 6
+
+
+def test_random_gradient_directions_have_resultant_length_one_over_sqrt_n():
+    torch.manual_seed(0)
+    n = 64
+    x, y = _images(48, size=16), torch.zeros(48, dtype=torch.long)
+    result = gradient_concentration(RandomDirection(), x, y, draws=n, reference_draws=n, cosine=0.9, chunk=16)
+    r = torch.tensor(result["mean_resultant_length_per_image"])
+    # independent unit vectors: E[R^2] = 1/n exactly; R is near 0, nowhere near a deterministic model's 1
+    assert r.pow(2).mean().item() == pytest.approx(1 / n, rel=0.25)
+    assert result["mean_resultant_length"] < 0.2
+    assert abs(result["mean_pairwise_cosine"]) < 0.02
+    assert result["eot_needed"] is None, "no k reaches cosine 0.9 with a reference of random directions"
+    assert max(result["sufficiency"]["cosine"]) < 0.9
+
+
+def test_sufficiency_grid_doubles_then_ends_at_the_reference():
+    assert sufficiency_grid(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert sufficiency_grid(48) == [1, 2, 4, 8, 16, 32, 48]
+    assert sufficiency_grid(2) == [1, 2]
+
+
+def test_concentration_refuses_fewer_than_two_draws():
+    with pytest.raises(ValueError, match="draws = 1"):
+        mean_resultant_length(torch.randn(1, 3, 10))
+    with pytest.raises(ValueError, match="draws = 1"):
+        gradient_concentration(_linear(), _images(2), torch.tensor([0, 1]), draws=1, reference_draws=4)
+    with pytest.raises(ValueError, match="reference_draws = 4"):
+        gradient_concentration(_linear(), _images(2), torch.tensor([0, 1]), draws=8, reference_draws=4)
+
+
+# --------------------------------------------------------------------------- margin, KL, gradient norm
+
+
+def test_output_margin_known_values_and_sign():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
+    assert output_margin(logits, torch.tensor([0, 2, 2])).tolist() == [1.0, -2.0, 2.5]
+    random = torch.randn(200, 5, generator=torch.Generator().manual_seed(1))
+    labels = torch.randint(0, 5, (200,), generator=torch.Generator().manual_seed(2))
+    margin = output_margin(random, labels)
+    assert torch.equal(margin > 0, random.argmax(dim=1) == labels)
+
+
+def test_kl_is_zero_for_equal_predictions_and_matches_a_known_value():
+    logits = torch.randn(10, 4)
+    assert kl_divergence(logits, logits).abs().max().item() < 1e-6
+    assert kl_divergence(logits, logits + 3.0).abs().max().item() < 1e-5, "softmax ignores a shift"
+    p, q = torch.tensor([[0.75, 0.25]]), torch.tensor([[0.5, 0.5]])
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert kl_divergence(p.log(), q.log()).item() == pytest.approx(expected, abs=1e-6)
+    assert (kl_divergence(torch.randn(50, 4), torch.randn(50, 4)) > 0).all()
+
+
+def test_input_gradient_norm_of_a_linear_model_matches_the_closed_form():
+    model = _linear()
+    x, y = _images(4), torch.tensor([0, 1, 2, 1])
+    weight = model[1].weight
+    p = F.softmax(model(x), dim=1)
+    expected = ((p - F.one_hot(y, 3).float()) @ weight).norm(dim=1)
+    assert input_gradient_norm(model, x, y) == pytest.approx(expected.tolist(), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- flatness
+
+
+class SmallNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _brightness(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = ((0.3 + 0.4 * y.float()).view(n, 1, 1, 1) + 0.05 * torch.randn(n, 3, 4, 4, generator=g)).clamp(0, 1)
+    return x, y
+
+
+def _random_labels(n: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 4, 4, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+
+def _memorised(net: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 200) -> nn.Module:
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-2)
+    net.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+    return net.eval()
+
+
+def test_flatness_is_zero_at_zero_radius_and_restores_the_weights():
+    torch.manual_seed(0)
+    net = SmallNet().eval()
+    before = copy.deepcopy(net.state_dict())
+    attack = build_attack("fgsm", net, {"eps": 0.05})
+    x, y = _brightness(16, 1)
+    result = weight_flatness(net, net, attack, x, y, xi=0.0, perturbations=2)
+    assert result["flatness"] == pytest.approx(0.0, abs=1e-7)
+    result = weight_flatness(net, net, attack, x, y, xi=0.5, perturbations=2)
+    assert result["perturbed_tensors"] == 4, "two Linear layers (weight, bias); BatchNorm is left alone"
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_perturbation_has_the_relative_size_and_skips_normalisation():
+    net = SmallNet()
+    weights = {name: p.detach().clone() for name, p in net.named_parameters()}
+    with perturbed_weights(net, 0.5, torch.Generator().manual_seed(0)):
+        for name, p in net.named_parameters():
+            if ".2." in name:  # the BatchNorm layer
+                assert torch.equal(p, weights[name])
+            else:
+                change = (p - weights[name]).norm() / weights[name].norm()
+                assert change.item() == pytest.approx(0.5, rel=1e-4)
+    with pytest.raises(ValueError, match="xi = -0.1"), perturbed_weights(net, -0.1, torch.Generator()):
+        pass
+
+
+def test_a_trained_model_sits_in_a_sharper_robust_minimum_than_an_untrained_one():
+    """A network that memorised random labels sits in a sharp minimum of its (robust) training loss: relative
+    weight noise of 0.5 raises the loss a lot. An untrained one's loss is near log 2 and noise barely moves it."""
+    torch.manual_seed(0)
+    x, y = _random_labels()
+    untrained, trained = SmallNet().eval(), _memorised(SmallNet(), x, y)
+    measured = {}
+    for name, net in (("untrained", untrained), ("trained", trained)):
+        attack = build_attack("fgsm", net, {"eps": 0.02})
+        measured[name] = weight_flatness(net, net, attack, x, y, xi=0.5, perturbations=10, seed=1)
+    assert measured["trained"]["robust_loss_before"] < 0.1
+    assert measured["untrained"]["robust_loss_before"] == pytest.approx(math.log(2), abs=0.2)
+    assert measured["trained"]["flatness"] > 0.1
+    assert measured["trained"]["flatness"] > 10 * abs(measured["untrained"]["flatness"])
+
+
+def test_flatness_refuses_a_negative_radius():
+    net = SmallNet().eval()
+    with pytest.raises(ValueError, match="xi = -1"):
+        weight_flatness(net, net, build_attack("fgsm", net, {"eps": 0.1}), *_brightness(4, 0), xi=-1)
+
+
+# --------------------------------------------------------------------------- a randomized defense end to end
+
+
+def _defense(size: int = 16) -> DefendedModel:
+    torch.manual_seed(0)
+    classifier = build_classifier("small_cnn", 3, [0.5] * 3, [0.25] * 3, image_size=size, width=4).eval()
+    generator = build_purifier("gan_unet", base_channels=4).generator.eval()
+    transform = build_transform("rt2", seed=0, noise_std=0.25, grid=4, mask_rate=0.25)
+    return DefendedModel(classifier.requires_grad_(False), generator.requires_grad_(False), transform).eval()
+
+
+def test_measures_of_a_randomized_defense_at_zero_budget_are_the_zero_cases():
+    defense = _defense()
+    x, y = _images(6, size=16), torch.tensor([0, 1, 2, 0, 1, 2])
+    attack = build_attack("eot_pgd", defense, {"eps": 0.0, "alpha": 0.01, "steps": 1, "eot": 2})
+    result = robustness_measures(defense, attack, (x, y), (x, y), draws=2, seed=0, flatness_draws=1, networks={})
+    for split in ("train", "test"):
+        # common random numbers: clean and 'adversarial' (unchanged) images see the same draws
+        assert result[split]["kl"] == pytest.approx(0.0, abs=1e-6)
+        assert result[split]["robust_accuracy"] == result[split]["clean_accuracy"]
+    assert result["robust_generalization_gap"] == pytest.approx(0.0)
+
+
+def test_measures_of_a_randomized_defense_under_attack():
+    defense = _defense()
+    x, y = _images(6, size=16), torch.tensor([0, 1, 2, 0, 1, 2])
+    attack = build_attack("eot_pgd", defense, {"eps": 0.3, "alpha": 0.1, "steps": 2, "eot": 2})
+    networks = {"classifier": defense.classifier, "purifier": defense.purifier}
+    result = robustness_measures(
+        defense, attack, (x[:3], y[:3]), (x[3:], y[3:]), draws=2, seed=0, flatness_draws=2, networks=networks
+    )
+    assert result["robust_generalization_gap"] == pytest.approx(
+        result["train"]["robust_accuracy"] - result["test"]["robust_accuracy"]
+    )
+    for split in ("train", "test"):
+        assert 0 <= result[split]["robust_accuracy"] <= 1 and result[split]["kl"] > 0
+        assert result[split]["input_gradient_norm"] > 0
+    assert set(result["flatness"]) == {"classifier", "purifier"}
+    assert all(len(f["robust_loss_after"]) == 2 for f in result["flatness"].values())
+
+
+def test_pictures_of_a_randomized_and_a_deterministic_defense(tmp_path):
+    defense = _defense()
+    x, y = _images(2, size=16), torch.tensor([0, 1])
+    attack = build_attack("eot_pgd", defense, {"eps": 0.1, "alpha": 0.05, "steps": 1, "eot": 1})
+    randomized = defense_pictures(defense, attack, x, y, seed=0)
+    assert (randomized["images"]["adversarial"] - x).abs().max() <= 0.1 + 1e-6
+    assert not torch.equal(randomized["images"]["after RT"], x), "RT changes the image"
+    standard = DefendedModel(defense.classifier).eval()
+    plain = defense_pictures(standard, build_attack("fgsm", standard, {"eps": 0.1}), x, y, seed=0)
+    assert plain["images"]["purified"] is None and plain["images"]["after RT"] is None
+    path = pictures_figure({"atop": randomized, "standard": plain}, tmp_path / "pictures.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(STAGES) == 5
+
+
+# --------------------------------------------------------------------------- EOT-sufficiency checks
+
+
+def _concentration(defense: str, needed, reference: int = 64) -> dict:
+    return {
+        "defense": defense,
+        "randomized": True,
+        "eot_needed": needed,
+        "cosine_threshold": 0.9,
+        "reference_draws": reference,
+        "mean_resultant_length": 0.3,
+        "sufficiency": {"k": [1, 2, 4], "cosine": [0.3, 0.5, 0.7]},
+    }
+
+
+def _result(defense: str, attack: str, eot: int | None, randomized: bool = True, gradient: str = "full") -> dict:
+    params = {"eps": 0.1} | ({"eot": eot} if eot is not None else {})
+    return {"defense": defense, "attack": attack, "randomized": randomized, "gradient": gradient, "params": params}
+
+
+def test_eot_checks_fail_evaluations_below_the_needed_eot():
+    concentration = [_concentration("atop", 8), _concentration("ap", None, reference=32)]
+    results = [
+        _result("atop", "eot4", 4),
+        _result("atop", "eot8", 8),
+        _result("ap", "eot20", 20),
+        _result("ap", "eot64", 64),
+        _result("atop", "pgd", None),  # no EOT: not judged
+        _result("atop", "bpda", 4, gradient="bpda_identity"),  # not the full gradient: not judged
+        _result("standard", "eot4", 4, randomized=False),
+    ]
+    records = eot_sufficiency_checks(concentration, results)
+    verdicts = {(r["defense"], r["attack"]): r["passed"] for r in records}
+    assert verdicts == {("atop", "eot4"): False, ("atop", "eot8"): True, ("ap", "eot20"): False, ("ap", "eot64"): True}
+    assert all({"defense", "claim", "passed", "detail"} <= set(r) for r in records)
+    failed = next(r for r in records if r["attack"] == "eot4")
+    assert "EOT TOO SMALL" in failed["detail"] and "k = 8" in failed["detail"]
+
+
+def test_summary_writes_table_figures_and_checks(tmp_path):
+    measure = {
+        "defense": "atop",
+        "randomized": True,
+        "attack": "eot_pgd",
+        "draws": 2,
+        "robust_generalization_gap": 0.1,
+        "train": {"robust_accuracy": 0.6, "margin": 0.5, "input_gradient_norm": 1.0, "kl": 0.2},
+        "test": {"robust_accuracy": 0.5, "margin": 0.4, "input_gradient_norm": 1.1, "kl": 0.3},
+        "flatness": {"classifier": {"flatness": 0.3}, "purifier": {"flatness": 0.1}},
+    }
+    standard = copy.deepcopy(measure) | {"defense": "standard", "randomized": False, "flatness": {}}
+    counts = write_summary([measure, standard], [_concentration("atop", 8)], [_result("atop", "eot_pgd", 4)], tmp_path)
+    assert counts == {"defenses": 2, "checks": 1, "failed": 1}
+    table = (tmp_path / "measures.csv").read_text().splitlines()
+    assert len(table) == 3 and "flatness_purifier" in table[0]
+    assert "| standard |" in (tmp_path / "measures.md").read_text()
+    for figure in ("measures_vs_robust_accuracy", "eot_sufficiency"):
+        assert (tmp_path / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "eot_checks.json").read_text())["passed"] is False
+
+
+def test_checks_command_adds_the_eot_sufficiency_group(tmp_path):
+    from atop.cli import main
+
+    result = _result("atop", "eot_pgd", 4) | {
+        "method": "eot_pgd",
+        "norm": "Linf",
+        "eps": 0.1,
+        "upper_bound": False,
+        "checks": {},
+        "robust": {"accuracy": 0.5, "ci95": [0.4, 0.6]},
+    }
+    (tmp_path / "r.json").write_text(json.dumps(result))
+    (tmp_path / "gc.json").write_text(json.dumps(_concentration("atop", 8)))
+    out = tmp_path / "checks.json"
+    argv = ["checks", "--results", str(tmp_path / "r.json"), "--out", str(out)]
+    assert main([*argv, "--gradient-concentration", str(tmp_path / "gc.json")]) == 0
+    summary = json.loads(out.read_text())
+    assert [c["passed"] for c in summary["eot_sufficiency"]] == [False]
+    assert summary["passed"] is False and summary["failed"][0]["claim"].startswith("EOT samples")
+    assert main(argv) == 0
+    assert "eot_sufficiency" not in json.loads(out.read_text()), "without diagnostics the summary is unchanged"
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@pytest.fixture
+def config() -> dict:
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    validate(cfg, str(ROOT / "config" / "schema.yaml"), set_default=True)
+    return cfg
+
+
+def test_shipped_config_gets_the_diagnostics_defaults(config):
+    assert config["diagnostics"]["attack"] == "eot_pgd"
+    assert config["diagnostics"]["gradient_concentration"]["draws"] >= 16
+    assert config["diagnostics"]["measures"]["flatness_xi"] == 0.5
+    check_diagnostics(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda d: d["gradient_concentration"].update(draws=1), "diagnostics.gradient_concentration.draws"),
+        (
+            lambda d: d["gradient_concentration"].update(reference_draws=8),
+            "diagnostics.gradient_concentration.reference_draws",
+        ),
+        (lambda d: d["gradient_concentration"].update(cosine=0), "diagnostics.gradient_concentration.cosine"),
+        (lambda d: d["measures"].update(flatness_xi=-0.5), "diagnostics.measures.flatness_xi"),
+        (lambda d: d["measures"].update(flatness_draws=0), "diagnostics.measures.flatness_draws"),
+        (lambda d: d.update(attack="nope"), "diagnostics.attack"),
+        (lambda d: d.update(attack="bpda_eot"), "diagnostics.attack"),
+        (lambda d: d["pictures"].update(images=[0, 500]), "diagnostics.pictures.images"),
+    ],
+)
+def test_bad_diagnostics_settings_are_refused_naming_the_key(config, change, key):
+    change(config["diagnostics"])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_diagnostics(config)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("gradient_concentration", "draws"), 1),
+        (("measures", "flatness_xi"), -0.5),
+        (("pictures", "images"), []),
+    ],
+)
+def test_schema_refuses_bad_diagnostics_settings(path, value):
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg["diagnostics"] = {path[0]: {path[1]: value}}
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    assert errors and list(errors[0].absolute_path) == ["diagnostics", *path]
+
+
+def test_partial_gradient_methods_match_the_attack_registry():
+    assert PARTIAL_GRADIENT_METHODS == {
+        m for m in ATTACKS.names() if ATTACKS[m].upper_bound or not ATTACKS[m].white_box
+    }
+
+
+# --------------------------------------------------------------------------- the workflow
+
+
+def test_tiny_dag_runs_every_diagnostic_per_defense(workflow_dir):
+    from conftest import run_snakemake
+
+    plan = run_snakemake(workflow_dir, "-n", "--quiet", "rules", "all", "--configfile", "config/tiny.yaml")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, flags=re.MULTILINE))
+    defenses = len(yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())["evaluation"]["defenses"])
+    assert counts["gradient_concentration"] == counts["robustness_measures"] == str(defenses)
+    assert counts["diagnostic_pictures"] == counts["diagnostics_summary"] == "1"
