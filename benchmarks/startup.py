@@ -44,16 +44,16 @@ def export(revision: str, target: Path) -> Path:
 
 def startup_seconds(root: Path, command: str) -> float:
     modules = sorted(cli_command_modules(root, command) - {"atop"})
-    # a submodule name can be a function imported from a module (from .x import f): import what is a module
     code = (
-        "import importlib, importlib.util, time\n"
+        "import importlib, time\n"
         "t = time.perf_counter()\n"
         "import atop.cli\n"
         "getattr(atop.cli, '_expected_errors', lambda: None)()  # main() runs it before every command\n"
         f"for name in {modules!r}:\n"
-        "    if importlib.util.find_spec(name.rsplit('.', 1)[0]) and importlib.util.find_spec(name) is None:\n"
-        "        continue\n"
-        "    importlib.import_module(name)\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ModuleNotFoundError:  # a function imported from its module (the module is loaded)\n"
+        "        importlib.import_module(name.rsplit('.', 1)[0])\n"
         "print(time.perf_counter() - t)\n"
     )
     began = time.perf_counter()

@@ -37,6 +37,7 @@ SMALL = {
     "scaling.py": ["--samples", "4", "8", "--eot", "1", "2", "--fixed-samples", "4", "--steps", "1", "--repeats", "1"],
     "gpu_fastpath.py": ["--smoke", "--device", "cpu", "--steps", "1", "--eot", "2"],
     "rerun_parity.py": ["--edits", "report-code"],  # the tiny build, then the cheapest edit
+    "startup.py": ["--before", "HEAD", "--repeats", "1", "--commands", "checks"],
 }
 CACHED = {"eot.py", "harness.py", "scaling.py"}
 PRINTS = {
@@ -44,7 +45,8 @@ PRINTS = {
     "harness.py": ["img/s"],
     "scaling.py": ["s per image", "s per EOT sample", "R^2"],
     "gpu_fastpath.py": ["on / off", "TFLOP/s", "fast path on"],
-    "rerun_parity.py": ["same jobs", "dvc repro", "report/"],
+    "rerun_parity.py": ["same jobs", "dvc repro", "report: "],
+    "startup.py": ["after / before", "checks"],
 }
 
 
