@@ -8,7 +8,11 @@ rule report:
     input:
         results=lambda w: evaluation_results(w.experiment),
         sweeps=lambda w: sweep_results(w.experiment),
-        checks="results/{experiment}/obfuscation_checks.json",
+        checks=[
+            "results/{experiment}/obfuscation_checks.json",
+            # the EOT each randomized defense's gradient spread needs (rules/diagnostics.smk)
+            "results/{experiment}/diagnostics/eot_checks.json",
+        ],
         curves=lambda w: training_curves(w.experiment),
         reference=REFERENCE_NUMBERS,
     output:

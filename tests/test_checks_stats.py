@@ -282,7 +282,7 @@ def test_report_shows_per_image_worst_case_eot_and_no_false_all_clear(tmp_path):
     checks = tmp_path / "checks.json"
     failed = {"defense": "atop", "claim": "white-box PGD beats black-box Square", "passed": False, "detail": "x"}
     checks.write_text(json.dumps({"cross_attack": [failed], "sweeps": []}))
-    metrics = write_report([tmp_path / "eval"], tmp_path / "report", "x", "digits", checks_path=checks)
+    metrics = write_report([tmp_path / "eval"], tmp_path / "report", "x", "digits", checks_paths=[checks])
     interval = metrics["worst_case_ci95"]["atop"]["worst_case"]
     assert metrics["defenses"]["atop"]["worst_case"] == pytest.approx(0.2) and interval["low"] < 0.2 < interval["high"]
     summary = (tmp_path / "report" / "summary.md").read_text()
@@ -302,3 +302,24 @@ def test_worst_case_of_older_results_without_per_image_outcomes_says_so(tmp_path
     frame, _ = load_results([tmp_path])
     cell = worst_case(frame)
     assert cell.value == pytest.approx(0.6) and cell.basis.endswith("(no per-image outcomes)")
+
+
+def test_a_failed_eot_sufficiency_check_puts_that_result_in_doubt_first(tmp_path):
+    """diagnostics/eot_checks.json beside obfuscation_checks.json: the summary opens on the doubted number."""
+    write_results(tmp_path, _disjoint_attacks())
+    obfuscation, eot = tmp_path / "checks.json", tmp_path / "eot_checks.json"
+    obfuscation.write_text(json.dumps({"cross_attack": [], "sweeps": []}))
+    record = {
+        "defense": "atop",
+        "attack": "eot_pgd",
+        "claim": "EOT samples suffice for the defense's gradient spread",
+        "passed": False,
+        "detail": "eot_pgd uses EOT 20; k = 40 draws reach expected cosine 0.9: EOT TOO SMALL",
+    }
+    eot.write_text(json.dumps({"checks": [record], "passed": False}))
+    metrics = write_report([tmp_path / "eval"], tmp_path / "report", "x", "digits", checks_paths=[obfuscation, eot])
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    opening = summary.split("\n\n")[:4]
+    assert any("robust accuracy of atop / eot_pgd (EOT samples suffice" in part for part in opening), opening
+    assert "No failed check" not in summary
+    assert metrics["obfuscation_checks_failed"] >= 1

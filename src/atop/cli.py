@@ -459,7 +459,7 @@ def cmd_report(args) -> None:
         expected=args.expected,
         purifier=args.purifier,
         transform=args.transform,
-        checks_path=args.checks,
+        checks_paths=args.checks,
     )
     log.info("report written to %s (%d results, %d missing)", args.out_dir, metrics["results"], metrics["missing"])
 
@@ -567,7 +567,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--expected", type=Path, nargs="*", default=[], help="result files the experiment should have")
     p.add_argument(
-        "--checks", type=Path, help="obfuscation_checks.json of the workflow's cross-attack and sweep checks"
+        "--checks",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="obfuscation_checks.json (cross-attack and sweep checks) and diagnostics/eot_checks.json (EOT sufficiency)",
     )
     p.add_argument("--purifier", help="purifier architecture behind bare ap / atop defense names")
     p.add_argument("--transform", help="random transform (rt1|rt2|rt3) behind bare ap / atop defense names")

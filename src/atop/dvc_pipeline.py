@@ -41,8 +41,8 @@ STAGES = {
     "purifiers": ["pretrain_purifier"],
     "finetuning": ["finetune_purifier"],
     "evaluation": ["evaluate", "evaluate_sweep", "obfuscation_checks"],
-    "report": ["report"],
     "diagnostics": ["gradient_concentration", "robustness_measures", "diagnostic_pictures", "diagnostics_summary"],
+    "report": ["report"],  # after diagnostics: the summary reads its EOT-sufficiency checks
 }
 PARAMS_FILE = "params.yaml"
 SCHEMA = "config/schema.yaml"

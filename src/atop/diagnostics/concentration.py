@@ -8,12 +8,16 @@ random. The mean pairwise cosine (n R^2 - 1) / (n - 1) carries the same informat
 
 EOT sufficiency: the cosine between the mean gradient of k draws and that of an
 independent reference of K draws, for k = 1, 2, 4, ..., K (the k draws are the first k
-of a pool of K, so the curve costs 2K gradients per image). The smallest k whose cosine,
-averaged over images, reaches the threshold is the EOT an attack needs to follow the
-expected gradient that closely; an evaluation with fewer EOT samples fails the check
-(``summary.eot_sufficiency_checks``). The reference is itself an estimate: with few
-draws and scattered gradients the curve stays below 1 even at k = K, and then the
-threshold may not be reached at all (k is reported as None).
+of a pool of K, so the curve costs 2K gradients per image). That measured curve is
+capped by the reference's own noise (with scattered gradients it stays below 1 even at
+k = K), so the EOT an attack needs is read from the expected cosine between a k-draw
+mean and the expected gradient itself: with per-draw gradients g = mu + noise, the pool
+estimates |mu|^2 without bias (its mean pairwise dot product) and the noise power s^2
+(mean |g|^2 - |mu|^2), and a k-draw mean has expected cosine
+sqrt(|mu|^2 / (|mu|^2 + s^2 / k)) to mu (the measured curve is this times its value at K).
+The smallest k whose expected cosine, averaged over images, reaches the threshold is the
+EOT an attack needs (k up to MAX_EOT, else None); an evaluation with fewer EOT samples
+fails the check (``summary.eot_sufficiency_checks``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .settings import MAX_EOT
+
+
+def expected_cosine(pool: torch.Tensor, ks: list[int]) -> torch.Tensor:
+    """(len(ks), N): expected cosine between the mean of k draws and the expected gradient, from a (K, N, D) pool."""
+    draws = pool.shape[0]
+    if draws < 2:
+        raise ValueError(f"draws = {draws}: the expected cosine needs at least 2 draws")
+    pool = pool.double()
+    squared = pool.pow(2).sum(dim=2)  # (K, N)
+    total = pool.sum(dim=0)  # (N, D)
+    signal = ((total.pow(2).sum(dim=1) - squared.sum(dim=0)) / (draws * (draws - 1))).clamp_min(0)
+    noise = (squared.mean(dim=0) - signal).clamp_min(0)
+    rows = [(signal / (signal + noise / k).clamp_min(1e-300)).sqrt() for k in ks]
+    return torch.stack(rows).nan_to_num(0.0)
 
 
 def sufficiency_grid(reference_draws: int) -> list[int]:
@@ -89,7 +109,8 @@ def gradient_concentration(
     if not 0 < cosine <= 1:
         raise ValueError(f"cosine = {cosine} must lie in (0, 1]")
     grid = sufficiency_grid(reference_draws)
-    resultant, norms, zeros, curves = [], [], [], []
+    resultant, norms, zeros, curves, expected = [], [], [], [], []
+    expected_grid = sufficiency_grid(MAX_EOT)
     for start in range(0, len(y), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         pool = per_draw_gradients(model, xb, yb, reference_draws, chunk)
@@ -99,10 +120,12 @@ def gradient_concentration(
         norms.append(pool_norms.mean(dim=0))
         zeros.append((pool_norms == 0).float().mean(dim=0))
         curves.append(torch.stack([F.cosine_similarity(pool[:k].mean(dim=0), reference, dim=1) for k in grid]))
+        expected.append(expected_cosine(pool, expected_grid))
     r = torch.cat(resultant).double().cpu()
     curve = torch.cat(curves, dim=1).double().cpu()  # (len(grid), N)
     mean_curve = curve.mean(dim=1)
-    reached = [k for k, value in zip(grid, mean_curve.tolist()) if value >= cosine]
+    expected_curve = torch.cat(expected, dim=1).cpu().mean(dim=1)
+    reached = [k for k, value in zip(expected_grid, expected_curve.tolist(), strict=True) if value >= cosine]
     return {
         "draws": draws,
         "reference_draws": reference_draws,
@@ -117,6 +140,8 @@ def gradient_concentration(
             "k": grid,
             "cosine": mean_curve.tolist(),
             "cosine_min_over_images": curve.min(dim=1).values.tolist(),
+            "expected_k": expected_grid,
+            "expected_cosine": expected_curve.tolist(),
         },
         "eot_needed": reached[0] if reached else None,
     }

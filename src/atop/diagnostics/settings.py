@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ..config import ConfigError
 
+MAX_EOT = 1024  # the largest EOT the expected-cosine curve of gradient concentration is read up to
+
 # Attacks whose gradient runs through the whole defense: the pictures show "the full-gradient
 # adversarial example", so the diagnostics attack must be one (tests keep this in step with the registry).
-PARTIAL_GRADIENT_METHODS = frozenset({"bpda_eot", "square"})
+PARTIAL_GRADIENT_METHODS = frozenset({"bpda_eot", "cw_classifier", "pgd_classifier", "square"})
 
 
 def check_diagnostics(config: dict) -> None:

@@ -91,6 +91,10 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
     }
 
 
+# Check groups of obfuscation_checks.json (the `checks` job) and diagnostics/eot_checks.json.
+CHECK_GROUPS = ("cross_attack", "sweeps", "eot_sufficiency", "checks")
+
+
 def write_report(
     result_paths,
     out_dir,
@@ -101,12 +105,13 @@ def write_report(
     expected=(),
     purifier: str | None = None,
     transform: str | None = None,
-    checks_path=None,
+    checks_paths=(),
 ) -> dict:
     """Write every table, figure, metrics.json and summary.md; return the metrics.
 
-    ``checks_path`` is the workflow's obfuscation_checks.json (cross-attack and
-    sweep checks); its failures are listed in the summary.
+    ``checks_paths`` are the workflow's obfuscation_checks.json (cross-attack and sweep
+    checks) and diagnostics/eot_checks.json (EOT sufficiency); their failures are listed in
+    the summary and put the numbers they concern in doubt.
     """
     out_dir = Path(out_dir)
     reference = load_reference(reference_paths)  # a malformed reference fails before any output is touched
@@ -128,9 +133,11 @@ def write_report(
     curves = find_files(curve_paths, ".csv")
     metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing)
     cross_checks = []
-    if checks_path is not None:
-        recorded = read_json(checks_path)
-        cross_checks = [c for group in ("cross_attack", "sweeps") for c in recorded.get(group, [])]
+    if isinstance(checks_paths, (str, Path)):
+        checks_paths = [checks_paths]
+    for path in checks_paths:
+        recorded = read_json(path)
+        cross_checks += [c for group in CHECK_GROUPS for c in recorded.get(group, [])]
     metrics["obfuscation_checks_failed"] = sum(not c["passed"] for c in cross_checks) + int(
         (frame["failed_checks"] != "").sum()
     )

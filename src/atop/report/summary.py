@@ -477,9 +477,13 @@ def doubts(frame: pd.DataFrame, cross_checks) -> tuple[list[Doubt], list[str]]:
         named.append(f"robust accuracy of {row.defense} / {row.attack}{value} ({found[-1].why})")
     for check in cross_checks:
         if not check["passed"]:
-            found.append(Doubt(check.get("defense"), None, check["claim"]))
-            whose = f"of {check['defense']}" if check.get("defense") else "of every defense"
-            named.append(f"every robust accuracy {whose} ({check['claim']})")
+            # a check of one result (EOT sufficiency) names its attack; cross-attack checks doubt the defense
+            found.append(Doubt(check.get("defense"), check.get("attack"), check["claim"]))
+            if check.get("attack"):
+                named.append(f"robust accuracy of {check['defense']} / {check['attack']} ({check['claim']})")
+            else:
+                whose = f"of {check['defense']}" if check.get("defense") else "of every defense"
+                named.append(f"every robust accuracy {whose} ({check['claim']})")
     return found, named
 
 
