@@ -110,8 +110,10 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
         (stage,) = [s for s, rules in dvc_pipeline.STAGES.items() if rule in rules]
         assert any(path == out or path.startswith(out + "/") for out in outs[stage]), (path, stage)
     assert stages["evaluation"]["params"] == [
-        {"${configfile}": ["device", "evaluation", "experiment", "performance", "seed"]}
+        {"${configfile}": ["device", "evaluation", "experiment", "finetune", "performance", "seed"]}
     ]
+    # a job's spec keys that are not config sections count by the section they come from (SPEC_SOURCES)
+    assert "purifiers" in stages["purifiers"]["params"][0]["${configfile}"]
     assert "src/atop/train/loop.py" in stages["classifiers"]["deps"]
     assert "src/atop/train/loop.py" not in stages["evaluation"]["deps"]
     assert "src/atop/attacks.py" not in stages["classifiers"]["deps"]
