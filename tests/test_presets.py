@@ -13,12 +13,12 @@ from conftest import REPO, run_snakemake
 PRESETS = sorted((REPO / "config" / "paper").glob("*.yaml"))
 # Hand-derived job counts: (defenses, evaluate jobs, sweep points, purifier variants).
 #   cifar10: 14 defenses (standard, at, ap/atop x {gan, ae} x {rt1, rt2, rt3}); 5 attacks on all 14,
-#            aa_standard on 2, aa_rand, bpda_eot, pgd_classifier and cw_classifier on 12
-#            -> 70 + 2 + 48 = 120; sweeps 6 x 4 + 5 + 5 = 34.
-#   cifar100: 6 defenses (standard, at, ap/atop x {gan, ae} x rt2) -> 5 x 6 + 2 + 2 x 4 = 40; sweeps 34.
-#   imagenette: 8 defenses (standard, at, ap/atop x gan x {rt1, rt2, rt3}) -> 3 x 8 + 2 + 4 x 6 = 50;
+#            aa_standard on 2, aa_rand, square, bpda_eot, pgd_classifier and cw_classifier on 12
+#            -> 70 + 2 + 60 = 132; sweeps 6 x 4 + 5 + 5 = 34.
+#   cifar100: 6 defenses (standard, at, ap/atop x {gan, ae} x rt2) -> 5 x 6 + 2 + 3 x 4 = 44; sweeps 34.
+#   imagenette: 8 defenses (standard, at, ap/atop x gan x {rt1, rt2, rt3}) -> 3 x 8 + 2 + 5 x 6 = 56;
 #            sweeps 6 x 2 = 12.
-HAND_COUNTS = {"cifar10": (14, 120, 34, 6), "cifar100": (6, 40, 34, 2), "imagenette": (8, 50, 12, 3)}
+HAND_COUNTS = {"cifar10": (14, 132, 34, 6), "cifar100": (6, 44, 34, 2), "imagenette": (8, 56, 12, 3)}
 
 
 def _selected(attack: dict, defenses: list[str]) -> list[str]:
