@@ -626,14 +626,16 @@ def summary_markdown(
         recorded = int(frame["checks_recorded"].sum())
         lines.append(f"- No failed check ({recorded} of {len(frame)} results record their checks).")
     else:
-        lines.append(f"- {len(failed)} results and {len(bad)} cross-attack / sweep checks FAILED:")
+        lines.append(
+            f"- {len(failed)} results and {len(bad)} checks across results (attacks, sweeps, EOT sufficiency) FAILED:"
+        )
     for row in failed.itertuples():
         lines.append(
             f"- FAILED for {row.defense} / {row.attack}: {row.failed_checks.replace(';', ', ')}; treat its number with suspicion."
         )
     if cross_checks:
         lines.append(
-            f"- Across attacks and sweeps: {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed."
+            f"- Across results (attacks, sweeps, EOT sufficiency): {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed."
         )
         lines += [f"- FAILED for {c.get('defense')}: {c['claim']} ({c['detail']})." for c in bad]
     lines += ["", "## Missing", ""]
