@@ -67,7 +67,9 @@ def diagnostics_cost(config: dict, defense: str, attacks: dict, job, per_gradien
     n = measures.get("n_images", 32)
     attacked = 2 * n + networks * n * (1 + measures.get("flatness_draws", 10))
     attacked += len(diag.get("pictures", {}).get("images", [0, 1, 2]))
-    attack = attacks[diag.get("attack", "eot_pgd")]
+    attack = attacks.get(diag.get("attack", "eot_pgd"))
+    if attack is None:  # a config without the diagnostics' attack is refused by the workflow: nothing to count
+        return 0.0
     return concentration.get("n_images", 32) * gradients * per_gradient + job(defense, attack, attacked)
 
 

@@ -23,3 +23,34 @@ def brightness_data(n_train: int, n_val: int, n_test: int, seed: int = 0, size: 
         "std": [0.25] * 3,
     }
     return PreparedData(tensors=tensors, info=info)
+
+
+# The training tests' tiny purifier and its fine-tuning recipe.
+PURIFIER_SPEC = {
+    "arch": "gan_unet",
+    "arch_params": {"base_channels": 4},
+    "transform": "rt2",
+    "transform_params": {"noise_std": 0.25, "grid": 4, "mask_rate": 0.25},
+    "pretrain": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "betas": [0.5, 0.999], "adv_weight": 0.1, "l1_weight": 1.0},
+}
+
+
+def finetune_spec(**overrides) -> dict:
+    """A one-epoch fine-tuning spec of the tiny purifier; ``overrides`` replace finetune keys."""
+    ft = {
+        "attack": "fgsm_classifier",
+        "eps": 8 / 255,
+        "alpha": 2 / 255,
+        "steps": 1,
+        "epochs": 1,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "betas": [0.5, 0.999],
+        "adv_weight": 0.1,
+        "l1_weight": 1.0,
+        "ce_weight": 0.5,
+        "ce_start_epoch": 0,
+        "max_clean_drop": 1.0,
+        "check_draws": 1,
+    }
+    return {"purifier": PURIFIER_SPEC, "finetune": {**ft, **overrides}}

@@ -18,7 +18,7 @@ from atop.train.classifier import train_classifier
 from atop.train.loop import NonFiniteLoss, batches, epoch_seed, fit
 from atop.train.purifier import FineTuneCollapse, finetune_purifier, pretrain_purifier
 
-from synthetic_data import brightness_data
+from synthetic_data import PURIFIER_SPEC, brightness_data, finetune_spec
 
 CPU = torch.device("cpu")
 SIZE = 16
@@ -36,34 +36,6 @@ CLASSIFIER_SPEC = {
     "lr": 1e-2,
     "weight_decay": 0.0,
 }
-
-PURIFIER_SPEC = {
-    "arch": "gan_unet",
-    "arch_params": {"base_channels": 4},
-    "transform": "rt2",
-    "transform_params": {"noise_std": 0.25, "grid": 4, "mask_rate": 0.25},
-    "pretrain": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "betas": [0.5, 0.999], "adv_weight": 0.1, "l1_weight": 1.0},
-}
-
-
-def _finetune_spec(**overrides) -> dict:
-    ft = {
-        "attack": "fgsm_classifier",
-        "eps": 8 / 255,
-        "alpha": 2 / 255,
-        "steps": 1,
-        "epochs": 1,
-        "batch_size": 16,
-        "lr": 1e-3,
-        "betas": [0.5, 0.999],
-        "adv_weight": 0.1,
-        "l1_weight": 1.0,
-        "ce_weight": 0.5,
-        "ce_start_epoch": 0,
-        "max_clean_drop": 1.0,
-        "check_draws": 1,
-    }
-    return {"purifier": PURIFIER_SPEC, "finetune": {**ft, **overrides}}
 
 
 def _same_state(a: dict, b: dict) -> bool:
@@ -278,7 +250,7 @@ def test_finetune_purifier_collapse_guard(pretrained, tmp_path):
     with pytest.raises(FineTuneCollapse, match="max_clean_drop"):
         finetune_purifier(
             data,
-            _finetune_spec(max_clean_drop=-1.5),
+            finetune_spec(max_clean_drop=-1.5),
             0,
             CPU,
             _classifier(),
@@ -290,7 +262,7 @@ def test_finetune_purifier_collapse_guard(pretrained, tmp_path):
     # Control: a satisfiable bound publishes the model and reports the check.
     tuned, history, check = finetune_purifier(
         data,
-        _finetune_spec(max_clean_drop=1.0),
+        finetune_spec(max_clean_drop=1.0),
         0,
         CPU,
         _classifier(),
@@ -323,7 +295,7 @@ def test_finetune_purifier_resume_is_bitwise_identical(pretrained, tmp_path, mon
         tensors={**data.tensors, "x_train": data.tensors["x_train"][:16], "y_train": data.tensors["y_train"][:16]},
         info=data.info,
     )
-    spec = _finetune_spec(attack=attack, epochs=2)
+    spec = finetune_spec(attack=attack, epochs=2)
     args = (small, spec, 0, CPU, _classifier(), modules.state_dict(), model_meta, transform_meta)
     straight, straight_history, _ = finetune_purifier(*args, tmp_path / "a.resume")
     ran: list[int] = []

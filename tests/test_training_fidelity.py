@@ -27,39 +27,11 @@ from atop.train.purifier import RECON_TARGETS, finetune_purifier, gan_epoch, mak
 from atop.transforms import build_transform
 
 from conftest import REPO, tiny_config
-from synthetic_data import brightness_data
+from synthetic_data import PURIFIER_SPEC, brightness_data, finetune_spec
 
 CPU = torch.device("cpu")
 SIZE = 16
 PRESETS = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((REPO / "config" / "paper").glob("*.yaml"))}
-
-PURIFIER_SPEC = {
-    "arch": "gan_unet",
-    "arch_params": {"base_channels": 4},
-    "transform": "rt2",
-    "transform_params": {"noise_std": 0.25, "grid": 4, "mask_rate": 0.25},
-    "pretrain": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "betas": [0.5, 0.999], "adv_weight": 0.1, "l1_weight": 1.0},
-}
-
-
-def _finetune_spec(**overrides) -> dict:
-    ft = {
-        "attack": "fgsm_classifier",
-        "eps": 8 / 255,
-        "alpha": 2 / 255,
-        "steps": 1,
-        "epochs": 1,
-        "batch_size": 16,
-        "lr": 1e-3,
-        "betas": [0.5, 0.999],
-        "adv_weight": 0.1,
-        "l1_weight": 1.0,
-        "ce_weight": 0.5,
-        "ce_start_epoch": 0,
-        "max_clean_drop": 1.0,
-        "check_draws": 1,
-    }
-    return {"purifier": PURIFIER_SPEC, "finetune": {**ft, **overrides}}
 
 
 def _classifier():
@@ -79,7 +51,7 @@ def _finetune(pretrained, resume, spec=None, state=None):
     data, pretrained_state, model_meta, transform_meta = pretrained
     return finetune_purifier(
         data,
-        spec or _finetune_spec(),
+        spec or finetune_spec(),
         0,
         CPU,
         _classifier(),
@@ -109,7 +81,7 @@ def _real_batches(monkeypatch) -> list[torch.Tensor]:
 @pytest.mark.parametrize("target", ["adversarial", "clean"])
 def test_finetune_discriminator_real_images_are_the_recon_target(pretrained, tmp_path, monkeypatch, target):
     calls = _real_batches(monkeypatch)
-    _finetune(pretrained, tmp_path / "r.resume", _finetune_spec(recon_target=target, eps=16 / 255))
+    _finetune(pretrained, tmp_path / "r.resume", finetune_spec(recon_target=target, eps=16 / 255))
     real = calls[0]  # one batch of all 16 training images
     clean = pretrained[0].images("train")
     # distance of each real image to its nearest clean training image (batch order is shuffled)
@@ -161,7 +133,7 @@ def test_finetune_epoch_images_sets_the_steps_per_epoch_and_the_ce_warm_up(pretr
     steps: list[bool] = []
     original = Purifier.forward_train
     monkeypatch.setattr(Purifier, "forward_train", lambda self, *a: steps.append(True) or original(self, *a))
-    spec = _finetune_spec(epochs=3, batch_size=4, epoch_images=8, ce_start_epoch=2)
+    spec = finetune_spec(epochs=3, batch_size=4, epoch_images=8, ce_start_epoch=2)
     _, history, _ = _finetune(pretrained, tmp_path / "e.resume", spec)
     assert len(steps) == 3 * 2  # 8 of the 16 training images per epoch, in batches of 4
     # CE is logged every epoch but enters the generator loss only from 0-based epoch 2
@@ -172,7 +144,7 @@ def test_finetune_epoch_images_sets_the_steps_per_epoch_and_the_ce_warm_up(pretr
 
 def test_finetune_epoch_images_beyond_the_training_split_is_a_config_error(pretrained, tmp_path):
     with pytest.raises(ConfigError, match=r"finetune\.epoch_images = 17 is more than the 16 training images"):
-        _finetune(pretrained, tmp_path / "x.resume", _finetune_spec(epoch_images=17))
+        _finetune(pretrained, tmp_path / "x.resume", finetune_spec(epoch_images=17))
     assert not (tmp_path / "x.resume").exists()
 
 
@@ -189,7 +161,7 @@ def test_generator_trains_in_train_mode_after_a_pgd_defense_attack(pretrained, t
         return original(self, *args)
 
     monkeypatch.setattr(Purifier, "forward_train", recording)
-    _finetune(pretrained, tmp_path / "m.resume", _finetune_spec(attack="pgd_defense", batch_size=8))
+    _finetune(pretrained, tmp_path / "m.resume", finetune_spec(attack="pgd_defense", batch_size=8))
     assert modes == [True, True]  # two generator updates, both in train mode
 
 
@@ -211,7 +183,7 @@ def test_finetune_resume_needs_the_same_starting_weights_not_the_same_checks(pre
     resume = tmp_path / "ft.resume"
     _finetune(pretrained, resume)
     ran = _epochs_run(monkeypatch)
-    _finetune(pretrained, resume, _finetune_spec(max_clean_drop=0.5, check_draws=2))
+    _finetune(pretrained, resume, finetune_spec(max_clean_drop=0.5, check_draws=2))
     assert ran == [], "a resume file differing only in the collapse check's settings is used"
     other = {k: v + 0.01 if v.is_floating_point() else v for k, v in pretrained[1].items()}
     _finetune(pretrained, resume, state=other)
@@ -226,7 +198,7 @@ def test_finetune_resume_of_another_classifier_is_ignored(pretrained, tmp_path, 
     other = _classifier()
     with torch.no_grad():
         next(other.parameters()).add_(0.01)
-    finetune_purifier(data, _finetune_spec(), 0, CPU, other, state, model_meta, transform_meta, resume)
+    finetune_purifier(data, finetune_spec(), 0, CPU, other, state, model_meta, transform_meta, resume)
     assert ran == [0]
 
 
