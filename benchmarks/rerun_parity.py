@@ -13,7 +13,6 @@ benchmark files left out); the three sets must match. Seconds per front door bes
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -23,18 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from dvc_noop import ENV  # git + DVC in a scratch repository: the same environment
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {
-    **os.environ,
-    "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
-    "DVC_NO_ANALYTICS": "1",
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@example.org",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@example.org",
-}
 FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "dvc.yaml", "params.yaml")
 
 
