@@ -14,7 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_evaluation_protocol import SMALL_PARAMS
-from test_training import CLASSIFIER_SPEC, CPU, PURIFIER_SPEC, _finetune_spec, _prepared
+from synthetic_data import PURIFIER_SPEC, finetune_spec
+from test_training import CLASSIFIER_SPEC, CPU, _prepared
 
 from atop import cli
 from atop.attacks import ATTACKS, build_attack
@@ -99,7 +100,7 @@ def test_fast_purifier_pretraining_and_finetuning_run_in_bf16(tmp_path):
         data, PURIFIER_SPEC, 0, CPU, tmp_path / "p.resume", BF16
     )
     assert all(math.isfinite(v) for row in history for v in row.values())
-    spec = _finetune_spec()
+    spec = finetune_spec()
     _, tuned_history, check = finetune_purifier(
         data, spec, 0, CPU, classifier, modules.state_dict(), model_meta, transform_meta, tmp_path / "f.resume", BF16
     )
