@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_evaluation_protocol import SMALL_PARAMS
-from synthetic_data import PURIFIER_SPEC, finetune_spec
 from test_training import CLASSIFIER_SPEC, CPU, _prepared
 
 from atop import cli
@@ -26,6 +25,8 @@ from atop.models import build_classifier, build_purifier
 from atop.train.classifier import classifier_meta, train_classifier
 from atop.train.purifier import finetune_purifier, pretrain_purifier
 from atop.transforms import build_transform
+
+from synthetic_data import PURIFIER_SPEC, finetune_spec
 
 BF16 = FastPath(channels_last=True, autocast="bf16")
 
