@@ -58,6 +58,33 @@ rule robustness_measures:
         " --out {output} > {log} 2>&1"
 
 
+# Decision-boundary distortion (Kim, Lee & Lee, AAAI 2021) of each fine-tuned defense.
+rule boundary_distortion:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        f"{DIAGNOSTICS}/distortion/{{defense}}.json",
+    log:
+        "results/{experiment}/logs/diagnostics/distortion/{defense}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/distortion/{defense}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("boundary-distortion"),
+        spec=distortion_spec(),
+        purifier=lambda w, input: (
+            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+        ),
+    shell:
+        "python -m atop boundary-distortion --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+        " --out {output} > {log} 2>&1"
+
+
 rule diagnostic_pictures:
     input:
         picture_inputs,

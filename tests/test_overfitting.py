@@ -278,3 +278,43 @@ def test_checked_fgsm_takes_the_smallest_misclassified_point():
     assert entry.norm == "Linf"
     built = entry.build(copy.deepcopy(model), None, {"eps": 0.2, "check_points": 4})
     assert isinstance(built, CheckedFGSM) and built.check_points == 4
+
+
+# ---------------------------------------------------------------- the report's flags and figure
+
+
+def test_report_flags_and_plots_the_monitored_stages(tmp_path):
+    import pandas as pd
+
+    from atop.report.figures import training_curves_figure
+    from atop.report.overfitting import overfitting_lines, stage_flags
+
+    curves = tmp_path / "curves"
+    (curves / "purifier_finetune").mkdir(parents=True)
+    collapsing = _curve(
+        train_loss=[1.0, 0.8, 0.7, 0.6],
+        train_clean=[0.6, 0.7, 0.8, 0.9],
+        train_fgsm=[0.3, 0.35, 0.4, 0.9],
+        train_pgd=[0.25, 0.3, 0.35, 0.0],
+        val_clean=[0.6, 0.7, 0.8, 0.9],
+        val_fgsm=[0.3, 0.35, 0.4, 0.5],
+        val_pgd=[0.25, 0.3, 0.3, 0.28],
+    )
+    pd.DataFrame(collapsing).to_csv(curves / "classifier_adversarial.csv", index=False)
+    pd.DataFrame(_curve(train_loss=[1.0, 0.5], val_accuracy=[0.5, 0.6])).to_csv(curves / "classifier.csv", index=False)
+    healthy = _curve(**{c: [0.3, 0.35] for c in COLUMNS}, ce=[0.4, 0.3])
+    pd.DataFrame(healthy).to_csv(curves / "purifier_finetune" / "gan.csv", index=False)
+    paths = [curves / "classifier.csv", curves / "classifier_adversarial.csv", curves / "purifier_finetune" / "gan.csv"]
+    flags = stage_flags(paths)
+    assert [f["stage"] for f in flags] == ["classifier adversarial", "purifier finetune gan"]
+    assert flags[0]["catastrophic"]["epochs"] == {"train": [4], "val": []} and not flags[1]["catastrophic"]["detected"]
+    lines = overfitting_lines(flags)
+    assert "- classifier adversarial: **CATASTROPHIC OVERFITTING** (train batch epoch 4)." in lines
+    assert "- purifier finetune gan: neither detected." in lines
+    assert overfitting_lines([])[-1] == "- No training stage of this run was monitored."
+    with pytest.raises(ConfigError, match="pgd_drop"):
+        stage_flags(paths, {"pgd_drop": 0})
+    written = training_curves_figure(paths, tmp_path / "training_curves")
+    assert {p.suffix for p in written} == {".png", ".svg"} and all(p.stat().st_size > 0 for p in written)
+    svg = (tmp_path / "training_curves.svg").read_text()
+    assert "overfitting monitor" in svg and "DETECTED: catastrophic overfitting" in svg
