@@ -318,3 +318,30 @@ def test_report_flags_and_plots_the_monitored_stages(tmp_path):
     assert {p.suffix for p in written} == {".png", ".svg"} and all(p.stat().st_size > 0 for p in written)
     svg = (tmp_path / "training_curves.svg").read_text()
     assert "overfitting monitor" in svg and "DETECTED: catastrophic overfitting" in svg
+
+
+# ---------------------------------------------------------------- GPU-hour estimate counts them
+
+
+def test_gpu_hours_counts_the_monitors_and_the_distortion():
+    import importlib.util
+
+    import yaml
+
+    from conftest import REPO
+    from synthetic_data import PURIFIER_SPEC
+
+    spec = importlib.util.spec_from_file_location("gpu_hours", REPO / "benchmarks" / "gpu_hours.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
+    config["purifiers"] = {"g": {**PURIFIER_SPEC}}
+    attacks = {"pgd": {"method": "pgd_classifier", "eps": 0.1, "alpha": 0.02, "steps": 5}}
+    config["evaluation"] = {"defenses": ["at", "atop-g"], "attacks": attacks}
+    base = module.estimate(config)["flops"]
+    assert base["overfitting_monitors"] > 0 and base["diagnostics"] > 0
+    config["finetune"] = {**config["finetune"], "monitor": {"train_images": 0, "val_images": 0}}
+    config["adversarial_training"] = {**config["adversarial_training"], "monitor": {"train_images": 0, "val_images": 0}}
+    assert module.estimate(config)["flops"]["overfitting_monitors"] == 0
+    config["diagnostics"] = {**config.get("diagnostics", {}), "distortion": {"points": 1000}}
+    assert module.estimate(config)["flops"]["diagnostics"] > base["diagnostics"]
