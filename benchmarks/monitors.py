@@ -7,7 +7,9 @@ Side by side in one run, in CPU seconds (process time, all threads) and wall sec
 - the distortion job's measurement on the fine-tuned-shaped defense (pre-trained weights here);
 then the added cost of the default DAG: monitor calls x epochs + the distortion job.
 
-    python benchmarks/monitors.py [--repeats 2] [--threads 2]
+    python benchmarks/monitors.py [--repeats 2] [--threads 2] [--smoke]
+
+``--smoke`` (the test suite's): epochs of 64 training images, a 4-image, 4-point distortion.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, not an installed copy
 from atop.config import resolve_numbers
+from atop.data import PreparedData
 from atop.diagnostics.overfitting import OverfittingMonitor, boundary_distortion
 from atop.diagnostics.settings import distortion_settings, monitor_settings
 from atop.evaluate import sample_indices
@@ -43,11 +48,15 @@ def timed(run) -> tuple[float, float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny epochs and distortion: checks that it runs")
     add_fixture_args(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     data, classifier, defense = digits_defense(cache=args.cache)
+    if args.smoke:
+        tensors = {**data.tensors, "x_train": data.tensors["x_train"][:64], "y_train": data.tensors["y_train"][:64]}
+        data = PreparedData(tensors=tensors, info=data.info)
     train, val = (data.images("train"), data.labels("train")), (data.images("val"), data.labels("val"))
     at_spec = resolve_numbers(CONFIG["adversarial_training"])
     ft_spec = resolve_numbers(CONFIG["finetune"])
@@ -69,6 +78,8 @@ def main() -> None:
     at_off = {**CONFIG["adversarial_training"], "monitor": OFF}
     ft_one = {"purifier": variant, "finetune": {**ft_spec, "epochs": 1, "monitor": OFF, "check_draws": 1}}
     settings = distortion_settings(CONFIG["diagnostics"].get("distortion"))
+    if args.smoke:
+        settings |= {"n_images": 4, "points": 4}
     ev = CONFIG["evaluation"]
     idx = sample_indices(len(data.labels("test")), min(settings["n_images"], ev["n_samples"]), ev["sample_seed"])
     x_test, y_test = data.images("test")[idx], data.labels("test")[idx]
