@@ -77,10 +77,9 @@ class OverfittingMonitor:
     def __init__(self, train, val, eps: float, settings: dict, batch_size: int = 128) -> None:
         self.eps, self.settings, self.batch_size = float(eps), settings, batch_size
         self.batches = {}
-        for split, (x, y), offset in ((s, b, i) for i, (s, b) in enumerate(zip(SPLITS, (train, val)))):
-            n = settings[f"{split}_images"]
-            if n:
-                self.batches[split] = fixed_batch(x, y, n, settings["seed"] + offset)
+        for offset, (split, (x, y)) in enumerate(zip(SPLITS, (train, val))):
+            if settings[f"{split}_images"]:  # 0: no such batch
+                self.batches[split] = fixed_batch(x, y, settings[f"{split}_images"], settings["seed"] + offset)
 
     @property
     def enabled(self) -> bool:
