@@ -122,6 +122,11 @@ rule diagnostics_summary:
             allow_missing=True,
         ),
         results=lambda w: eot_results(w.experiment),
+        distortion=expand(
+            f"{DIAGNOSTICS}/distortion/{{defense}}.json",
+            defense=FINETUNED_DEFENSES,
+            allow_missing=True,
+        ),
     output:
         [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
     log:
@@ -135,6 +140,7 @@ rule diagnostics_summary:
     shell:
         "python -m atop diagnostics-summary --measures {input.measures}"
         " --concentration {input.concentration} --results {input.results}"
+        " --distortion {input.distortion}"
         " --out-dir results/{wildcards.experiment}/diagnostics > {log} 2>&1"
 
 

@@ -175,6 +175,9 @@ def test_distortion_of_a_randomized_defense_pools_its_draws_and_keeps_the_rngs()
     assert torch.equal(torch.rand(3), before), "the global RNG is handed back"
     assert result["draws"] == 3 and result["per_draw"] == [1.0, 1.0, 1.0]
     assert result["eligible"] == 15 and result["distortion"] == 1.0  # pooled: 15 of 15 segments
+    # nothing right at both ends: no figure (JSON null), not a NaN
+    empty = boundary_distortion(Bump(), x, torch.ones(5, dtype=torch.long), eps=0.2, points=10)
+    assert empty["eligible"] == 0 and empty["distortion"] is None and empty["per_draw"] == [None]
     # a deterministic model is measured once whatever draws says
     assert boundary_distortion(Bump(), x, y, eps=0.2, points=100, draws=3)["draws"] == 1
     with pytest.raises(ConfigError, match="points"):

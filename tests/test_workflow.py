@@ -103,9 +103,11 @@ def test_tiny_workflow_end_to_end(workflow_dir):
         )
         assert (results / "benchmarks" / "diagnostics" / "measures" / f"{defense}.tsv").is_file()
     assert len(pd.read_csv(diagnostics / "measures.csv")) == 4
+    in_table = pd.read_csv(diagnostics / "measures.csv").set_index("defense")["boundary_distortion"]
+    assert in_table.drop("atop").isna().all(), "only fine-tuned defenses have a distortion"
     distortion = json.loads((diagnostics / "distortion" / "atop.json").read_text())
     assert distortion["points"] == 100 and distortion["draws"] == 2 and distortion["randomized"]
-    assert distortion["eligible"] == 0 or 0 <= distortion["distortion"] <= 1
+    assert (distortion["eligible"], distortion["distortion"]) == (0, None) or 0 <= distortion["distortion"] <= 1
     assert not (diagnostics / "distortion" / "ap.json").exists(), "distortion is measured on fine-tuned defenses"
     assert "## Overfitting of adversarial training" in summary
     eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]

@@ -439,9 +439,9 @@ def cmd_boundary_distortion(args) -> None:
     }
     write_json(args.out, result)
     log.info(
-        "%s: decision-boundary distortion %.3f (%d of %d segments right at both ends, m = %d, %d draws)",
+        "%s: decision-boundary distortion %s (%d of %d segments right at both ends, m = %d, %d draws)",
         args.defense,
-        result["distortion"],
+        "none measurable" if result["distortion"] is None else f"{result['distortion']:.3f}",
         result["distorted"],
         result["eligible"],
         settings["points"],
@@ -480,6 +480,7 @@ def cmd_diagnostics_summary(args) -> None:
         [read_json(p) for p in args.concentration],
         [read_json(p) for p in args.results],
         args.out_dir,
+        [read_json(p) for p in args.distortion],
     )
     log.info("diagnostics of %(defenses)d defenses; %(checks)d EOT-sufficiency checks, %(failed)d failed", counts)
 
@@ -600,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measures", type=Path, nargs="+", required=True)
     p.add_argument("--concentration", type=Path, nargs="+", required=True)
     p.add_argument("--results", type=Path, nargs="*", default=[], help="evaluation results the EOT checks judge")
+    p.add_argument(
+        "--distortion",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="decision-boundary distortion JSONs (fine-tuned defenses)",
+    )
     p.add_argument("--out-dir", type=Path, required=True)
 
     p = stage("report", cmd_report, "tables, figures, metrics and summary from whatever results exist")

@@ -173,9 +173,9 @@ def boundary_distortion(
             distorted = eligible & ~correct[1:-1].all(dim=0)
             eligible_total += int(eligible.sum())
             distorted_total += int(distorted.sum())
-            per_draw.append(float(distorted.sum() / eligible.sum()) if eligible.any() else float("nan"))
-    return {
-        "distortion": distorted_total / eligible_total if eligible_total else float("nan"),
+            per_draw.append(float(distorted.sum() / eligible.sum()) if eligible.any() else None)
+    return {  # None (JSON null) where no image was right at both ends: nothing to measure
+        "distortion": distorted_total / eligible_total if eligible_total else None,
         "eligible": eligible_total,
         "distorted": distorted_total,
         "per_draw": per_draw,
