@@ -264,7 +264,7 @@ def _monitor_panel(ax, path: Path, curve: pd.DataFrame, flag: dict | None) -> No
             fontsize="small",
             weight="bold",
         )
-    ax.legend(fontsize="x-small", ncol=2, loc="lower right")
+    ax.legend(fontsize="x-small", ncol=2, loc="best")
 
 
 def training_curves_figure(curve_paths: list[Path], stem: Path, thresholds: dict | None = None) -> list[Path]:
