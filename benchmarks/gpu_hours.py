@@ -6,6 +6,8 @@ at the preset's resolution (one multiply-add = 2 FLOPs); a backward pass is take
 train_classifier = epochs x train images x 3 x F(classifier); train_adversarial adds its per-epoch
 validation PGD; fine-tuning runs epochs x epoch_images images (default: the training split). Purifiers
 count at their own image_size (generator and discriminator). Attack gradients per image:
+Overfitting monitors: per epoch, train + val images x (1 + steps) gradients (x EOT through a defense)
++ 3 scoring forwards; distortion: per image and draw one gradient + (points + 1) forwards.
 FGSM 1, PGD steps, EOT-PGD / BPDA steps x EOT (EOT 1 on deterministic defenses), CW and StAdv
 steps (x EOT), AutoAttack-rand 2 x 100 x EOT, AutoAttack-standard APGD-CE 100 + APGD-T 9 x 100
 + FAB-T 9 x 100 + Square 5000 forwards (an upper bound: AutoAttack stops on broken images).
@@ -27,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from atop.config import attack_defenses, purifier_variant
 from atop.defense_kinds import DEFENSES, split_defense
+from atop.diagnostics.settings import DISTORTION_DEFAULTS, MONITOR_DEFAULTS
 from atop.models import build_classifier, build_purifier
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenette": 9_469, "digits": 1_797}
@@ -47,6 +50,8 @@ def attack_gradients(attack: dict, randomized: bool) -> float:
         "pgd_l2": attack.get("steps", 1),
         "eot_pgd": attack.get("steps", 1) * eot,
         "bpda_eot": attack.get("steps", 1) * eot,
+        "pgd_classifier": attack.get("steps", 1),  # gradients of the classifier alone (job() prices them)
+        "cw_classifier": attack.get("steps", 1),
         "cw_l2": attack.get("steps", 100),
         "stadv": attack.get("steps", 100) * eot,
         "aa_rand": 2 * attack.get("steps", 100) * eot,
@@ -71,6 +76,24 @@ def diagnostics_cost(config: dict, defense: str, attacks: dict, job, per_gradien
     if attack is None:  # a config without the diagnostics' attack is refused by the workflow: nothing to count
         return 0.0
     return concentration.get("n_images", 32) * gradients * per_gradient + job(defense, attack, attacked)
+
+
+def monitor_cost(section: dict | None, per_gradient: float, eot: int | None) -> float:
+    """One epoch of an overfitting monitor: train + val images, each scored clean, after FGSM (1 gradient)
+    and after PGD (steps gradients), every gradient EOT-averaged, each scoring one forward (a third of
+    a gradient). ``eot`` None: the monitor's own (a randomized defense)."""
+    monitor = {**MONITOR_DEFAULTS, **(section or {})}
+    images = monitor["train_images"] + monitor["val_images"]
+    gradients = (1 + monitor["steps"]) * (monitor["eot"] if eot is None else eot)
+    return images * (gradients + 3 / 3) * per_gradient
+
+
+def distortion_cost(config: dict, per_gradient: float) -> float:
+    """Decision-boundary distortion of a fine-tuned defense: per image and draw one gradient and
+    points + 1 forwards (a third of a gradient each)."""
+    distortion = {**DISTORTION_DEFAULTS, **config.get("diagnostics", {}).get("distortion", {})}
+    per_image = per_gradient * (1 + (distortion["points"] + 1) / 3)
+    return distortion["n_images"] * distortion["draws"] * per_image
 
 
 def estimate(config: dict) -> dict[str, float]:
@@ -118,7 +141,11 @@ def estimate(config: dict) -> dict[str, float]:
         """One image's fine-tuning FLOPs: x' (FGSM on the classifier, or PGD through RT + purifier +
         classifier), then the GAN step and CE through the frozen classifier."""
         f_g, f_d = purifier_flops[variant]
-        make_x = {"fgsm_classifier": 3 * f_c, "pgd_defense": ft.get("steps", 10) * 3 * (f_g + f_c)}
+        make_x = {
+            "fgsm_classifier": 3 * f_c,
+            "fgsm_checked": 3 * f_c + (ft.get("check_points", 3) - 1) * f_c,  # + a forward per interior point
+            "pgd_defense": ft.get("steps", 10) * 3 * (f_g + f_c),
+        }
         return make_x[ft.get("attack", "fgsm_classifier")] + 3 * f_g + 9 * f_d + 3 * f_c
 
     ft_images = ft.get("epochs", 6) * (ft.get("epoch_images") or n_train)
@@ -128,7 +155,9 @@ def estimate(config: dict) -> dict[str, float]:
         variant = purifier_variant(config, defense)
         randomized = DEFENSES[split_defense(defense)[0]].purifier_stage is not None
         f_g = purifier_flops[variant][0] if randomized else 0.0
-        per_gradient = f_g + 3 * f_c if attack["method"] == "bpda_eot" else 3 * (f_g + f_c)
+        per_gradient = {"bpda_eot": f_g + 3 * f_c, "pgd_classifier": 3 * f_c, "cw_classifier": 3 * f_c}.get(
+            attack["method"], 3 * (f_g + f_c)
+        )
         draws = ev.get("draws", 4) if randomized else 1
         return n * (attack_gradients(attack, randomized) * per_gradient + 2 * draws * (f_g + f_c))
 
@@ -154,6 +183,16 @@ def estimate(config: dict) -> dict[str, float]:
         return 3 * ((purifier_flops[variant][0] if variant else 0.0) + f_c)
 
     flops["diagnostics"] = sum(diagnostics_cost(config, d, attacks, job, gradient(d)) for d in defenses)
+    flops["diagnostics"] += sum(distortion_cost(config, gradient(d)) for d in defenses if split_defense(d)[0] == "atop")
+    # Overfitting monitors: every epoch of the AT baseline (on its classifier) and of each fine-tuning
+    # (through RT + purifier + classifier, with the monitor's EOT).
+    flops["overfitting_monitors"] = 0.0
+    if "at" in defenses:
+        flops["overfitting_monitors"] += cls.get("epochs", 8) * monitor_cost(at.get("monitor"), 3 * f_c, 1)
+    for v in finetuned:
+        flops["overfitting_monitors"] += ft.get("epochs", 6) * monitor_cost(
+            ft.get("monitor"), 3 * (purifier_flops[v][0] + f_c), None
+        )
     return {
         "per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}},
         "flops": flops,
@@ -179,8 +218,8 @@ def main() -> None:
         for stage, flops in result["flops"].items():
             hours = flops / rate / 3600
             total += hours
-            print(f"  {stage:<18} {flops:10.3e} FLOPs  {hours:8.1f} GPU h")
-        print(f"  {'total':<18} {'':>16}  {total:8.1f} GPU h")
+            print(f"  {stage:<22} {flops:10.3e} FLOPs  {hours:8.2f} GPU h")
+        print(f"  {'total':<22} {'':>16}  {total:8.2f} GPU h")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,33 @@ rule robustness_measures:
         " --out {output} > {log} 2>&1"
 
 
+# Decision-boundary distortion (Kim, Lee & Lee, AAAI 2021) of each fine-tuned defense.
+rule boundary_distortion:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        f"{DIAGNOSTICS}/distortion/{{defense}}.json",
+    log:
+        "results/{experiment}/logs/diagnostics/distortion/{defense}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/diagnostics/distortion/{defense}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("boundary-distortion"),
+        spec=distortion_spec(),
+        purifier=lambda w, input: (
+            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+        ),
+    shell:
+        "python -m atop boundary-distortion --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+        " --out {output} > {log} 2>&1"
+
+
 rule diagnostic_pictures:
     input:
         picture_inputs,
@@ -95,6 +122,11 @@ rule diagnostics_summary:
             allow_missing=True,
         ),
         results=lambda w: eot_results(w.experiment),
+        distortion=expand(
+            f"{DIAGNOSTICS}/distortion/{{defense}}.json",
+            defense=FINETUNED_DEFENSES,
+            allow_missing=True,
+        ),
     output:
         [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
     log:
@@ -108,6 +140,7 @@ rule diagnostics_summary:
     shell:
         "python -m atop diagnostics-summary --measures {input.measures}"
         " --concentration {input.concentration} --results {input.results}"
+        " --distortion {input.distortion}"
         " --out-dir results/{wildcards.experiment}/diagnostics > {log} 2>&1"
 
 

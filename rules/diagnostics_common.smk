@@ -35,6 +35,23 @@ def diagnostics_spec(part, attack=True):
     )
 
 
+# Decision-boundary distortion (Kim, Lee & Lee 2021) is measured on every fine-tuned defense.
+FINETUNED_DEFENSES = [
+    d
+    for d in DEFENSES
+    if DEFENSE_KINDS[split_defense(d)[0]].purifier_stage == "finetuned"
+]
+
+
+def distortion_spec():
+    """The distortion settings, eps null resolved to the fine-tuning attack's eps."""
+    settings = dict(config["diagnostics"]["distortion"])
+    if settings.get("eps") is None:
+        settings["eps"] = config["finetune"]["eps"]
+    evaluation = {k: config["evaluation"][k] for k in ("n_samples", "sample_seed")}
+    return spec(diagnostics={"distortion": settings}, evaluation=evaluation)
+
+
 def eot_results(experiment):
     """The results the EOT-sufficiency checks judge: full-gradient EOT attacks on randomized defenses."""
     attacks = config["evaluation"]["attacks"]
@@ -81,4 +98,5 @@ def diagnostics_targets(experiment):
     return [
         f"{folder}/pictures.png",
         *(f"{folder}/{name}" for name in DIAGNOSTICS_SUMMARY),
+        *(f"{folder}/distortion/{defense}.json" for defense in FINETUNED_DEFENSES),
     ]

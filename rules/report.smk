@@ -53,9 +53,11 @@ rule report:
         code=code_version("report"),
         dataset=config["data"]["dataset"],
         purifier=report_purifier_args(),
+        # thresholds of the overfitting detectors flagged in the summary (src/atop/diagnostics/detectors.py)
+        overfitting=json.dumps(config["diagnostics"]["overfitting"], sort_keys=True),
     shell:
         "python -m atop report --experiment {wildcards.experiment} --dataset {params.dataset}"
         " {params.purifier}"
         " --results {input.results} {input.sweeps} --expected {input.results} {input.sweeps}"
-        " --checks {input.checks} --curves {input.curves}"
+        " --checks {input.checks} --curves {input.curves} --overfitting {params.overfitting:q}"
         " --reference {input.reference} --out-dir results/{wildcards.experiment}/report > {log} 2>&1"

@@ -54,6 +54,9 @@ SHRINK: dict[str, Callable[[int], int]] = {
     "epochs": _at_most(2),
     "epoch_images": _at_most(16),
     "val_samples": _at_most(8),
+    "train_images": _at_most(8),  # the overfitting monitors' fixed batches
+    "val_images": _at_most(8),
+    "points": _at_most(4),  # decision-boundary distortion's segment points
     "val_steps": _at_most(2),
     "ce_start_epoch": _at_most(1),
     "steps": _at_most(2),

@@ -38,8 +38,9 @@ SMALL = {
     "gpu_fastpath.py": ["--smoke", "--device", "cpu", "--steps", "1", "--eot", "2"],
     "rerun_parity.py": ["--edits", "report-code"],  # the tiny build, then the cheapest edit
     "startup.py": ["--before", "HEAD", "--repeats", "1", "--commands", "checks"],
+    "monitors.py": ["--smoke", "--repeats", "1"],
 }
-CACHED = {"eot.py", "harness.py", "scaling.py"}
+CACHED = {"eot.py", "harness.py", "scaling.py", "monitors.py"}
 PRINTS = {
     "eot.py": ["speed-up vs EOTPGD", "target >= 3x on the CPU", "images per pass", "gradient quality"],
     "harness.py": ["img/s"],
@@ -47,6 +48,7 @@ PRINTS = {
     "gpu_fastpath.py": ["on / off", "TFLOP/s", "fast path on"],
     "rerun_parity.py": ["same jobs", "dvc repro", "report: "],
     "startup.py": ["after / before", "checks"],
+    "monitors.py": ["AT monitor call", "fine-tuning monitor call", "added to the default DAG"],
 }
 
 

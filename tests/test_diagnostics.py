@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import jsonschema
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -329,10 +330,15 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
         "flatness": {"classifier": {"flatness": 0.3}, "purifier": {"flatness": 0.1}},
     }
     standard = copy.deepcopy(measure) | {"defense": "standard", "randomized": False, "flatness": {}}
-    counts = write_summary([measure, standard], [_concentration("atop", 8)], [_result("atop", "eot_pgd", 4)], tmp_path)
+    distortion = [{"defense": "atop", "distortion": 0.25}]
+    counts = write_summary(
+        [measure, standard], [_concentration("atop", 8)], [_result("atop", "eot_pgd", 4)], tmp_path, distortion
+    )
     assert counts == {"defenses": 2, "checks": 1, "failed": 1}
     table = (tmp_path / "measures.csv").read_text().splitlines()
     assert len(table) == 3 and "flatness_purifier" in table[0]
+    frame = pd.read_csv(tmp_path / "measures.csv").set_index("defense")
+    assert frame.loc["atop", "boundary_distortion"] == 0.25 and pd.isna(frame.loc["standard", "boundary_distortion"])
     assert "| standard |" in (tmp_path / "measures.md").read_text()
     for figure in ("measures_vs_robust_accuracy", "eot_sufficiency"):
         assert (tmp_path / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

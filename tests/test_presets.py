@@ -46,6 +46,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "report": 1,
         "gradient_concentration": len(defenses),
         "robustness_measures": len(defenses),
+        "boundary_distortion": sum(d.split("-")[0] == "atop" for d in defenses),
         "diagnostic_pictures": 1,
         "diagnostics_summary": 1,
         "all": 1,

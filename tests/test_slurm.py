@@ -34,6 +34,7 @@ GPU_RULES = (
     "evaluate_sweep",
     "gradient_concentration",
     "robustness_measures",
+    "boundary_distortion",
     "diagnostic_pictures",
 )
 SUBMITTED = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
@@ -92,8 +93,8 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
     # Every job went through sbatch: Snakemake's SLURM job ids are the controller's jobs.
     submitted = {int(job_id): Path(log) for job_id, log in SUBMITTED.findall(output)}
     # prepare, classifier, AT, pre-train, fine-tune, 8 evaluations, 2 sweep points, checks, report,
-    # and the diagnostics: 4 gradient concentrations, 4 measures, pictures, summary
-    assert len(submitted) == 27, output[-4000:]
+    # and the diagnostics: 4 gradient concentrations, 4 measures, atop's distortion, pictures, summary
+    assert len(submitted) == 28, output[-4000:]
     jobs = {int(job["JobID"]): job for job in local_slurm.jobs()}
     assert set(submitted) <= set(jobs)
     for job_id, log in submitted.items():

@@ -286,6 +286,7 @@ def test_finetune_purifier_collapse_guard(pretrained, tmp_path):
     "attack",
     [
         "fgsm_classifier",
+        "fgsm_checked",
         "pgd_defense",
     ],
 )
@@ -307,3 +308,18 @@ def test_finetune_purifier_resume_is_bitwise_identical(pretrained, tmp_path, mon
     assert ran == [0, 1]
     assert _same_state(straight.state_dict(), resumed.state_dict())
     assert _without_seconds(straight_history) == _without_seconds(resumed_history)
+
+
+def test_finetune_monitor_changes_no_weight_and_writes_its_columns(pretrained, tmp_path):
+    from atop.diagnostics.overfitting import COLUMNS
+
+    data, modules, model_meta, transform_meta, _, _ = pretrained
+    args = (data, 0, CPU, _classifier(), modules.state_dict(), model_meta, transform_meta)
+    off = finetune_spec(monitor={"train_images": 0, "val_images": 0})
+    on = finetune_spec(monitor={"train_images": 8, "val_images": 8, "steps": 2, "eot": 2})
+    plain, plain_history, _ = finetune_purifier(args[0], off, *args[1:], tmp_path / "off.resume")
+    monitored, history, _ = finetune_purifier(args[0], on, *args[1:], tmp_path / "on.resume")
+    assert _same_state(plain.state_dict(), monitored.state_dict())
+    assert set(COLUMNS) <= history[0].keys() and not set(COLUMNS) & plain_history[0].keys()
+    assert history[0]["val_clean_accuracy"] == plain_history[0]["val_clean_accuracy"]
+    assert all(0 <= history[0][c] <= 1 for c in COLUMNS)

@@ -41,6 +41,10 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     }
     for curve, epochs in curves.items():
         assert len(pd.read_csv(results / "curves" / f"{curve}.csv")) == epochs
+    for curve in ("classifier_adversarial", "purifier_finetune/gan-rt2"):  # the overfitting monitors' columns
+        monitored = pd.read_csv(results / "curves" / f"{curve}.csv")
+        for column in ("train_clean", "train_fgsm", "train_pgd", "val_clean", "val_fgsm", "val_pgd"):
+            assert monitored[column].between(0, 1).all(), (curve, column)
     assert json.loads((results / "finetune_checks" / "gan-rt2.json").read_text())["draws"] == 1
 
     indices = set()
@@ -99,6 +103,13 @@ def test_tiny_workflow_end_to_end(workflow_dir):
         )
         assert (results / "benchmarks" / "diagnostics" / "measures" / f"{defense}.tsv").is_file()
     assert len(pd.read_csv(diagnostics / "measures.csv")) == 4
+    in_table = pd.read_csv(diagnostics / "measures.csv").set_index("defense")["boundary_distortion"]
+    assert in_table.drop("atop").isna().all(), "only fine-tuned defenses have a distortion"
+    distortion = json.loads((diagnostics / "distortion" / "atop.json").read_text())
+    assert distortion["points"] == 100 and distortion["draws"] == 2 and distortion["randomized"]
+    assert (distortion["eligible"], distortion["distortion"]) == (0, None) or 0 <= distortion["distortion"] <= 1
+    assert not (diagnostics / "distortion" / "ap.json").exists(), "distortion is measured on fine-tuned defenses"
+    assert "## Overfitting of adversarial training" in summary
     eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]
     assert {(c["defense"], c["attack"]) for c in eot_checks} == {("ap", "eot_pgd"), ("atop", "eot_pgd")}
     for figure in ("pictures", "measures_vs_robust_accuracy", "eot_sufficiency"):
@@ -180,6 +191,14 @@ BAD_CONFIGS = {
     "negative flatness radius": (
         lambda c: c["diagnostics"]["measures"].update(flatness_xi=-0.5),
         ["-0.5", "flatness_xi"],
+    ),
+    "monitor without PGD steps": (
+        lambda c: c["finetune"].update(monitor={"steps": 0}),
+        ["steps", "minimum"],
+    ),
+    "distortion with one point": (
+        lambda c: c["diagnostics"].update(distortion={"points": 1}),
+        ["points", "minimum"],
     ),
     "diagnostics attack with a partial gradient": (
         _bpda_diagnostics_attack,

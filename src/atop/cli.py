@@ -411,6 +411,44 @@ def cmd_robustness_measures(args) -> None:
     )
 
 
+def cmd_boundary_distortion(args) -> None:
+    from .data import load_prepared
+    from .diagnostics.overfitting import boundary_distortion
+    from .diagnostics.settings import distortion_settings
+    from .io import write_json
+
+    device = _setup(args.spec)
+    settings = distortion_settings(resolve_numbers(args.spec["diagnostics"]["distortion"]))
+    if settings["eps"] is None:
+        raise ValueError("diagnostics.distortion.eps is null here: the rule resolves it to finetune.eps")
+    data = load_prepared(args.data)
+    defense, built_from = _diagnostic_defense(
+        args.spec, args.data, args.defense, args.classifier, args.purifier, device
+    )
+    x, y, idx = _test_subset(data, args.spec, settings["n_images"])
+    began = time.perf_counter()
+    result = boundary_distortion(
+        defense, x, y, settings["eps"], settings["points"], settings["draws"], seed=args.spec["seed"]
+    )
+    result |= {
+        "defense": args.defense,
+        "randomized": defense.randomized,
+        "sample_indices": idx.tolist(),
+        "seconds": time.perf_counter() - began,
+        **built_from,
+    }
+    write_json(args.out, result)
+    log.info(
+        "%s: decision-boundary distortion %s (%d of %d segments right at both ends, m = %d, %d draws)",
+        args.defense,
+        "none measurable" if result["distortion"] is None else f"{result['distortion']:.3f}",
+        result["distorted"],
+        result["eligible"],
+        settings["points"],
+        result["draws"],
+    )
+
+
 def cmd_diagnostic_pictures(args) -> None:
     import torch
 
@@ -442,6 +480,7 @@ def cmd_diagnostics_summary(args) -> None:
         [read_json(p) for p in args.concentration],
         [read_json(p) for p in args.results],
         args.out_dir,
+        [read_json(p) for p in args.distortion],
     )
     log.info("diagnostics of %(defenses)d defenses; %(checks)d EOT-sufficiency checks, %(failed)d failed", counts)
 
@@ -460,6 +499,7 @@ def cmd_report(args) -> None:
         purifier=args.purifier,
         transform=args.transform,
         checks_paths=args.checks,
+        overfitting=args.overfitting,
     )
     log.info("report written to %s (%d results, %d missing)", args.out_dir, metrics["results"], metrics["missing"])
 
@@ -536,6 +576,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
     p.add_argument("--out", type=Path, required=True)
 
+    p = stage("boundary-distortion", cmd_boundary_distortion, "decision-boundary distortion of one defense")
+    p.add_argument("--spec", type=_spec, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--defense", required=True)
+    p.add_argument("--classifier", type=Path, required=True)
+    p.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
+    p.add_argument("--out", type=Path, required=True)
+
     p = stage("diagnostic-pictures", cmd_diagnostic_pictures, "fixed test images through every defense, as PNG")
     p.add_argument("--spec", type=_spec, required=True)
     p.add_argument("--data", type=Path, required=True)
@@ -553,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--measures", type=Path, nargs="+", required=True)
     p.add_argument("--concentration", type=Path, nargs="+", required=True)
     p.add_argument("--results", type=Path, nargs="*", default=[], help="evaluation results the EOT checks judge")
+    p.add_argument(
+        "--distortion",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="decision-boundary distortion JSONs (fine-tuned defenses)",
+    )
     p.add_argument("--out-dir", type=Path, required=True)
 
     p = stage("report", cmd_report, "tables, figures, metrics and summary from whatever results exist")
@@ -572,6 +627,12 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         help="obfuscation_checks.json (cross-attack and sweep checks) and diagnostics/eot_checks.json (EOT sufficiency)",
+    )
+    p.add_argument(
+        "--overfitting",
+        type=_spec,
+        default=None,
+        help="JSON of the overfitting detectors' thresholds (config diagnostics.overfitting); default: the schema's",
     )
     p.add_argument("--purifier", help="purifier architecture behind bare ap / atop defense names")
     p.add_argument("--transform", help="random transform (rt1|rt2|rt3) behind bare ap / atop defense names")

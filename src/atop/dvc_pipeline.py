@@ -41,7 +41,13 @@ STAGES = {
     "purifiers": ["pretrain_purifier"],
     "finetuning": ["finetune_purifier"],
     "evaluation": ["evaluate", "evaluate_sweep", "obfuscation_checks"],
-    "diagnostics": ["gradient_concentration", "robustness_measures", "diagnostic_pictures", "diagnostics_summary"],
+    "diagnostics": [
+        "gradient_concentration",
+        "robustness_measures",
+        "boundary_distortion",
+        "diagnostic_pictures",
+        "diagnostics_summary",
+    ],
     "report": ["report"],  # after diagnostics: the summary reads its EOT-sufficiency checks
 }
 PARAMS_FILE = "params.yaml"

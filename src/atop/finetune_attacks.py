@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 import torchattacks
 from torch import nn
 from torchattacks.attack import Attack
@@ -44,3 +46,37 @@ def _fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dic
 def _pgd_on_defense(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
     """Stronger and slower: PGD through RT + purifier + classifier."""
     return torchattacks.PGD(defense, eps=spec["eps"], alpha=spec["alpha"], steps=spec["steps"], random_start=True)
+
+
+class CheckedFGSM(Attack):
+    """Kim, Lee & Lee's fix for catastrophic overfitting (AAAI 2021): one signed-gradient step, checked
+    at ``check_points`` points x + (k/c) eps sign(g), k = 1..c; each image gets the smallest that the
+    model misclassifies, or the full step if none does (no random start, as in their method)."""
+
+    def __init__(self, model: nn.Module, eps: float, check_points: int) -> None:
+        super().__init__("CheckedFGSM", model)
+        if not isinstance(check_points, int) or check_points < 1:
+            raise ValueError(f"check_points = {check_points!r} must be a positive integer")
+        self.eps, self.check_points = eps, check_points
+        self.supported_mode = ["default"]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.clone().detach().to(self.device).requires_grad_(True)
+        labels = labels.clone().detach().to(self.device)
+        (grad,) = torch.autograd.grad(F.cross_entropy(self.get_logits(images), labels), images)
+        images, step = images.detach(), self.eps * grad.sign()
+        chosen = (images + step).clamp(0, 1)
+        found = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
+        with torch.no_grad():
+            for k in range(1, self.check_points):  # the c-th point is the full step, already the default
+                candidate = (images + (k / self.check_points) * step).clamp(0, 1)
+                first = (self.get_logits(candidate).argmax(1) != labels) & ~found
+                chosen[first] = candidate[first]
+                found |= first
+        return chosen
+
+
+@finetune_attack("fgsm_checked", norm="Linf")
+def _checked_fgsm_on_classifier(classifier: nn.Module, defense: DefendedModel, spec: dict) -> Attack:
+    """The paper's FGSM on the classifier, with Kim et al.'s intermediate-point check (``check_points``)."""
+    return CheckedFGSM(classifier, eps=spec["eps"], check_points=spec.get("check_points", 3))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import ConfigError
+from ..config import ConfigError, number
 
 MAX_EOT = 1024  # the largest EOT the expected-cosine curve of gradient concentration is read up to
 
@@ -29,6 +29,7 @@ def check_diagnostics(config: dict) -> None:
     )
     measures = section.get("measures", {})
     check_flatness(measures.get("flatness_xi", 0.5), measures.get("flatness_draws", 10))
+    check_overfitting_settings(config)
     n_test = config["data"].get("test_size")
     n_samples = min(config["evaluation"].get("n_samples", 200), n_test or float("inf"))
     for position in section.get("pictures", {}).get("images", []):
@@ -58,3 +59,79 @@ def check_flatness(xi: float, draws: int, prefix: str = "diagnostics.") -> None:
         raise ConfigError(f"{key}.flatness_xi = {xi!r}: a relative weight-perturbation radius cannot be negative")
     if not isinstance(draws, int) or draws < 1:
         raise ConfigError(f"{key}.flatness_draws = {draws!r} must be a positive integer")
+
+
+# Overfitting monitors (diagnostics/overfitting.py): a ``monitor:`` section in each adversarial
+# training stage (adversarial_training, finetune). 0 images switch a batch off; both 0 switch the
+# monitor off. eps is the stage's training eps; PGD steps are eps/4 with a random start.
+MONITOR_DEFAULTS = {"train_images": 64, "val_images": 64, "steps": 5, "eot": 2, "seed": 0}
+# Thresholds of the detectors on the monitored curves (fractions, not percentage points).
+OVERFITTING_DEFAULTS = {"fgsm_rise": 0.1, "pgd_drop": 0.2, "robust_drop": 0.05, "train_rise": 0.0}
+# Decision-boundary distortion (Kim, Lee & Lee, AAAI 2021); eps null: the fine-tuning attack's eps.
+DISTORTION_DEFAULTS = {"n_images": 32, "points": 100, "eps": None, "draws": 2}
+
+
+def monitor_settings(section: dict | None, key: str) -> dict:
+    """The stage's monitor settings with defaults; :class:`ConfigError` naming ``key`` for bad ones."""
+    settings = {**MONITOR_DEFAULTS, **(section or {})}
+    unknown = sorted(set(settings) - set(MONITOR_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {unknown}; known: {sorted(MONITOR_DEFAULTS)}")
+    for name in ("train_images", "val_images"):
+        if not isinstance(settings[name], int) or settings[name] < 0:
+            raise ConfigError(f"{key}.{name} = {settings[name]!r} must be an integer >= 0 (0: no such batch)")
+    for name in ("steps", "eot"):
+        if not isinstance(settings[name], int) or settings[name] < 1:
+            raise ConfigError(f"{key}.{name} = {settings[name]!r} must be a positive integer")
+    if not isinstance(settings["seed"], int) or settings["seed"] < 0:
+        raise ConfigError(f"{key}.seed = {settings['seed']!r} must be a non-negative integer")
+    return settings
+
+
+def overfitting_thresholds(section: dict | None, key: str = "diagnostics.overfitting") -> dict:
+    thresholds = {**OVERFITTING_DEFAULTS, **(section or {})}
+    unknown = sorted(set(thresholds) - set(OVERFITTING_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {unknown}; known: {sorted(OVERFITTING_DEFAULTS)}")
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ConfigError(f"{key}.{name} = {value!r} must be an accuracy change in [0, 1]")
+    for name in ("fgsm_rise", "pgd_drop", "robust_drop"):
+        if thresholds[name] == 0:
+            raise ConfigError(f"{key}.{name} = 0 would flag every curve; use a positive change")
+    return thresholds
+
+
+def check_distortion(points: int, eps: float | None, draws: int, n_images: int, key: str = "diagnostics.distortion"):
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ConfigError(
+            f"{key}.points = {points!r}: the segment needs at least 2 points (one between clean and full step)"
+        )
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, int | float) or not eps >= 0):
+        raise ConfigError(f"{key}.eps = {eps!r}: the FGSM step size cannot be negative")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ConfigError(f"{key}.draws = {draws!r} must be a positive integer")
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ConfigError(f"{key}.n_images = {n_images!r} must be a positive integer")
+
+
+def distortion_settings(section: dict | None, key: str = "diagnostics.distortion") -> dict:
+    settings = {**DISTORTION_DEFAULTS, **(section or {})}
+    unknown = sorted(set(settings) - set(DISTORTION_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{key}: unknown keys {unknown}; known: {sorted(DISTORTION_DEFAULTS)}")
+    check_distortion(settings["points"], settings["eps"], settings["draws"], settings["n_images"], key)
+    return settings
+
+
+def check_overfitting_settings(config: dict) -> None:
+    """The monitors of both adversarial training stages, the detectors' thresholds, the distortion measure."""
+    for stage in ("adversarial_training", "finetune"):
+        if config.get(stage) is not None:
+            monitor_settings(config[stage].get("monitor"), f"{stage}.monitor")
+    section = config.get("diagnostics", {})
+    overfitting_thresholds(section.get("overfitting"))
+    distortion = dict(section.get("distortion") or {})
+    if distortion.get("eps") is not None:
+        distortion["eps"] = number(distortion["eps"])  # "8/255" as in every budget
+    distortion_settings(distortion)

@@ -24,9 +24,11 @@ MEASURES = {
 }
 
 
-def measures_table(measures: list[dict], concentration: list[dict]) -> pd.DataFrame:
-    """One row per defense: robust accuracies, every measure, R and the EOT the defense needs."""
+def measures_table(measures: list[dict], concentration: list[dict], distortion: list[dict] = ()) -> pd.DataFrame:
+    """One row per defense: robust accuracies, every measure, R, the EOT the defense needs and (fine-tuned
+    defenses) the decision-boundary distortion."""
     by_defense = {c["defense"]: c for c in concentration}
+    distorted = {d["defense"]: d["distortion"] for d in distortion}
     rows = []
     for entry in measures:
         gc = by_defense.get(entry["defense"], {})
@@ -47,6 +49,7 @@ def measures_table(measures: list[dict], concentration: list[dict]) -> pd.DataFr
                 "flatness_purifier": flatness.get("purifier", {}).get("flatness"),
                 "mean_resultant_length": gc.get("mean_resultant_length"),
                 "eot_needed": gc.get("eot_needed"),
+                "boundary_distortion": distorted.get(entry["defense"]),
             }
         )
     return pd.DataFrame(rows)
@@ -176,12 +179,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_summary(measures: list[dict], concentration: list[dict], results: list[dict], out_dir: Path) -> dict:
+def write_summary(
+    measures: list[dict], concentration: list[dict], results: list[dict], out_dir: Path, distortion: list[dict] = ()
+) -> dict:
     """measures.csv / .md, measures_vs_robust_accuracy.png, eot_sufficiency.png and eot_checks.json under out_dir."""
     from ..io import write_json, write_text
 
     out_dir = Path(out_dir)
-    table = measures_table(measures, concentration)
+    table = measures_table(measures, concentration, distortion)
     with atomic_path(out_dir / "measures.csv") as tmp:
         table.to_csv(tmp, index=False)
     write_text(out_dir / "measures.md", _markdown(table))

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
+from .overfitting import overfitting_lines, stage_flags
 from .reference import join_reference, load_reference, reference_summary
 from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results, parse_defense
 from .summary import claims, comparison_metrics, gradient_comparisons, headline, markdown_to_rst, summary_markdown
@@ -106,12 +107,14 @@ def write_report(
     purifier: str | None = None,
     transform: str | None = None,
     checks_paths=(),
+    overfitting: dict | None = None,
 ) -> dict:
     """Write every table, figure, metrics.json and summary.md; return the metrics.
 
     ``checks_paths`` are the workflow's obfuscation_checks.json (cross-attack and sweep
     checks) and diagnostics/eot_checks.json (EOT sufficiency); their failures are listed in
-    the summary and put the numbers they concern in doubt.
+    the summary and put the numbers they concern in doubt. ``overfitting`` holds the detectors'
+    thresholds (config diagnostics.overfitting) for the monitored training curves.
     """
     out_dir = Path(out_dir)
     reference = load_reference(reference_paths)  # a malformed reference fails before any output is touched
@@ -131,6 +134,7 @@ def write_report(
     judged = claims(frame, gradient_comparisons(frame), joined, dataset)
 
     curves = find_files(curve_paths, ".csv")
+    overfitting_found = stage_flags(curves, overfitting)
     metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing)
     cross_checks = []
     if isinstance(checks_paths, (str, Path)):
@@ -140,6 +144,9 @@ def write_report(
         cross_checks += [c for group in CHECK_GROUPS for c in recorded.get(group, [])]
     metrics["obfuscation_checks_failed"] = sum(not c["passed"] for c in cross_checks) + int(
         (frame["failed_checks"] != "").sum()
+    )
+    metrics["overfitting_detected"] = sum(
+        f["catastrophic"]["detected"] + f["robust"]["detected"] for f in overfitting_found
     )
     # Staged: a kill mid-report leaves the previous complete report or none, never a mix.
     with staged_directory(out_dir) as staging:
@@ -157,9 +164,18 @@ def write_report(
         figures.robust_accuracy_figure(frame, staging / "robust_accuracy")
         figures.eps_curves_figure(frame, staging / "robust_vs_eps")
         figures.sweeps_figure(frame, staging / "sweeps")
-        figures.training_curves_figure(curves, staging / "training_curves")
+        figures.training_curves_figure(curves, staging / "training_curves", overfitting)
 
-        summary = summary_markdown(experiment, dataset, frame, judged, missing, problems, cross_checks)
+        summary = summary_markdown(
+            experiment,
+            dataset,
+            frame,
+            judged,
+            missing,
+            problems,
+            cross_checks,
+            overfitting_lines(overfitting_found, overfitting),
+        )
         write_text(staging / "summary.md", summary)
         # the first page of Snakemake's HTML report: the verdicts, then the headline figure
         write_text(staging / "summary.rst", markdown_to_rst(summary, staging / "robust_accuracy.png"))

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..diagnostics.detectors import COLUMNS as MONITOR_COLUMNS
 from ..io import atomic_path
+from .overfitting import curve_stage, monitored, stage_flags
 from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense
 from .tables import attack_columns, clean_estimate, full_gradient
 
@@ -202,10 +204,7 @@ def sweeps_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
     return save_figure(fig, stem)
 
 
-def _curve_stage(path: Path) -> str:
-    """curves/classifier.csv -> "classifier"; curves/purifier_pretrain/gan-rt2.csv -> "purifier pretrain gan-rt2"."""
-    name = path.stem if path.parent.name == "curves" else f"{path.parent.name} {path.stem}"
-    return name.replace("_", " ")
+_curve_stage = curve_stage
 
 
 # Curve columns that are neither a loss nor an accuracy: bookkeeping and the schedule.
@@ -214,20 +213,75 @@ NOT_PLOTTED = ("epoch", "seconds", "lr", "selected")
 
 def curve_columns(curve: pd.DataFrame) -> tuple[list[str], list[str]]:
     """``(losses, accuracies)``: the numeric columns of a training curve that go on each axis."""
-    metrics = [c for c in curve.columns if c not in NOT_PLOTTED and pd.api.types.is_numeric_dtype(curve[c])]
+    metrics = [
+        c
+        for c in curve.columns
+        if c not in NOT_PLOTTED and c not in MONITOR_COLUMNS and pd.api.types.is_numeric_dtype(curve[c])
+    ]
     accuracies = [c for c in metrics if "accuracy" in c]
     return [c for c in metrics if c not in accuracies], accuracies
 
 
-def training_curves_figure(curve_paths: list[Path], stem: Path) -> list[Path]:
-    """One row per training stage: losses on the left, accuracies on the right, per epoch."""
-    curves = [(p, pd.read_csv(p)) for p in curve_paths]
+# The overfitting monitor's columns: split -> line style, attack -> colour.
+MONITOR_STYLES = {"train": "--", "val": "-"}
+MONITOR_COLOURS = {"clean": "0.45", "fgsm": "tab:orange", "pgd": "tab:red"}
+
+
+def _monitor_panel(ax, path: Path, curve: pd.DataFrame, flag: dict | None) -> None:
+    """Clean / FGSM / PGD accuracy on the fixed batches; detected overfitting marked and named."""
+    ax.set(title=f"{_curve_stage(path)}: overfitting monitor", xlabel="epoch", ylabel="accuracy (%)", ylim=(-2, 102))
+    if not monitored(curve):
+        ax.set(xticks=[], yticks=[], ylabel="")
+        ax.text(0.5, 0.5, "not monitored", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        return
+    for column in MONITOR_COLUMNS:
+        if column in curve.columns:
+            split, attack = column.split("_")
+            ax.plot(
+                curve["epoch"],
+                100 * curve[column],
+                MONITOR_STYLES[split],
+                marker=".",
+                color=MONITOR_COLOURS[attack],
+                label=column,
+            )
+    notes = []
+    if flag and flag["catastrophic"]["detected"]:
+        for epoch in sorted({e for epochs in flag["catastrophic"]["epochs"].values() for e in epochs}):
+            ax.axvline(epoch, color="crimson", lw=2, alpha=0.4)
+        notes.append("catastrophic overfitting")
+    if flag and flag["robust"]["detected"]:
+        ax.axvline(flag["robust"]["best_epoch"], color="purple", ls=":", lw=2)
+        notes.append(f"robust overfitting (best val PGD: epoch {flag['robust']['best_epoch']})")
+    if notes:
+        ax.text(
+            0.02,
+            0.96,
+            "DETECTED: " + "; ".join(notes),
+            transform=ax.transAxes,
+            va="top",
+            color="crimson",
+            fontsize="small",
+            weight="bold",
+        )
+    ax.legend(fontsize="x-small", ncol=2, loc="best")
+
+
+def training_curves_figure(curve_paths: list[Path], stem: Path, thresholds: dict | None = None) -> list[Path]:
+    """One row per training stage: losses, accuracies and (for monitored stages: the AT baseline and
+    fine-tuning) the overfitting monitor's clean / FGSM / PGD accuracy, per epoch."""
+    curves = [(Path(p), pd.read_csv(p)) for p in curve_paths]
     curves = [(p, c) for p, c in curves if "epoch" in c.columns and len(c)]
     if not curves:
         return save_figure(_message_figure("Training curves", "no training curves found"), stem)
+    flags = {f["stage"]: f for f in stage_flags([p for p, _ in curves], thresholds)}
+    panels = 3 if flags else 2
     sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(len(curves), 2, figsize=(10, 2.8 * len(curves)), squeeze=False)
-    for (path, curve), (loss_ax, acc_ax) in zip(curves, axes):
+    fig, axes = plt.subplots(len(curves), panels, figsize=(5 * panels, 2.8 * len(curves)), squeeze=False)
+    for (path, curve), row_axes in zip(curves, axes):
+        loss_ax, acc_ax = row_axes[:2]
+        if panels == 3:
+            _monitor_panel(row_axes[2], path, curve, flags.get(_curve_stage(path)))
         losses, accuracies = curve_columns(curve)
         for ax, columns, label in ((loss_ax, losses, "loss"), (acc_ax, accuracies, "accuracy (%)")):
             colours = sns.color_palette("deep", max(1, len(columns)))

@@ -552,6 +552,7 @@ def summary_markdown(
     missing: list[str],
     problems: list[str],
     cross_checks: list[dict] = (),
+    overfitting: list[str] = (),
 ) -> str:
     main = main_results(frame)
     n = main["n"].max()
@@ -638,6 +639,8 @@ def summary_markdown(
             f"- Across results (attacks, sweeps, EOT sufficiency): {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed."
         )
         lines += [f"- FAILED for {c.get('defense')}: {c['claim']} ({c['detail']})." for c in bad]
+    if overfitting:  # the adversarial training stages' monitors (report/overfitting.py)
+        lines += ["", "## Overfitting of adversarial training", "", *overfitting]
     lines += ["", "## Missing", ""]
     if not missing and not problems:
         lines.append("- Nothing: every expected result is here.")

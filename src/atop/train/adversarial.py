@@ -10,6 +10,9 @@ Robust overfitting (Rice et al. 2020): after each epoch a PGD attack (``val_step
 steps of eps/4, Rice et al.'s 2/255 at 8/255) scores the validation split (its
 first ``val_samples`` images), and the epoch with the highest validation robust
 accuracy is the one kept.
+
+Overfitting monitor (``monitor``; src/atop/diagnostics/overfitting.py): clean, FGSM and PGD accuracy
+on fixed training and validation batches after every epoch, as curve columns; it changes no weight.
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ from torch import nn
 
 from ..config import resolve_numbers
 from ..data import PreparedData
+from ..diagnostics.overfitting import OverfittingMonitor
+from ..diagnostics.settings import monitor_settings
 from ..fastpath import FastPath
 from .classifier import fit_classifier, recipe
 from .loop import epoch_seed
 
 VALIDATION_DEFAULTS = {"val_samples": None, "val_steps": 10}
+NOT_TRAINING = ("monitor",)  # settings that change no trained weight: a resume file may differ in them
 SELECTED_METRIC = "val_robust_accuracy"
 
 
@@ -56,6 +62,13 @@ def train_adversarial(
     """Return ``(model, model_meta, history)`` of the adversarially trained classifier at its best
     validation robust accuracy; history rows mark that epoch with ``selected`` = 1."""
     attack_spec = {**VALIDATION_DEFAULTS, **resolve_numbers(attack_spec)}
+    monitor = OverfittingMonitor(
+        (data.images("train"), data.labels("train")),
+        (data.images("val"), data.labels("val")),
+        attack_spec["eps"],
+        monitor_settings(attack_spec.get("monitor"), "adversarial_training.monitor"),
+    )
+    attack_spec = {k: v for k, v in attack_spec.items() if k not in NOT_TRAINING}
     x_val, y_val = data.images("val")[: attack_spec["val_samples"]], data.labels("val")[: attack_spec["val_samples"]]
 
     def pgd_examples(model: nn.Module) -> torchattacks.PGD:
@@ -66,7 +79,7 @@ def train_adversarial(
         accuracy = robust_accuracy(
             model, x_val, y_val, attack_spec["eps"], attack_spec["val_steps"], epoch_seed(seed, 0, stream=3)
         )
-        return {SELECTED_METRIC: accuracy}
+        return {SELECTED_METRIC: accuracy} | monitor(model)
 
     fingerprint = {"spec": recipe(classifier_spec), "attack": attack_spec, "seed": seed, "data": data.info}
     return fit_classifier(

@@ -5,7 +5,7 @@ adversarial term + L1 to the reconstruction target (summed over the generator's
 ``forward_train`` outputs: DeepFill's coarse and refined images), the target also
 being the discriminator's real image. A purifier without a discriminator (the
 autoencoder) gets the L1 term only. Pre-training reconstructs clean images.
-Fine-tuning feeds adversarial examples x' instead and adds
+Fine-tuning (with an overfitting monitor, diagnostics/overfitting.py) feeds adversarial examples x' instead and adds
 ``ce_weight * CE(f(g(t(x'))), y)`` with the classifier f frozen; its target is x'
 itself (``recon_target: adversarial``, the paper's L_df(x') and the public code)
 or the clean image (``clean``).
@@ -24,6 +24,8 @@ from torch import nn
 from ..config import ConfigError
 from ..data import PreparedData
 from ..defense import DefendedModel
+from ..diagnostics.overfitting import OverfittingMonitor
+from ..diagnostics.settings import monitor_settings
 from ..errors import FineTuneCollapse
 from ..fastpath import FastPath
 from ..finetune_attacks import FINETUNE_ATTACKS
@@ -48,7 +50,7 @@ RECON_TARGETS.register("clean")(lambda clean, attacked: clean)
 # Fine-tuning keys added after the first recipe, with the values a spec without them means.
 FINETUNE_DEFAULTS = {"recon_target": "adversarial", "epoch_images": None}
 # Settings that do not change the trained weights, so a resume file may differ in them.
-NOT_TRAINING = ("max_clean_drop", "check_draws")
+NOT_TRAINING = ("max_clean_drop", "check_draws", "monitor")
 
 
 def make_optimizers(parts: PurifierParts, spec: dict) -> dict[str, torch.optim.Optimizer]:
@@ -237,6 +239,13 @@ def finetune_purifier(
     attack = FINETUNE_ATTACKS[ft["attack"]].build(classifier, defense, ft)
     optimizers = make_optimizers(parts, ft)
     check_seed = seed + 2
+    # Clean / FGSM / EOT-PGD accuracy of the whole defense on fixed batches (diagnostics/overfitting.py).
+    monitor = OverfittingMonitor(
+        (data.images("train"), data.labels("train")),
+        (data.images("val"), data.labels("val")),
+        ft["eps"],
+        monitor_settings(ft.get("monitor"), "finetune.monitor"),
+    )
     before = defended_val_accuracy(defense, data, ft["check_draws"], check_seed)
     log.info("finetune_purifier: pre-trained defense, val clean accuracy %.4f", before)
 
@@ -266,7 +275,7 @@ def finetune_purifier(
             recon_target=recon_target,
         )
         row["val_clean_accuracy"] = defended_val_accuracy(defense, data, 1, check_seed)
-        return row
+        return row | monitor(defense)
 
     history = fit(
         stage="finetune_purifier",

@@ -1,0 +1,186 @@
+"""Overfitting monitors of adversarial training, their detectors, and decision-boundary distortion.
+
+Monitors (per epoch, on fixed images; both adversarial training stages):
+  clean, FGSM (one eps step) and PGD (``steps`` steps of eps/4, random start) accuracy on a fixed
+  training batch and a fixed validation batch, the images drawn once by ``monitor.seed``. For the AT
+  baseline the attacks run on the classifier; for AToP fine-tuning through the whole defended model
+  (RT + purifier + classifier) with ``eot`` samples per gradient and one scored draw, its randomness
+  seeded the same every epoch. A monitor runs on its own RNG streams and hands every RNG (torch's
+  global ones and the RT's) back as it found it, so training is bitwise the same with or without it.
+
+Detectors (pure functions on a curve's rows, torch-free in detectors.py; thresholds ``diagnostics.overfitting``):
+  - catastrophic overfitting (Kim, Lee & Lee, "Understanding catastrophic overfitting in single-step
+    adversarial training", AAAI 2021): an epoch whose FGSM accuracy rose by at least ``fgsm_rise``
+    over the epoch before while its PGD accuracy is at least ``pgd_drop`` below the best PGD
+    accuracy of the earlier epochs; checked on the training and on the validation batch.
+  - robust overfitting (Rice, Wong & Kolter, "Overfitting in adversarially robust deep learning",
+    ICML 2020): the last epoch's validation PGD accuracy is at least ``robust_drop`` below its best
+    epoch's while the training PGD accuracy rose after that epoch by more than ``train_rise``.
+
+Decision-boundary distortion (Kim, Lee & Lee 2021, Sec. 4): among images classified correctly both
+clean and at the full FGSM step x_f = clip(x + eps sign(g), 0, 1), the fraction whose prediction is
+wrong at some interior point x + (k/m)(x_f - x), k = 1..m-1 (g: the input gradient of the CE loss).
+An exactly linear model has none: the region of one class is convex. A randomized defense is measured ``draws`` times,
+each draw with one RT randomness shared by the gradient and every point of the segment (else RT noise
+alone would change labels); the figure is pooled over draws (distorted images / eligible images).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import build_attack
+from ..metrics import correct_per_draw
+from .detectors import ATTACKS, COLUMNS, SPLITS, catastrophic_overfitting, overfitting_flags, robust_overfitting
+from .settings import check_distortion
+
+__all__ = [
+    "COLUMNS",
+    "OverfittingMonitor",
+    "boundary_distortion",
+    "catastrophic_overfitting",
+    "overfitting_flags",
+    "robust_overfitting",
+]
+
+
+@contextlib.contextmanager
+def preserved_rng(model: nn.Module) -> Iterator[None]:
+    """Run the body on borrowed randomness: torch's global RNGs and every RT's seed and generator state."""
+    transforms = [m for m in model.modules() if hasattr(m, "reseed") and hasattr(m, "_generator")]
+    saved = [(t.seed, t._generator, None if t._generator is None else t._generator.get_state()) for t in transforms]
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            for t, (seed, generator, state) in zip(transforms, saved):
+                t.seed, t._generator = seed, generator
+                if generator is not None:
+                    generator.set_state(state)
+
+
+def fixed_batch(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images chosen once by ``seed`` (sorted positions); the whole split if it has fewer."""
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return x[idx], y[idx]
+
+
+class OverfittingMonitor:
+    """Clean / FGSM / PGD accuracy on fixed training and validation batches, once per epoch."""
+
+    def __init__(self, train, val, eps: float, settings: dict, batch_size: int = 128) -> None:
+        self.eps, self.settings, self.batch_size = float(eps), settings, batch_size
+        self.batches = {}
+        for offset, (split, (x, y)) in enumerate(zip(SPLITS, (train, val))):
+            if settings[f"{split}_images"]:  # 0: no such batch
+                self.batches[split] = fixed_batch(x, y, settings[f"{split}_images"], settings["seed"] + offset)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.batches)
+
+    def attacks(self, model: nn.Module):
+        eot = self.settings["eot"]
+        fgsm = build_attack("fgsm", model, {"eps": self.eps, "eot": "auto"}, eot=eot)
+        pgd = build_attack(
+            "pgd_linf", model, {"eps": self.eps, "alpha": self.eps / 4, "steps": self.settings["steps"]}, eot=eot
+        )
+        return {"fgsm": fgsm, "pgd": pgd}
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        """The monitor's columns for ``model`` (left in eval mode); every RNG is handed back unchanged."""
+        if not self.enabled:
+            return {}
+        row: dict[str, float] = {}
+        was_training = model.training
+        device = next(model.parameters()).device
+        with preserved_rng(model):
+            model.eval()
+            attacks = self.attacks(model)
+            for split, (x, y) in self.batches.items():
+                for offset, name in enumerate(ATTACKS):
+                    seed = self.settings["seed"] + 101 * offset
+                    torch.manual_seed(seed)  # PGD's random start
+                    reseed(model, seed)
+                    inputs = x
+                    if name in attacks:
+                        inputs = torch.cat(
+                            [
+                                attacks[name](
+                                    x[s : s + self.batch_size].to(device), y[s : s + self.batch_size].to(device)
+                                )
+                                .detach()
+                                .cpu()
+                                for s in range(0, len(y), self.batch_size)
+                            ]
+                        )
+                    reseed(model, seed + 1)
+                    model.eval()  # torchattacks restores the mode it found; scoring is in eval mode
+                    row[f"{split}_{name}"] = (
+                        correct_per_draw(model, inputs, y, 1, self.batch_size).float().mean().item()
+                    )
+        model.train(was_training)
+        return row
+
+
+def reseed(model: nn.Module, seed: int) -> None:
+    if hasattr(model, "reseed"):
+        model.reseed(seed)
+
+
+# ---- decision-boundary distortion ----------------------------------------------------------------
+
+
+def boundary_distortion(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 100, draws: int = 1, seed: int = 0
+) -> dict:
+    """Kim, Lee & Lee's decision-boundary distortion of ``model`` at FGSM step ``eps`` (see module doc).
+
+    ``draws`` > 1 only for randomized models (``model.randomized``); each draw reseeds the model
+    before every pass, so all points of a segment see the same RT randomness.
+    """
+    check_distortion(points, eps, draws, max(len(y), 1), key="boundary_distortion")
+    if not getattr(model, "randomized", False):
+        draws = 1
+    device = next(model.parameters()).device
+    model.eval()
+    x, y = x.to(device), y.to(device)
+    eligible_total = distorted_total = 0
+    per_draw = []
+    with preserved_rng(model):
+        for draw in range(draws):
+            draw_seed = seed + draw
+
+            def logits(images: torch.Tensor, draw_seed: int = draw_seed) -> torch.Tensor:
+                reseed(model, draw_seed)  # one randomness for the gradient and every point
+                return model(images)
+
+            images = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(logits(images), y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, images)
+            # the full step kept in [0, 1], so the segment x -> x_fgsm is straight and inside the image box
+            step = (x + eps * grad.sign()).clamp(0, 1) - x
+            with torch.no_grad():
+                # point k = 0 (clean) .. m (full step), one batch of images per point
+                correct = torch.stack([logits(x + (k / points) * step).argmax(1) == y for k in range(points + 1)])
+            eligible = correct[0] & correct[-1]
+            distorted = eligible & ~correct[1:-1].all(dim=0)
+            eligible_total += int(eligible.sum())
+            distorted_total += int(distorted.sum())
+            per_draw.append(float(distorted.sum() / eligible.sum()) if eligible.any() else None)
+    return {  # None (JSON null) where no image was right at both ends: nothing to measure
+        "distortion": distorted_total / eligible_total if eligible_total else None,
+        "eligible": eligible_total,
+        "distorted": distorted_total,
+        "per_draw": per_draw,
+        "images": len(y),
+        "draws": draws,
+        "points": points,
+        "eps": eps,
+    }

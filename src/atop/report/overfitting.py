@@ -1,0 +1,69 @@
+"""Overfitting flags of the monitored training stages, for the summary and the training-curves figure.
+
+The detectors (src/atop/diagnostics/detectors.py) run on each curve that carries the monitor's
+columns (train_clean ... val_pgd: the AT baseline and AToP fine-tuning).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..diagnostics.detectors import COLUMNS, overfitting_flags
+from ..diagnostics.settings import OVERFITTING_DEFAULTS, overfitting_thresholds
+
+
+def curve_stage(path: Path) -> str:
+    """curves/classifier.csv -> "classifier"; curves/purifier_pretrain/gan-rt2.csv -> "purifier pretrain gan-rt2"."""
+    name = path.stem if path.parent.name == "curves" else f"{path.parent.name} {path.stem}"
+    return name.replace("_", " ")
+
+
+def monitored(curve: pd.DataFrame) -> bool:
+    return any(c in curve.columns for c in COLUMNS)
+
+
+def stage_flags(curve_paths, thresholds: dict | None = None) -> list[dict]:
+    """Per monitored curve: the stage's name and both detectors' findings."""
+    thresholds = overfitting_thresholds(thresholds)
+    flags = []
+    for path in map(Path, curve_paths):
+        curve = pd.read_csv(path)
+        if "epoch" in curve.columns and len(curve) and monitored(curve):
+            flags.append({"stage": curve_stage(path), **overfitting_flags(curve.to_dict("records"), thresholds)})
+    return flags
+
+
+def overfitting_lines(flags: list[dict], thresholds: dict | None = None) -> list[str]:
+    """The summary's section: one line per monitored stage, the thresholds stated."""
+    t = {**OVERFITTING_DEFAULTS, **(thresholds or {})}
+    lines = [
+        (
+            "Monitors: clean, FGSM and PGD accuracy on fixed training and validation batches after every epoch "
+            "(training-curves figure). Catastrophic overfitting (Kim, Lee & Lee, AAAI 2021): FGSM accuracy up "
+            f">= {100 * t['fgsm_rise']:.0f} pp in an epoch while PGD accuracy is >= {100 * t['pgd_drop']:.0f} pp "
+            "below its earlier best. Robust overfitting (Rice et al., ICML 2020): validation PGD accuracy "
+            f">= {100 * t['robust_drop']:.0f} pp below its best epoch at the end while training PGD accuracy rose "
+            f"by more than {100 * t['train_rise']:.0f} pp."
+        ),
+        "",
+    ]
+    if not flags:
+        return lines + ["- No training stage of this run was monitored."]
+    for flag in flags:
+        found = []
+        catastrophic = flag["catastrophic"]
+        if catastrophic["detected"]:
+            where = "; ".join(
+                f"{split} batch epoch {', '.join(map(str, e))}" for split, e in catastrophic["epochs"].items() if e
+            )
+            found.append(f"**CATASTROPHIC OVERFITTING** ({where})")
+        robust = flag["robust"]
+        if robust["detected"]:
+            found.append(
+                f"**ROBUST OVERFITTING** (validation PGD accuracy {100 * robust['val_pgd_drop']:.1f} pp below its best "
+                f"epoch {robust['best_epoch']}, training PGD accuracy up {100 * robust['train_pgd_rise']:.1f} pp)"
+            )
+        lines.append(f"- {flag['stage']}: " + ("; ".join(found) if found else "neither detected") + ".")
+    return lines
