@@ -15,11 +15,13 @@ wall time), the jobs' own CPU seconds, the estimated idle 2-core wall time
 (jobcpu.two_core_estimate) and the after / before ratios.
 
     python benchmarks/dag_startup.py [--cores 2] [--repeats 1] [--keep DIR]
+    python benchmarks/dag_startup.py --summarize DIR   # the table again, from a kept folder
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -58,12 +60,19 @@ def run_dag(folder: Path, cores: str, eager: tuple[str, ...]) -> dict:
     wall, cpu = time.perf_counter() - began, children_cpu() - cpu_before
     if run.returncode != 0:
         sys.exit(f"snakemake failed in {folder}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
-    jobs = read_records(records)
+    result = {"wall": wall, "cpu": cpu, **job_figures(read_records(records))}
+    (folder / "run.json").write_text(json.dumps(result))
+    return result
+
+
+def job_figures(jobs: list[dict]) -> dict:
+    """The jobs' CPU seconds, split by thread count: a one-thread job's CPU seconds hardly depend on
+    other users' load, a multi-threaded one's grow with it (its threads spin while they wait for a core)."""
     estimate, critical = two_core_estimate(jobs)
     return {
-        "wall": wall,
-        "cpu": cpu,
         "jobs_cpu": sum(job["cpu"] for job in jobs),
+        "one_thread_cpu": sum(job["cpu"] for job in jobs if job["threads"] == 1),
+        "multi_thread_cpu": sum(job["cpu"] for job in jobs if job["threads"] > 1),
         "jobs": len(jobs),
         "estimate": estimate,
         "critical": critical,
@@ -75,10 +84,17 @@ def main() -> None:
     parser.add_argument("--cores", default="2")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
+    parser.add_argument("--summarize", type=Path, help="print the table of a kept folder's runs again (no run)")
     args = parser.parse_args()
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="atop-dag-startup-"))
     arms = {"after": (), "before": EAGER}
     runs: dict[str, list[dict]] = {label: [] for label in arms}
+    if args.summarize:
+        for run in sorted(args.summarize.glob("*-*/run.json")):
+            kept = {**json.loads(run.read_text()), **job_figures(read_records(run.parent / "job_cpu.jsonl"))}
+            runs[run.parent.name.split("-")[0]].append(kept)
+        print_table(runs)
+        return
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="atop-dag-startup-"))
     print(f"cores: {args.cores}  cpus: {os.cpu_count()}  load average at start: {os.getloadavg()}", flush=True)
     for repeat in range(args.repeats):
         order = list(arms) if repeat % 2 == 0 else list(reversed(arms))  # alternate who goes first
@@ -87,23 +103,28 @@ def main() -> None:
             runs[label].append(result)
             print(f"{label} #{repeat}: " + ", ".join(f"{k} {v:.1f}" for k, v in result.items()), flush=True)
     print(f"load average at end: {os.getloadavg()}")
+    print_table(runs)
+    if not args.keep:
+        shutil.rmtree(folder)
 
+
+def print_table(runs: dict[str, list[dict]]) -> None:
     rows = [
         ("wall s (loaded machine)", "wall"),
         ("CPU s, Snakemake + all jobs", "cpu"),
         ("CPU s, the atop jobs", "jobs_cpu"),
+        ("  of which one-thread jobs", "one_thread_cpu"),
+        ("  of which training (2 threads)", "multi_thread_cpu"),
         ("atop jobs", "jobs"),
         ("estimated idle 2-core wall s", "estimate"),
         ("critical path s", "critical"),
     ]
-    print(f"\nmedian of {args.repeats} run(s) each")
+    print(f"\nmedian of {len(runs['after'])} run(s) each")
     print(f"{'':<32}{'before':>12}{'after':>12}{'after / before':>16}")
     for title, key in rows:
         before = statistics.median(run[key] for run in runs["before"])
         after = statistics.median(run[key] for run in runs["after"])
         print(f"{title:<32}{before:>12.1f}{after:>12.1f}{after / before:>16.2f}")
-    if not args.keep:
-        shutil.rmtree(folder)
 
 
 if __name__ == "__main__":
