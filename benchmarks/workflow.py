@@ -85,6 +85,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     copy_workflow(folder)
     config = yaml.safe_load(Path(args.configfile or folder / "config" / "config.yaml").read_text())
+    # after the target: --configfile takes every argument up to the next option
     extra = ["--configfile", str(Path(args.configfile).resolve())] if args.configfile else []
     records = folder / "job_cpu.jsonl"
     shim = write_shim(folder / ".jobcpu", records)
@@ -93,12 +94,13 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}", flush=True)
 
     cpu_before = children_cpu()
-    wall, _ = timed([SNAKEMAKE, "--cores", args.cores, *extra, "all"], folder, env)
+    wall, _ = timed([SNAKEMAKE, "--cores", args.cores, "all", *extra], folder, env)
     cpu = children_cpu() - cpu_before
     load_after = os.getloadavg()
-    noop_runs = [timed([SNAKEMAKE, "-n", *extra, "all"], folder) for _ in range(3)]
+    noop_runs = [timed([SNAKEMAKE, "-n", "all", *extra], folder) for _ in range(3)]
     noop = [seconds for seconds, _ in noop_runs]
-    dvc_status, dvc_says = dvc_status_seconds(folder)
+    # dvc.yaml and params.yaml describe the default experiment: another one is not timed under DVC
+    dvc_status, dvc_says = dvc_status_seconds(folder) if not args.configfile else ([float("nan")] * 3, "not run")
 
     jobs = read_records(records)
     print(f"\n{'job':<52}{'CPU s':>8}{'wall s':>8}{'threads':>8}{'max RSS MB':>12}")
