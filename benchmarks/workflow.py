@@ -118,12 +118,17 @@ def main() -> None:
     print(f"{'whole DAG wall time, this (possibly loaded) run (s)':<52}{wall:>10.1f}{'':>8}")
     print(f"{'snakemake -n all after the run (s, median of 3)':<52}{sorted(noop)[1]:>10.2f}{5:>8}")
     print(f"{'dvc status after the run (s, median of 3)':<52}{sorted(dvc_status)[1]:>10.2f}{5:>8}")
-    print(f"snakemake -n all says: {noop_runs[-1][1].strip().splitlines()[-1]}")
+    says = noop_runs[-1][1].strip().splitlines()
+    print(f"snakemake -n all says: {next((line for line in says if 'Nothing to be done' in line), says[-1])}")
     print(f"dvc status says: {dvc_says}")
 
     experiment = config["experiment"]
     metrics = json.loads((folder / "results" / experiment / "report" / "metrics.json").read_text())["defenses"]
-    attacks = sorted({k for m in metrics.values() for k in m} - {"clean", "worst_case"})
+    # draw-mean accuracy per attack (metrics.json also holds _all_draws and worst-case keys)
+    attacks = sorted(
+        {k for m in metrics.values() for k in m if not k.endswith("all_draws") and not k.startswith("worst_case")}
+        - {"clean"}
+    )
     print(f"\n{'defense':<10}{'clean':>8}" + "".join(f"{a:>20}" for a in attacks))
     for defense, row in metrics.items():
         print(f"{defense:<10}{100 * row['clean']:>8.1f}" + "".join(f"{100 * row[a]:>20.1f}" for a in attacks))
