@@ -2,12 +2,12 @@ rule train_classifier:
     input:
         data="results/{experiment}/data/dataset.pt",
     output:
-        checkpoint="models/{experiment}/classifier.pt",
-        curve="results/{experiment}/curves/classifier.csv",
+        checkpoint="models/{experiment}/classifier/seed{seed}.pt",
+        curve="results/{experiment}/curves/classifier/seed{seed}.csv",
     log:
-        "results/{experiment}/logs/train_classifier.log",
+        "results/{experiment}/logs/train_classifier/seed{seed}.log",
     benchmark:
-        "results/{experiment}/benchmarks/train_classifier.tsv"
+        "results/{experiment}/benchmarks/train_classifier/seed{seed}.tsv"
     conda:
         ENV
     threads: TRAIN_THREADS
@@ -15,7 +15,9 @@ rule train_classifier:
         gpu=GPU,
     params:
         code=code_version("train-classifier"),
-        spec=spec("classifier", performance=performance("training")),
+        spec=lambda w: spec(
+            "classifier", seed=w.seed, performance=performance("training")
+        ),
     shell:
         "python -m atop train-classifier --spec {params.spec:q} --data {input.data}"
         " --out-checkpoint {output.checkpoint} --out-curve {output.curve} > {log} 2>&1"
@@ -26,12 +28,12 @@ rule train_adversarial:
     input:
         data="results/{experiment}/data/dataset.pt",
     output:
-        checkpoint="models/{experiment}/classifier_adversarial.pt",
-        curve="results/{experiment}/curves/classifier_adversarial.csv",
+        checkpoint="models/{experiment}/classifier_adversarial/seed{seed}.pt",
+        curve="results/{experiment}/curves/classifier_adversarial/seed{seed}.csv",
     log:
-        "results/{experiment}/logs/train_adversarial.log",
+        "results/{experiment}/logs/train_adversarial/seed{seed}.log",
     benchmark:
-        "results/{experiment}/benchmarks/train_adversarial.tsv"
+        "results/{experiment}/benchmarks/train_adversarial/seed{seed}.tsv"
     conda:
         ENV
     threads: TRAIN_THREADS
@@ -39,7 +41,7 @@ rule train_adversarial:
         gpu=GPU,
     params:
         code=code_version("train-adversarial"),
-        spec=adversarial_training_spec(),
+        spec=lambda w: adversarial_training_spec(w.seed),
     shell:
         "python -m atop train-adversarial --spec {params.spec:q} --data {input.data}"
         " --out-checkpoint {output.checkpoint} --out-curve {output.curve} > {log} 2>&1"

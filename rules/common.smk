@@ -24,6 +24,8 @@ except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}")
 
 EXPERIMENT = config["experiment"]
+# Training-seed replicates: each seed trains and evaluates its own models on the same images.
+SEEDS = config["seeds"]
 DEFENSES = config["evaluation"]["defenses"]
 ATTACKS = list(config["evaluation"]["attacks"])
 SWEEPS = config["evaluation"]["sweeps"]
@@ -61,13 +63,14 @@ GPU = 1 if _runs_on_gpu() else 0
 TRAIN_THREADS = config["threads"]["training"]
 EVAL_THREADS = config["threads"]["evaluation"]
 
-# The checkpoint each classifier role and purifier stage is read from.
+# The checkpoint each classifier role and purifier stage is read from. One folder per
+# stage, the seed below it: DVC tracks each stage's per-seed, per-variant outputs as one
+# directory, whatever the config's seeds and variants.
 CLASSIFIER_CHECKPOINT = {
-    "standard": "models/{experiment}/classifier.pt",
-    "adversarial": "models/{experiment}/classifier_adversarial.pt",
+    "standard": "models/{experiment}/classifier/seed{seed}.pt",
+    "adversarial": "models/{experiment}/classifier_adversarial/seed{seed}.pt",
 }
-# One folder per stage: DVC tracks each stage's per-variant outputs as one directory.
-PURIFIER_CHECKPOINT = "models/{experiment}/purifier_{stage}/{variant}.pt"
+PURIFIER_CHECKPOINT = "models/{experiment}/purifier_{stage}/seed{seed}/{variant}.pt"
 
 
 def _alternatives(names):
@@ -76,6 +79,7 @@ def _alternatives(names):
 
 wildcard_constraints:
     experiment=re.escape(EXPERIMENT),
+    seed=_alternatives(str(seed) for seed in SEEDS),
     defense=_alternatives(DEFENSES),
     attack=_alternatives(ATTACKS),
     sweep=_alternatives(SWEEPS) or "(?!)",
@@ -91,6 +95,7 @@ def code_version(command):
 # Spec keys that are not config sections, by the section they are drawn from: DVC
 # tracks a stage's params by section (src/atop/dvc_pipeline.py reads this).
 SPEC_SOURCES = {
+    "seed": "seeds",
     "purifier": "purifiers",
     "variant": "purifiers",
     "attack": "evaluation",
@@ -98,13 +103,14 @@ SPEC_SOURCES = {
 }
 
 
-def spec(*sections, **extra):
-    """The config slice a stage needs, as one JSON string (a param, so edits rerun the stage)."""
-    payload = {
-        "experiment": EXPERIMENT,
-        "seed": config["seed"],
-        "device": config["device"],
-    }
+def spec(*sections, seed=None, **extra):
+    """The config slice a stage needs, as one JSON string (a param, so edits rerun the stage).
+
+    ``seed`` is the job's training seed (its wildcard); the data, shared by every seed, has none.
+    """
+    payload = {"experiment": EXPERIMENT, "device": config["device"]}
+    if seed is not None:
+        payload["seed"] = int(seed)
     payload |= {section: config[section] for section in sections}
     payload |= extra
     return json.dumps(payload, sort_keys=True)
@@ -113,16 +119,17 @@ def spec(*sections, **extra):
 def evaluation_inputs(wildcards):
     """The data and the checkpoints the defense is built from (defense_kinds.py)."""
     kind = DEFENSE_KINDS[split_defense(wildcards.defense)[0]]
-    experiment = wildcards.experiment
+    experiment, seed = wildcards.experiment, wildcards.seed
     inputs = {
         "data": f"results/{experiment}/data/dataset.pt",
         "classifier": CLASSIFIER_CHECKPOINT[kind.classifier].format(
-            experiment=experiment
+            experiment=experiment, seed=seed
         ),
     }
     if kind.purifier_stage is not None:
         inputs["purifier"] = PURIFIER_CHECKPOINT.format(
             experiment=experiment,
+            seed=seed,
             variant=purifier_variant(config, wildcards.defense),
             stage=kind.purifier_stage,
         )
@@ -134,20 +141,22 @@ def performance(stage):
     return {stage: config["performance"][stage]}
 
 
-def purifier_spec(variant):
+def purifier_spec(variant, seed):
     """One variant's section, as the pre-training stage reads it (other variants stay out)."""
     return spec(
+        seed=seed,
         purifier=PURIFIERS[variant],
         variant=variant,
         performance=performance("training"),
     )
 
 
-def adversarial_training_spec():
+def adversarial_training_spec(seed):
     """The classifier recipe and the AT budget; a provided standard checkpoint does not matter here."""
     classifier = {k: v for k, v in config["classifier"].items() if k != "pretrained"}
     return spec(
         "adversarial_training",
+        seed=seed,
         classifier=classifier,
         performance=performance("training"),
     )
@@ -179,8 +188,9 @@ def attack_params(attack):
     }
 
 
-def evaluation_spec(attack):
+def evaluation_spec(attack, seed):
     return spec(
+        seed=seed,
         attack=attack_params(attack),
         evaluation=evaluation_settings(),
         finetune_attack=config["finetune"]["attack"],
@@ -188,12 +198,13 @@ def evaluation_spec(attack):
     )
 
 
-def sweep_spec(sweep, point):
+def sweep_spec(sweep, point, seed):
     """One point of a sweep: the base attack with one parameter replaced."""
     sweep_config = SWEEPS[sweep]
     value = sweep_config["values"][int(point)]
     n_samples = sweep_config.get("n_samples", config["evaluation"]["n_samples"])
     return spec(
+        seed=seed,
         attack={**attack_params(sweep_config["attack"]), sweep_config["param"]: value},
         evaluation=evaluation_settings(n_samples=n_samples),
         finetune_attack=config["finetune"]["attack"],
@@ -214,22 +225,30 @@ def sweep_attack_name(wildcards):
     return f"{sweep_config['attack']}@{sweep_config['param']}={value}"
 
 
-def sweep_results(experiment):
+def sweep_results(experiment, seeds=SEEDS):
     return [
-        f"results/{experiment}/sweeps/{name}/{defense}/{point}.json"
+        f"results/{experiment}/sweeps/seed{seed}/{name}/{defense}/{point}.json"
+        for seed in seeds
         for name, sweep in SWEEPS.items()
         for defense in sweep.get("defenses", DEFENSES)
         for point in range(len(sweep["values"]))
     ]
 
 
-def evaluation_results(experiment):
-    """One result per (defense, attack), for the defenses each attack selects."""
+def evaluation_results(experiment, seeds=SEEDS):
+    """One result per (seed, defense, attack), for the defenses each attack selects."""
     return [
-        f"results/{experiment}/eval/{defense}/{attack}.json"
+        f"results/{experiment}/eval/seed{seed}/{defense}/{attack}.json"
+        for seed in seeds
         for attack in ATTACKS
         for defense in attack_defenses(config, attack)
     ]
+
+
+# Whether some evaluated defense is the AT baseline (its classifier is trained only then).
+NEEDS_ADVERSARIAL = any(
+    DEFENSE_KINDS[split_defense(d)[0]].classifier == "adversarial" for d in DEFENSES
+)
 
 
 def finetuned_variants():
@@ -243,20 +262,27 @@ def finetuned_variants():
     )
 
 
-def training_curves(experiment):
-    """The curve of every training job the evaluated defenses need."""
-    stages = ["classifier"]
-    for defense in DEFENSES:
-        kind = DEFENSE_KINDS[split_defense(defense)[0]]
-        variant = purifier_variant(config, defense)
-        if kind.classifier == "adversarial":
-            stages.append("classifier_adversarial")
-        if kind.purifier_stage is not None:
-            stages.append(f"purifier_pretrain/{variant}")
-        if kind.purifier_stage == "finetuned":
-            stages.append(f"purifier_finetune/{variant}")
+def training_curves(experiment, seeds=SEEDS):
+    """The curve of every training job the evaluated defenses need, seed by seed."""
+    curves = []
+    for seed in seeds:
+        curves.append(f"classifier/seed{seed}")
+        for defense in DEFENSES:
+            kind = DEFENSE_KINDS[split_defense(defense)[0]]
+            variant = purifier_variant(config, defense)
+            if kind.classifier == "adversarial":
+                curves.append(f"classifier_adversarial/seed{seed}")
+            if kind.purifier_stage is not None:
+                curves.append(f"purifier_pretrain/seed{seed}/{variant}")
+            if kind.purifier_stage == "finetuned":
+                curves.append(f"purifier_finetune/seed{seed}/{variant}")
+    return [f"results/{experiment}/curves/{c}.csv" for c in dict.fromkeys(curves)]
+
+
+def obfuscation_checks(experiment, seeds=SEEDS):
+    """The cross-attack and sweep checks, one file per seed (rules/evaluate.smk)."""
     return [
-        f"results/{experiment}/curves/{stage}.csv" for stage in dict.fromkeys(stages)
+        f"results/{experiment}/obfuscation_checks/seed{seed}.json" for seed in seeds
     ]
 
 
@@ -277,7 +303,7 @@ REPORT_FIGURES = ["robust_accuracy", "robust_vs_eps", "sweeps", "training_curves
 def all_targets():
     folder = f"results/{EXPERIMENT}/report"
     return [
-        f"results/{EXPERIMENT}/obfuscation_checks.json",
+        *obfuscation_checks(EXPERIMENT),
         f"{folder}/robustness.md",
         f"{folder}/summary.md",
         f"{folder}/metrics.json",

@@ -12,9 +12,9 @@ rule gradient_concentration:
     output:
         f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
     log:
-        "results/{experiment}/logs/diagnostics/gradient_concentration/{defense}.log",
+        "results/{experiment}/logs/diagnostics/seed{seed}/gradient_concentration/{defense}.log",
     benchmark:
-        "results/{experiment}/benchmarks/diagnostics/gradient_concentration/{defense}.tsv"
+        "results/{experiment}/benchmarks/diagnostics/seed{seed}/gradient_concentration/{defense}.tsv"
     conda:
         ENV
     threads: EVAL_THREADS
@@ -22,7 +22,7 @@ rule gradient_concentration:
         gpu=GPU,
     params:
         code=code_version("gradient-concentration"),
-        spec=diagnostics_spec("gradient_concentration", attack=False),
+        spec=lambda w: diagnostics_spec("gradient_concentration", w.seed, attack=False),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
         ),
@@ -38,9 +38,9 @@ rule robustness_measures:
     output:
         f"{DIAGNOSTICS}/measures/{{defense}}.json",
     log:
-        "results/{experiment}/logs/diagnostics/measures/{defense}.log",
+        "results/{experiment}/logs/diagnostics/seed{seed}/measures/{defense}.log",
     benchmark:
-        "results/{experiment}/benchmarks/diagnostics/measures/{defense}.tsv"
+        "results/{experiment}/benchmarks/diagnostics/seed{seed}/measures/{defense}.tsv"
     conda:
         ENV
     threads: EVAL_THREADS
@@ -48,7 +48,7 @@ rule robustness_measures:
         gpu=GPU,
     params:
         code=code_version("robustness-measures"),
-        spec=diagnostics_spec("measures"),
+        spec=lambda w: diagnostics_spec("measures", w.seed),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
         ),
@@ -65,9 +65,9 @@ rule boundary_distortion:
     output:
         f"{DIAGNOSTICS}/distortion/{{defense}}.json",
     log:
-        "results/{experiment}/logs/diagnostics/distortion/{defense}.log",
+        "results/{experiment}/logs/diagnostics/seed{seed}/distortion/{defense}.log",
     benchmark:
-        "results/{experiment}/benchmarks/diagnostics/distortion/{defense}.tsv"
+        "results/{experiment}/benchmarks/diagnostics/seed{seed}/distortion/{defense}.tsv"
     conda:
         ENV
     threads: EVAL_THREADS
@@ -75,7 +75,7 @@ rule boundary_distortion:
         gpu=GPU,
     params:
         code=code_version("boundary-distortion"),
-        spec=distortion_spec(),
+        spec=lambda w: distortion_spec(w.seed),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
         ),
@@ -91,9 +91,9 @@ rule diagnostic_pictures:
     output:
         f"{DIAGNOSTICS}/pictures.png",
     log:
-        "results/{experiment}/logs/diagnostics/pictures.log",
+        "results/{experiment}/logs/diagnostics/seed{seed}/pictures.log",
     benchmark:
-        "results/{experiment}/benchmarks/diagnostics/pictures.tsv"
+        "results/{experiment}/benchmarks/diagnostics/seed{seed}/pictures.tsv"
     conda:
         ENV
     threads: EVAL_THREADS
@@ -101,7 +101,7 @@ rule diagnostic_pictures:
         gpu=GPU,
     params:
         code=code_version("diagnostic-pictures"),
-        spec=diagnostics_spec("pictures"),
+        spec=lambda w: diagnostics_spec("pictures", w.seed),
         data="results/{experiment}/data/dataset.pt",
         defenses=picture_defenses,
     shell:
@@ -121,7 +121,7 @@ rule diagnostics_summary:
             defense=DEFENSES,
             allow_missing=True,
         ),
-        results=lambda w: eot_results(w.experiment),
+        results=lambda w: eot_results(w.experiment, w.seed),
         distortion=expand(
             f"{DIAGNOSTICS}/distortion/{{defense}}.json",
             defense=FINETUNED_DEFENSES,
@@ -130,9 +130,9 @@ rule diagnostics_summary:
     output:
         [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
     log:
-        "results/{experiment}/logs/diagnostics/summary.log",
+        "results/{experiment}/logs/diagnostics/seed{seed}/summary.log",
     benchmark:
-        "results/{experiment}/benchmarks/diagnostics/summary.tsv"
+        "results/{experiment}/benchmarks/diagnostics/seed{seed}/summary.tsv"
     conda:
         ENV
     params:
@@ -141,7 +141,7 @@ rule diagnostics_summary:
         "python -m atop diagnostics-summary --measures {input.measures}"
         " --concentration {input.concentration} --results {input.results}"
         " --distortion {input.distortion}"
-        " --out-dir results/{wildcards.experiment}/diagnostics > {log} 2>&1"
+        " --out-dir results/{wildcards.experiment}/diagnostics/seed{wildcards.seed} > {log} 2>&1"
 
 
 # DVC's diagnostics stage runs this target (src/atop/dvc_pipeline.py).
@@ -150,6 +150,7 @@ rule stage_diagnostics:
         expand(
             f"{DIAGNOSTICS}/{{part}}/{{defense}}.json",
             experiment=EXPERIMENT,
+            seed=SEEDS,
             part=["gradient_concentration", "measures"],
             defense=DEFENSES,
         ),

@@ -8,7 +8,7 @@ try:
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}")
 
-DIAGNOSTICS = "results/{experiment}/diagnostics"
+DIAGNOSTICS = "results/{experiment}/diagnostics/seed{seed}"
 DIAGNOSTICS_ATTACK = config["diagnostics"]["attack"]
 DIAGNOSTICS_SUMMARY = [
     "measures.csv",
@@ -19,7 +19,7 @@ DIAGNOSTICS_SUMMARY = [
 ]
 
 
-def diagnostics_spec(part, attack=True):
+def diagnostics_spec(part, seed, attack=True):
     """One diagnostic's settings, the evaluation's subset and draws, and (if it attacks) the attack."""
     evaluation = {
         k: config["evaluation"][k] for k in ("n_samples", "sample_seed", "draws")
@@ -31,7 +31,10 @@ def diagnostics_spec(part, attack=True):
             "attack_name": DIAGNOSTICS_ATTACK,
         }
     return spec(
-        diagnostics={part: config["diagnostics"][part]}, evaluation=evaluation, **extra
+        seed=seed,
+        diagnostics={part: config["diagnostics"][part]},
+        evaluation=evaluation,
+        **extra,
     )
 
 
@@ -43,16 +46,16 @@ FINETUNED_DEFENSES = [
 ]
 
 
-def distortion_spec():
+def distortion_spec(seed):
     """The distortion settings, eps null resolved to the fine-tuning attack's eps."""
     settings = dict(config["diagnostics"]["distortion"])
     if settings.get("eps") is None:
         settings["eps"] = config["finetune"]["eps"]
     evaluation = {k: config["evaluation"][k] for k in ("n_samples", "sample_seed")}
-    return spec(diagnostics={"distortion": settings}, evaluation=evaluation)
+    return spec(seed=seed, diagnostics={"distortion": settings}, evaluation=evaluation)
 
 
-def eot_results(experiment):
+def eot_results(experiment, seed):
     """The results the EOT-sufficiency checks judge: full-gradient EOT attacks on randomized defenses."""
     attacks = config["evaluation"]["attacks"]
     judged = [
@@ -62,7 +65,7 @@ def eot_results(experiment):
         and attacks[name]["method"] not in PARTIAL_GRADIENT_METHODS
     ]
     return [
-        f"results/{experiment}/eval/{defense}/{attack}.json"
+        f"results/{experiment}/eval/seed{seed}/{defense}/{attack}.json"
         for attack in judged
         for defense in attack_defenses(config, attack)
         if DEFENSE_KINDS[split_defense(defense)[0]].purifier_stage is not None
@@ -74,7 +77,9 @@ def picture_defenses(wildcards):
     args = []
     for defense in DEFENSES:
         inputs = evaluation_inputs(
-            SimpleNamespace(defense=defense, experiment=wildcards.experiment)
+            SimpleNamespace(
+                defense=defense, experiment=wildcards.experiment, seed=wildcards.seed
+            )
         )
         paths = [inputs["classifier"], inputs.get("purifier", "")]
         args.append(f"--defense {defense} {' '.join(paths).strip()}")
@@ -87,16 +92,31 @@ def picture_inputs(wildcards):
             path
             for defense in DEFENSES
             for path in evaluation_inputs(
-                SimpleNamespace(defense=defense, experiment=wildcards.experiment)
+                SimpleNamespace(
+                    defense=defense,
+                    experiment=wildcards.experiment,
+                    seed=wildcards.seed,
+                )
             ).values()
         }
     )
 
 
-def diagnostics_targets(experiment):
-    folder = DIAGNOSTICS.format(experiment=experiment)
+def diagnostics_targets(experiment, seeds=SEEDS):
+    targets = []
+    for seed in seeds:
+        folder = DIAGNOSTICS.format(experiment=experiment, seed=seed)
+        targets += [
+            f"{folder}/pictures.png",
+            *(f"{folder}/{name}" for name in DIAGNOSTICS_SUMMARY),
+            *(f"{folder}/distortion/{defense}.json" for defense in FINETUNED_DEFENSES),
+        ]
+    return targets
+
+
+def eot_checks(experiment, seeds=SEEDS):
+    """The EOT-sufficiency checks of every seed (the report reads them)."""
     return [
-        f"{folder}/pictures.png",
-        *(f"{folder}/{name}" for name in DIAGNOSTICS_SUMMARY),
-        *(f"{folder}/distortion/{defense}.json" for defense in FINETUNED_DEFENSES),
+        f"{DIAGNOSTICS.format(experiment=experiment, seed=seed)}/eot_checks.json"
+        for seed in seeds
     ]

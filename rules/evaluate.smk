@@ -2,11 +2,11 @@ rule evaluate:
     input:
         unpack(evaluation_inputs),
     output:
-        "results/{experiment}/eval/{defense}/{attack}.json",
+        "results/{experiment}/eval/seed{seed}/{defense}/{attack}.json",
     log:
-        "results/{experiment}/logs/evaluate/{defense}/{attack}.log",
+        "results/{experiment}/logs/evaluate/seed{seed}/{defense}/{attack}.log",
     benchmark:
-        "results/{experiment}/benchmarks/evaluate/{defense}/{attack}.tsv"
+        "results/{experiment}/benchmarks/evaluate/seed{seed}/{defense}/{attack}.tsv"
     conda:
         ENV
     threads: EVAL_THREADS
@@ -14,7 +14,7 @@ rule evaluate:
         gpu=GPU,
     params:
         code=code_version("evaluate"),
-        spec=lambda w: evaluation_spec(w.attack),
+        spec=lambda w: evaluation_spec(w.attack, w.seed),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
         ),
@@ -28,11 +28,11 @@ rule evaluate_sweep:
     input:
         unpack(evaluation_inputs),
     output:
-        "results/{experiment}/sweeps/{sweep}/{defense}/{point}.json",
+        "results/{experiment}/sweeps/seed{seed}/{sweep}/{defense}/{point}.json",
     log:
-        "results/{experiment}/logs/sweeps/{sweep}/{defense}/{point}.log",
+        "results/{experiment}/logs/sweeps/seed{seed}/{sweep}/{defense}/{point}.log",
     benchmark:
-        "results/{experiment}/benchmarks/sweeps/{sweep}/{defense}/{point}.tsv"
+        "results/{experiment}/benchmarks/sweeps/seed{seed}/{sweep}/{defense}/{point}.tsv"
     conda:
         ENV
     threads: EVAL_THREADS
@@ -40,7 +40,7 @@ rule evaluate_sweep:
         gpu=GPU,
     params:
         code=code_version("evaluate"),
-        spec=lambda w: sweep_spec(w.sweep, w.point),
+        spec=lambda w: sweep_spec(w.sweep, w.point, w.seed),
         attack=sweep_attack_name,
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
@@ -53,12 +53,12 @@ rule evaluate_sweep:
 
 rule obfuscation_checks:
     input:
-        results=lambda w: evaluation_results(w.experiment),
-        sweeps=lambda w: sweep_results(w.experiment),
+        results=lambda w: evaluation_results(w.experiment, [w.seed]),
+        sweeps=lambda w: sweep_results(w.experiment, [w.seed]),
     output:
-        "results/{experiment}/obfuscation_checks.json",
+        "results/{experiment}/obfuscation_checks/seed{seed}.json",
     log:
-        "results/{experiment}/logs/obfuscation_checks.log",
+        "results/{experiment}/logs/obfuscation_checks/seed{seed}.log",
     conda:
         ENV
     params:

@@ -3,16 +3,16 @@
 rule finetune_purifier:
     input:
         data="results/{experiment}/data/dataset.pt",
-        classifier="models/{experiment}/classifier.pt",
-        purifier="models/{experiment}/purifier_pretrained/{variant}.pt",
+        classifier="models/{experiment}/classifier/seed{seed}.pt",
+        purifier="models/{experiment}/purifier_pretrained/seed{seed}/{variant}.pt",
     output:
-        checkpoint="models/{experiment}/purifier_finetuned/{variant}.pt",
-        curve="results/{experiment}/curves/purifier_finetune/{variant}.csv",
-        check="results/{experiment}/finetune_checks/{variant}.json",
+        checkpoint="models/{experiment}/purifier_finetuned/seed{seed}/{variant}.pt",
+        curve="results/{experiment}/curves/purifier_finetune/seed{seed}/{variant}.csv",
+        check="results/{experiment}/finetune_checks/seed{seed}/{variant}.json",
     log:
-        "results/{experiment}/logs/finetune_purifier/{variant}.log",
+        "results/{experiment}/logs/finetune_purifier/seed{seed}/{variant}.log",
     benchmark:
-        "results/{experiment}/benchmarks/finetune_purifier/{variant}.tsv"
+        "results/{experiment}/benchmarks/finetune_purifier/seed{seed}/{variant}.tsv"
     conda:
         ENV
     threads: TRAIN_THREADS
@@ -20,7 +20,9 @@ rule finetune_purifier:
         gpu=GPU,
     params:
         code=code_version("finetune-purifier"),
-        spec=spec("finetune", performance=performance("training")),
+        spec=lambda w: spec(
+            "finetune", seed=w.seed, performance=performance("training")
+        ),
     shell:
         "python -m atop finetune-purifier --spec {params.spec:q} --data {input.data}"
         " --classifier {input.classifier} --purifier {input.purifier}"

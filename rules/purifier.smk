@@ -3,12 +3,12 @@ rule pretrain_purifier:
     input:
         data="results/{experiment}/data/dataset.pt",
     output:
-        checkpoint="models/{experiment}/purifier_pretrained/{variant}.pt",
-        curve="results/{experiment}/curves/purifier_pretrain/{variant}.csv",
+        checkpoint="models/{experiment}/purifier_pretrained/seed{seed}/{variant}.pt",
+        curve="results/{experiment}/curves/purifier_pretrain/seed{seed}/{variant}.csv",
     log:
-        "results/{experiment}/logs/pretrain_purifier/{variant}.log",
+        "results/{experiment}/logs/pretrain_purifier/seed{seed}/{variant}.log",
     benchmark:
-        "results/{experiment}/benchmarks/pretrain_purifier/{variant}.tsv"
+        "results/{experiment}/benchmarks/pretrain_purifier/seed{seed}/{variant}.tsv"
     conda:
         ENV
     threads: TRAIN_THREADS
@@ -16,7 +16,7 @@ rule pretrain_purifier:
         gpu=GPU,
     params:
         code=code_version("pretrain-purifier"),
-        spec=lambda w: purifier_spec(w.variant),
+        spec=lambda w: purifier_spec(w.variant, w.seed),
     shell:
         "python -m atop pretrain-purifier --spec {params.spec:q} --data {input.data}"
         " --out-checkpoint {output.checkpoint} --out-curve {output.curve} > {log} 2>&1"

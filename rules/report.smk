@@ -8,10 +8,10 @@ rule report:
     input:
         results=lambda w: evaluation_results(w.experiment),
         sweeps=lambda w: sweep_results(w.experiment),
-        checks=[
-            "results/{experiment}/obfuscation_checks.json",
+        checks=lambda w: [
+            *obfuscation_checks(w.experiment),
             # the EOT each randomized defense's gradient spread needs (rules/diagnostics.smk)
-            "results/{experiment}/diagnostics/eot_checks.json",
+            *eot_checks(w.experiment),
         ],
         curves=lambda w: training_curves(w.experiment),
         reference=REFERENCE_NUMBERS,

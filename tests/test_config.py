@@ -118,7 +118,7 @@ def test_schema_attack_parameters_match_the_builders(schema):
 
 
 def test_shipped_config_validates_with_snakemake_and_fills_defaults(config):
-    assert config["seed"] == 0
+    assert config["seeds"] == [0]
     assert config["classifier"]["weight_decay"] == 0
     assert config["finetune"]["alpha"] == "2/255"
     check_config(config)  # and passes the checks the schema cannot express

@@ -133,7 +133,7 @@ def test_snakemake_keeps_the_resume_state_of_a_killed_job(workflow_dir):
     config = tiny_config()
     epochs = config["classifier"]["epochs"] = EPOCHS["train-classifier"]
     configfile = write_config(workflow_dir, config)
-    target = "models/tiny/classifier.pt"
+    target = "models/tiny/classifier/seed0.pt"
     resume = workflow_dir / f"{target}.resume"
     snakemake = subprocess.Popen(
         [str(Path(sys.executable).with_name("snakemake")), "--cores", "2", target, "--configfile", str(configfile)],

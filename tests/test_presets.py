@@ -80,14 +80,16 @@ def test_preset_dry_run_lists_the_paper_dag(workflow_dir: Path, preset: Path):
 
     experiment = config["experiment"]
     models = f"models/{experiment}"
+    (seed,) = config["seeds"]
     # `at` is scored with the adversarially trained classifier; AToP fine-tunes against the standard one.
-    assert f"--defense at --attack aa_standard --classifier {models}/classifier_adversarial.pt" in output
-    assert f"--defense standard --attack aa_standard --classifier {models}/classifier.pt" in output
+    assert f"--defense at --attack aa_standard --classifier {models}/classifier_adversarial/seed{seed}.pt" in output
+    assert f"--defense standard --attack aa_standard --classifier {models}/classifier/seed{seed}.pt" in output
     assert re.search(
-        rf"--classifier {models}/classifier\.pt --purifier {models}/purifier_pretrained/gan-rt2\.pt", output
+        rf"--classifier {models}/classifier/seed{seed}\.pt --purifier {models}/purifier_pretrained/seed{seed}/gan-rt2\.pt",
+        output,
     )
-    assert f"--defense atop-gan-rt2 --attack eot_pgd --classifier {models}/classifier.pt" in output
-    assert f"--purifier {models}/purifier_finetuned/gan-rt2.pt" in output
+    assert f"--defense atop-gan-rt2 --attack eot_pgd --classifier {models}/classifier/seed{seed}.pt" in output
+    assert f"--purifier {models}/purifier_finetuned/seed{seed}/gan-rt2.pt" in output
     assert "--defense ap-gan-rt2 --attack aa_standard" not in output, "aa_standard is for deterministic defenses"
     assert "--defense standard --attack aa_rand" not in output
     assert "--defense standard --attack bpda_eot" not in output

@@ -225,14 +225,16 @@ def expected_results(config: dict) -> dict[str, tuple[str, str]]:
     """results/<experiment>/... path of every evaluation and sweep point -> (defense, attack name)."""
     evaluation = config["evaluation"]
     expected = {
-        f"eval/{defense}/{attack}.json": (defense, attack)
+        f"eval/seed{seed}/{defense}/{attack}.json": (defense, attack)
+        for seed in config["seeds"]
         for attack in evaluation["attacks"]
         for defense in attack_defenses(config, attack)
     }
-    for name, sweep in evaluation.get("sweeps", {}).items():
-        for defense in sweep.get("defenses", evaluation["defenses"]):
-            for point in range(len(sweep["values"])):
-                expected[f"sweeps/{name}/{defense}/{point}.json"] = (defense, sweep["attack"])
+    for seed in config["seeds"]:
+        for name, sweep in evaluation.get("sweeps", {}).items():
+            for defense in sweep.get("defenses", evaluation["defenses"]):
+                for point in range(len(sweep["values"])):
+                    expected[f"sweeps/seed{seed}/{name}/{defense}/{point}.json"] = (defense, sweep["attack"])
     return expected
 
 
@@ -258,8 +260,8 @@ def check_run(results: Path, config: dict) -> None:
             purifier = config["purifiers"][variant]
             assert (result["purifier"], result["transform"]) == (purifier["arch"], purifier["transform"]), relative
 
-    checks = json.loads((results / "obfuscation_checks.json").read_text())
-    assert len(checks["per_result"]) >= len(expected)
+    checks = [json.loads((results / "obfuscation_checks" / f"seed{seed}.json").read_text()) for seed in config["seeds"]]
+    assert sum(len(c["per_result"]) for c in checks) >= len(expected)
     report = results / "report"
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["results"] == len(expected)

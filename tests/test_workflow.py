@@ -16,7 +16,9 @@ pytestmark = pytest.mark.workflow
 
 
 def test_tiny_workflow_end_to_end(workflow_dir):
+    """Two training seeds (replicates) through every stage: per-seed outputs, one report across them."""
     config = tiny_config()
+    config["seeds"] = [0, 1]
     configfile = write_config(workflow_dir, config)
     run = run_snakemake(workflow_dir, "--cores", "2", "all", "--configfile", str(configfile))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -26,94 +28,121 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     assert manifest["sizes"] == {"train": 200, "val": 40, "test": 60}
     assert manifest["split_seed"] == 0 and len(manifest["file_sha256"]) == 64
 
-    stages = {}
-    for name in ("classifier", "classifier_adversarial", "purifier_pretrained/gan-rt2", "purifier_finetuned/gan-rt2"):
-        payload = torch.load(models / f"{name}.pt", weights_only=True)
-        assert payload["meta"]["provenance"]["versions"]["torch"].startswith("2.14.1")
-        stages[name] = payload["meta"]["stage"]
-    assert stages["classifier_adversarial"] == "adversarially_trained"
-    assert stages["purifier_finetuned/gan-rt2"] == "finetuned"
-    curves = {
-        "classifier": 2,
-        "classifier_adversarial": 2,
-        "purifier_pretrain/gan-rt2": 1,
-        "purifier_finetune/gan-rt2": 1,
+    checkpoints = {
+        "classifier": "classifier/seed{seed}.pt",
+        "classifier_adversarial": "classifier_adversarial/seed{seed}.pt",
+        "pretrained": "purifier_pretrained/seed{seed}/gan-rt2.pt",
+        "finetuned": "purifier_finetuned/seed{seed}/gan-rt2.pt",
     }
-    for curve, epochs in curves.items():
-        assert len(pd.read_csv(results / "curves" / f"{curve}.csv")) == epochs
-    for curve in ("classifier_adversarial", "purifier_finetune/gan-rt2"):  # the overfitting monitors' columns
-        monitored = pd.read_csv(results / "curves" / f"{curve}.csv")
-        for column in ("train_clean", "train_fgsm", "train_pgd", "val_clean", "val_fgsm", "val_pgd"):
-            assert monitored[column].between(0, 1).all(), (curve, column)
-    assert json.loads((results / "finetune_checks" / "gan-rt2.json").read_text())["draws"] == 1
+    weights = {}
+    for seed in (0, 1):
+        for name, path in checkpoints.items():
+            payload = torch.load(models / path.format(seed=seed), weights_only=True)
+            assert payload["meta"]["provenance"]["versions"]["torch"].startswith("2.14.1")
+            assert payload["meta"]["seed"] == seed, (name, seed)
+            weights[name, seed] = payload["state_dict"]
+        assert torch.load(models / checkpoints["finetuned"].format(seed=seed), weights_only=True)["meta"]["stage"] == (
+            "finetuned"
+        )
+    first = next(iter(weights["classifier", 0]))
+    assert not torch.equal(weights["classifier", 0][first], weights["classifier", 1][first]), "seeds are replicates"
+    curves = {
+        "classifier/seed{seed}": 2,
+        "classifier_adversarial/seed{seed}": 2,
+        "purifier_pretrain/seed{seed}/gan-rt2": 1,
+        "purifier_finetune/seed{seed}/gan-rt2": 1,
+    }
+    for seed in (0, 1):
+        for curve, epochs in curves.items():
+            assert len(pd.read_csv(results / "curves" / f"{curve.format(seed=seed)}.csv")) == epochs
+        for curve in ("classifier_adversarial/seed{seed}", "purifier_finetune/seed{seed}/gan-rt2"):  # monitors
+            monitored = pd.read_csv(results / "curves" / f"{curve.format(seed=seed)}.csv")
+            for column in ("train_clean", "train_fgsm", "train_pgd", "val_clean", "val_fgsm", "val_pgd"):
+                assert monitored[column].between(0, 1).all(), (curve, column)
+        check = json.loads((results / "finetune_checks" / f"seed{seed}" / "gan-rt2.json").read_text())
+        assert check["draws"] == 1
 
     indices = set()
-    for defense in ("standard", "at", "ap", "atop"):
-        for attack in ("fgsm", "eot_pgd"):
-            result = json.loads((results / "eval" / defense / f"{attack}.json").read_text())
-            clean, robust = result["clean"]["accuracy"], result["robust"]["accuracy"]
-            assert 0 <= robust <= 1 and 0 <= clean <= 1
-            assert robust <= clean, (defense, attack, clean, robust)
-            assert result["n"] == 40 and result["max_perturbation_linf"] <= 64 / 255 + 1e-6
-            assert result["draws"] == (1 if defense in ("standard", "at") else 2)
-            assert result["defense_kind"] == defense
-            if defense in ("ap", "atop"):  # bare names: the only variant, recorded in the result
-                assert (result["purifier_variant"], result["purifier"], result["transform"]) == (
-                    "gan-rt2",
-                    "gan_unet",
-                    "rt2",
-                )
-            indices.add(tuple(result["sample_indices"]))
-            assert (results / "logs" / "evaluate" / defense / f"{attack}.log").is_file()
-            assert (results / "benchmarks" / "evaluate" / defense / f"{attack}.tsv").is_file()
-    assert len(indices) == 1, "every defense and attack must see the same test images"
+    for seed in (0, 1):
+        for defense in ("standard", "at", "ap", "atop"):
+            for attack in ("fgsm", "eot_pgd"):
+                result = json.loads((results / "eval" / f"seed{seed}" / defense / f"{attack}.json").read_text())
+                clean, robust = result["clean"]["accuracy"], result["robust"]["accuracy"]
+                assert 0 <= robust <= 1 and 0 <= clean <= 1
+                assert robust <= clean, (seed, defense, attack, clean, robust)
+                assert result["n"] == 40 and result["max_perturbation_linf"] <= 64 / 255 + 1e-6
+                assert result["draws"] == (1 if defense in ("standard", "at") else 2)
+                assert result["defense_kind"] == defense and result["seed"] == seed
+                if defense in ("ap", "atop"):  # bare names: the only variant, recorded in the result
+                    assert (result["purifier_variant"], result["purifier"], result["transform"]) == (
+                        "gan-rt2",
+                        "gan_unet",
+                        "rt2",
+                    )
+                indices.add(tuple(result["sample_indices"]))
+                assert (results / "logs" / "evaluate" / f"seed{seed}" / defense / f"{attack}.log").is_file()
+                assert (results / "benchmarks" / "evaluate" / f"seed{seed}" / defense / f"{attack}.tsv").is_file()
+    assert len(indices) == 1, "every seed, defense and attack must see the same test images"
 
     report = results / "report"
     table = pd.read_csv(report / "robustness.csv")
-    assert len(table) == 8 + 2, "eight (defense, attack) results and two sweep points"
-    for point, eps in ((0, 0.0), (1, 128 / 255)):
-        swept = json.loads((results / "sweeps" / "eps" / "atop" / f"{point}.json").read_text())
-        assert swept["sweep"]["value"] == pytest.approx(eps) and swept["n"] == 20
-    assert swept["robust"]["accuracy"] <= swept["clean"]["accuracy"]
-    checks = json.loads((results / "obfuscation_checks.json").read_text())
-    assert {"per_result", "cross_attack", "sweeps", "passed", "failed"} <= set(checks)
-    assert len(checks["per_result"]) >= 10 and len(checks["sweeps"]) == 2
+    assert len(table) == 2 * (8 + 2), "per seed: eight (defense, attack) results and two sweep points"
+    assert sorted(table["seed"].unique()) == [0, 1]
+    for seed in (0, 1):
+        for point, eps in ((0, 0.0), (1, 128 / 255)):
+            swept = json.loads((results / "sweeps" / f"seed{seed}" / "eps" / "atop" / f"{point}.json").read_text())
+            assert swept["sweep"]["value"] == pytest.approx(eps) and swept["n"] == 20
+        assert swept["robust"]["accuracy"] <= swept["clean"]["accuracy"]
+        checks = json.loads((results / "obfuscation_checks" / f"seed{seed}.json").read_text())
+        assert {"per_result", "cross_attack", "sweeps", "passed", "failed"} <= set(checks)
+        assert len(checks["per_result"]) >= 10 and len(checks["sweeps"]) == 2
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["defenses"]) == {"standard", "at", "ap", "atop"}
     assert all(m["worst_case"] <= m["clean"] for m in metrics["defenses"].values())
-    assert metrics["missing"] == 0 and metrics["results"] == 8 + 2, "eight results and two sweep points"
+    assert metrics["missing"] == 0 and metrics["results"] == 2 * (8 + 2)
+    # each number is the mean over the two seeds: the table says so with its spread across seeds
+    defenses = pd.read_csv(report / "tables" / "defenses.csv").set_index("defense")
+    per_seed = table[~table["sweep"] & (table["attack"] == "eot_pgd")].set_index(["defense", "seed"])
+    for defense in ("ap", "atop"):
+        seeds = [per_seed.loc[(defense, seed), "robust_accuracy"] for seed in (0, 1)]
+        assert defenses.loc[defense, "eot_pgd (seen)"] == pytest.approx(100 * sum(seeds) / 2, abs=0.01)
+        assert defenses.loc[defense, "eot_pgd (seen)_seed_sd"] >= 0
     for figure in ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"):
         assert (report / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (report / f"{figure}.svg").stat().st_size > 0
     assert "| atop" in (report / "robustness.md").read_text()
     summary = (report / "summary.md").read_text()
     assert "Dataset differs from the paper" in summary and "Nothing: every expected result is here" in summary
+    assert "**2 training seeds** (0, 1)" in summary and "stratified by seed" in summary
+    assert "images x 2 seeds" in summary, "comparisons pool the seeds and say so"
     reference = pd.read_csv(report / "tables" / "reference.csv")
     assert not (reference["status"] == "comparable").any(), "a digits run must never be compared to CIFAR numbers"
 
-    diagnostics = results / "diagnostics"
-    for defense in ("standard", "at", "ap", "atop"):
-        concentration = json.loads((diagnostics / "gradient_concentration" / f"{defense}.json").read_text())
-        assert 0 <= concentration["mean_resultant_length"] <= 1 + 1e-6
-        if defense in ("standard", "at"):
-            assert concentration["mean_resultant_length"] == pytest.approx(1.0, abs=1e-4)
-        measures = json.loads((diagnostics / "measures" / f"{defense}.json").read_text())
-        assert set(measures["flatness"]) == (
-            {"classifier", "purifier"} if defense in ("ap", "atop") else {"classifier"}
-        )
-        assert (results / "benchmarks" / "diagnostics" / "measures" / f"{defense}.tsv").is_file()
-    assert len(pd.read_csv(diagnostics / "measures.csv")) == 4
-    in_table = pd.read_csv(diagnostics / "measures.csv").set_index("defense")["boundary_distortion"]
-    assert in_table.drop("atop").isna().all(), "only fine-tuned defenses have a distortion"
-    distortion = json.loads((diagnostics / "distortion" / "atop.json").read_text())
-    assert distortion["points"] == 100 and distortion["draws"] == 2 and distortion["randomized"]
-    assert (distortion["eligible"], distortion["distortion"]) == (0, None) or 0 <= distortion["distortion"] <= 1
-    assert not (diagnostics / "distortion" / "ap.json").exists(), "distortion is measured on fine-tuned defenses"
+    for seed in (0, 1):
+        diagnostics = results / "diagnostics" / f"seed{seed}"
+        for defense in ("standard", "at", "ap", "atop"):
+            concentration = json.loads((diagnostics / "gradient_concentration" / f"{defense}.json").read_text())
+            assert 0 <= concentration["mean_resultant_length"] <= 1 + 1e-6
+            if defense in ("standard", "at"):
+                assert concentration["mean_resultant_length"] == pytest.approx(1.0, abs=1e-4)
+            measures = json.loads((diagnostics / "measures" / f"{defense}.json").read_text())
+            assert set(measures["flatness"]) == (
+                {"classifier", "purifier"} if defense in ("ap", "atop") else {"classifier"}
+            )
+            benchmark = results / "benchmarks" / "diagnostics" / f"seed{seed}" / "measures" / f"{defense}.tsv"
+            assert benchmark.is_file()
+        assert len(pd.read_csv(diagnostics / "measures.csv")) == 4
+        in_table = pd.read_csv(diagnostics / "measures.csv").set_index("defense")["boundary_distortion"]
+        assert in_table.drop("atop").isna().all(), "only fine-tuned defenses have a distortion"
+        distortion = json.loads((diagnostics / "distortion" / "atop.json").read_text())
+        assert distortion["points"] == 100 and distortion["draws"] == 2 and distortion["randomized"]
+        assert (distortion["eligible"], distortion["distortion"]) == (0, None) or 0 <= distortion["distortion"] <= 1
+        assert not (diagnostics / "distortion" / "ap.json").exists(), "distortion is measured on fine-tuned defenses"
+        eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]
+        assert {(c["defense"], c["attack"]) for c in eot_checks} == {("ap", "eot_pgd"), ("atop", "eot_pgd")}
+        for figure in ("pictures", "measures_vs_robust_accuracy", "eot_sufficiency"):
+            assert (diagnostics / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Overfitting of adversarial training" in summary
-    eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]
-    assert {(c["defense"], c["attack"]) for c in eot_checks} == {("ap", "eot_pgd"), ("atop", "eot_pgd")}
-    for figure in ("pictures", "measures_vs_robust_accuracy", "eot_sufficiency"):
-        assert (diagnostics / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))
     assert again.returncode == 0
@@ -126,8 +155,8 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     assert plan.returncode == 0, plan.stderr[-2000:]
     listing = plan.stdout + plan.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", listing, flags=re.MULTILINE))
-    assert counts.pop("total") == "7", listing
-    assert counts == {"evaluate": "4", "obfuscation_checks": "1", "report": "1", "all": "1"}, listing
+    assert counts.pop("total") == "12", listing
+    assert counts == {"evaluate": "8", "obfuscation_checks": "2", "report": "1", "all": "1"}, listing
 
 
 def _broken(change) -> dict:

@@ -5,8 +5,8 @@ depends on and is parameterised by is read from the workflow itself (built by
 Snakemake's API for every shipped experiment config), never written twice:
 
 - outs: the rules' output patterns; a pattern with only the ``{experiment}``
-  wildcard is one file, a pattern with more wildcards (one file per defense and
-  attack) becomes its wildcard-free folder, so the stage covers any config;
+  wildcard is one file, a pattern with more wildcards (one file per seed, defense
+  and attack) becomes its wildcard-free folder, so the stage covers any config;
 - deps: the Snakefile and shared .smk files, the stage's own .smk files, the
   config schema (its defaults fill the config), and the ``src/atop`` modules the
   rule's ``python -m atop <command>`` imports, followed transitively;
@@ -202,8 +202,8 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
                 metrics.append(path)
             elif path.endswith(".png"):
                 figures.append(path)
-            elif "/curves/" in path and path.endswith(".csv"):
-                curves.append(path)
+            elif "/curves/" in path and (path.endswith(".csv") or not path.rsplit("/", 1)[-1].count(".")):
+                curves.append(path)  # a curve, or a stage's folder of per-seed curves
         smk = sorted({rules[name]["snakefile"] for name in names})
         deps = [*shared, *smk, SCHEMA, *module_closure(repo, modules)]
         # Inputs made by earlier stages are their outs: DVC orders the stages from them.

@@ -165,6 +165,50 @@ class BootstrapDifference:
     resamples: int
 
 
+def _group_sizes(groups, n: int) -> tuple[np.ndarray, int]:
+    """Start of each group's units and the common group size (units sorted by group, equal sizes)."""
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups must label each of the {n} units, got {groups.shape}")
+    labels, starts, counts = np.unique(groups, return_index=True, return_counts=True)
+    if (counts != counts[0]).any():
+        raise ValueError(f"every group needs the same number of units, got {dict(zip(labels.tolist(), counts))}")
+    order = np.argsort(groups, kind="stable")
+    if (order != np.arange(n)).any():
+        raise ValueError("units must be sorted by group")
+    return np.sort(starts), int(counts[0])
+
+
+def resample_units(rng: np.random.Generator, size: int, n: int, groups=None) -> np.ndarray:
+    """(size, n) unit indices: images with replacement, or (hierarchical) groups then images within each.
+
+    With ``groups`` (e.g. the training seed of each unit), each resample draws as many groups as there
+    are, with replacement, and then each drawn group's units with replacement: the bootstrap over
+    seeds and images of a nested design (Davison & Hinkley 1997, section 3.8), so the spread between
+    training seeds counts as well as the images'.
+    """
+    if groups is None or len(set(np.asarray(groups).tolist())) < 2:
+        return rng.integers(0, n, size=(size, n))
+    starts, per_group = _group_sizes(groups, n)
+    chosen = starts[rng.integers(0, len(starts), size=(size, len(starts)))]
+    within = rng.integers(0, per_group, size=(size, len(starts), per_group))
+    return (chosen[:, :, None] + within).reshape(size, n)
+
+
+def bootstrap_mean_interval(
+    values, groups=None, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean of per-unit values, resampling seeds then images when ``groups`` is given."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D array, got shape {values.shape}")
+    rng = np.random.default_rng(seed)
+    means = values[resample_units(rng, resamples, values.size, groups)].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def paired_draw_bootstrap(
     a,
     b,
@@ -173,8 +217,13 @@ def paired_draw_bootstrap(
     resamples: int = 2000,
     seed: int = 0,
     confidence: float = 0.95,
+    groups=None,
 ) -> BootstrapDifference:
     """Difference of draw-mean accuracies, resampling images (pairs together) and the draws within each image.
+
+    With ``groups`` (the training seed of each image's outcome, units sorted by seed, the same
+    number per seed) the bootstrap is hierarchical: seeds with replacement, then images within each
+    drawn seed, then draws (see ``resample_units``).
 
     ``a`` and ``b`` hold per-image fractions of ``draws_a`` / ``draws_b`` draws right, as (images,)
     or (attacks, images); an image's outcome is its lowest fraction over the attacks (the per-image
@@ -198,7 +247,7 @@ def paired_draw_bootstrap(
     means = []
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
-        images = rng.integers(0, n, size=(size, n))
+        images = resample_units(rng, size, n, groups)
         worst_a = (rng.binomial(draws_a, a[:, images]) / draws_a).min(axis=0)
         worst_b = (rng.binomial(draws_b, b[:, images]) / draws_b).min(axis=0)
         means.append((worst_a - worst_b).mean(axis=1))

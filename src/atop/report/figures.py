@@ -17,8 +17,8 @@ import seaborn as sns
 from ..diagnostics.detectors import COLUMNS as MONITOR_COLUMNS
 from ..io import atomic_path
 from .overfitting import curve_stage, monitored, stage_flags
-from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense
-from .tables import attack_columns, clean_estimate, full_gradient
+from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense, seed_means
+from .tables import attack_columns, attack_estimate, clean_estimate, full_gradient
 
 FORMATS = ("png", "svg")
 # Families of hues by defense kind (AP blues, AToP oranges: apart for colour-blind
@@ -84,12 +84,8 @@ def robust_accuracy_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
                 estimate = clean_estimate(rows)
                 value, low, high = (estimate.value, estimate.low, estimate.high) if estimate else (math.nan,) * 3
             else:
-                hit = rows[rows["attack"] == attack]
-                value, low, high = (
-                    hit[["robust_accuracy", "robust_ci95_low", "robust_ci95_high"]].iloc[0].tolist()
-                    if len(hit)
-                    else (math.nan,) * 3
-                )
+                estimate = attack_estimate(rows[rows["attack"] == attack])  # a mean over seeds when several
+                value, low, high = (estimate.value, estimate.low, estimate.high) if estimate else (math.nan,) * 3
             values.append(100 * value)
             lows.append(100 * (value - low))
             highs.append(100 * (high - value))
@@ -143,7 +139,7 @@ def eps_series(frame: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
     series = {}
     for (method, norm, defense), rows in full.groupby(["method", "norm", "defense"]):
         swept = rows[rows["sweep_param"] == "eps"]
-        rows = swept if len(swept) else rows[~rows["sweep"]]
+        rows = seed_means(swept if len(swept) else rows[~rows["sweep"]], ["attack", "eps"])
         # at one eps the strongest setting (most steps / EOT) is the curve's point
         rows = rows.sort_values("robust_accuracy").drop_duplicates("eps")
         clean = clean_estimate(main[main["defense"] == defense])
@@ -190,7 +186,7 @@ def sweeps_figure(frame: pd.DataFrame, stem: Path) -> list[Path]:
     sns.set_theme(style="whitegrid", context="notebook")
     fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names) + 1.5, 3.8), squeeze=False)
     for ax, name in zip(axes[0], names):
-        rows = sweeps[sweeps["sweep_name"].fillna("sweep") == name]
+        rows = seed_means(sweeps[sweeps["sweep_name"].fillna("sweep") == name], ["defense", "attack"])
         param = rows["sweep_param"].dropna().iloc[0] if rows["sweep_param"].notna().any() else "value"
         column = param if param in ("eps", "steps", "eot") else "sweep_value"
         scale, label = _budget_axis(rows["norm"].iloc[0]) if param == "eps" else (1.0, param)

@@ -15,9 +15,14 @@ from ..diagnostics.settings import OVERFITTING_DEFAULTS, overfitting_thresholds
 
 
 def curve_stage(path: Path) -> str:
-    """curves/classifier.csv -> "classifier"; curves/purifier_pretrain/gan-rt2.csv -> "purifier pretrain gan-rt2"."""
-    name = path.stem if path.parent.name == "curves" else f"{path.parent.name} {path.stem}"
-    return name.replace("_", " ")
+    """curves/classifier/seed0.csv -> "classifier seed0";
+    curves/purifier_pretrain/seed0/gan-rt2.csv -> "purifier pretrain seed0 gan-rt2"."""
+    parts = list(path.with_suffix("").parts)
+    if "curves" in parts:
+        parts = parts[len(parts) - parts[::-1].index("curves") :]
+    else:
+        parts = parts[-2:] if len(parts) > 1 else parts
+    return " ".join(parts).replace("_", " ")
 
 
 def monitored(curve: pd.DataFrame) -> bool:

@@ -162,8 +162,10 @@ def result_row(result: dict, path: str, purifier: str | None = None, rt: str | N
     method = str(result.get("method") or result["attack"])
     family = ATTACK_FAMILY.get(method) or ATTACK_FAMILY.get(method.removeprefix("bpda_"), method.removeprefix("bpda_"))
     sweep = result.get("sweep") if isinstance(result.get("sweep"), dict) else {}
+    seed = result.get("seed")
     return {
         "defense": setting.name,
+        "seed": int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
         "kind": setting.kind,
         "purifier": setting.purifier,
         "rt": setting.rt,
@@ -225,9 +227,11 @@ def load_results(paths, purifier: str | None = None, rt: str | None = None) -> t
         except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
             problems.append(f"{path}: unreadable result ({type(error).__name__}: {error})")
     frame = pd.DataFrame(rows, columns=list(result_row({"defense": "x", "attack": "y"}, "").keys()))
-    duplicated = frame[~frame["sweep"]].duplicated(["defense", "attack"], keep="first")
+    # one result per training seed, defense and attack (several seeds are replicates, not duplicates)
+    duplicated = frame[~frame["sweep"]].duplicated(["seed", "defense", "attack"], keep="first")
     for _, row in frame[~frame["sweep"]][duplicated].iterrows():
-        problems.append(f"{row['path']}: second result for {row['defense']} / {row['attack']}, ignored")
+        seed = "" if row["seed"] is None or pd.isna(row["seed"]) else f" (seed {int(row['seed'])})"
+        problems.append(f"{row['path']}: second result for {row['defense']} / {row['attack']}{seed}, ignored")
     frame = frame.drop(index=frame[~frame["sweep"]][duplicated].index)
     for problem in problems:
         log.warning(problem)
@@ -242,6 +246,17 @@ def sort_frame(frame: pd.DataFrame) -> pd.DataFrame:
         .drop(columns="_order")
         .reset_index(drop=True)
     )
+
+
+def seed_means(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys``: accuracies and their bounds averaged over training seeds (figures' points)."""
+    numeric = ["robust_accuracy", "robust_ci95_low", "robust_ci95_high", "clean_accuracy"]
+    if rows.empty or rows["seed"].nunique() < 2:
+        return rows
+    first = rows.drop_duplicates(keys).set_index(keys)
+    means = rows.groupby(keys)[numeric].mean()
+    first[numeric] = means.loc[first.index, numeric]
+    return first.reset_index()
 
 
 def main_results(frame: pd.DataFrame) -> pd.DataFrame:

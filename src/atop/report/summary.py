@@ -43,15 +43,17 @@ from .tables import (
     headline_rt,
     paired_all_draws,
     robust_outcomes,
+    seeds_of,
     worst_case,
 )
 
-SUPPORTED, CONTRADICTED, MIXED, NOISE, CANNOT = (
+SUPPORTED, CONTRADICTED, MIXED, NOISE, CANNOT, SPLIT = (
     "supported",
     "contradicted",
     "mixed",
     "no detectable difference",
     "cannot judge",
+    "not consistent across seeds",
 )
 SHOWN = 3  # comparisons quoted per claim
 ALPHA = 0.05  # family-wise, after Holm's correction
@@ -73,6 +75,19 @@ class Paired:
     bootstrap: BootstrapDifference  # draw-mean difference, resampling images and draws
     mcnemar_holm: float = math.nan  # filled in once the report's whole family is known
     bootstrap_holm: float = math.nan
+    # with several training seeds: each seed's worst-case-over-draws difference (a - b), in seed order
+    seed_differences: tuple[float, ...] = ()
+
+    @property
+    def pooled_outcome(self) -> str:
+        """The direction of the pooled (over seeds: stratified) exact McNemar test, Holm-adjusted."""
+        return _direction(self.mcnemar_holm, self.mcnemar.a_better - self.mcnemar.b_better)
+
+    @property
+    def consistent(self) -> bool:
+        """Every training seed's difference points the pooled test's way (trivially so for one seed)."""
+        sign = {"higher": 1, "lower": -1}.get(self.pooled_outcome)
+        return sign is None or all(d * sign > 0 for d in self.seed_differences)
 
     @property
     def detectable(self) -> float:
@@ -81,8 +96,9 @@ class Paired:
 
     @property
     def outcome(self) -> str:
-        """The verdict's metric: worst case over draws, Holm-adjusted exact McNemar."""
-        return _direction(self.mcnemar_holm, self.mcnemar.a_better - self.mcnemar.b_better)
+        """The verdict's metric: worst case over draws, Holm-adjusted exact McNemar; across seeds it
+        must also hold in every seed, else no direction is claimed."""
+        return self.pooled_outcome if self.consistent else "none"
 
     @property
     def mean_outcome(self) -> str:
@@ -90,11 +106,18 @@ class Paired:
 
     def text(self) -> str:
         boot, test = self.bootstrap, self.mcnemar
+        seeds = len(self.seed_differences)
+        units = f"{self.n // seeds} images x {seeds} seeds" if seeds > 1 else f"{self.n} images"
+        per_seed = (
+            f"; per seed {', '.join(f'{100 * d:+.1f}' for d in self.seed_differences)} pp ({PRIMARY})"
+            if seeds > 1
+            else ""
+        )
         return (
-            f"{self.n} images; {PRIMARY} {100 * self.strict_a:.1f} vs {100 * self.strict_b:.1f} (McNemar "
+            f"{units}; {PRIMARY} {100 * self.strict_a:.1f} vs {100 * self.strict_b:.1f} (McNemar "
             f"{test.a_better}:{test.b_better} discordant, Holm p {p_text(self.mcnemar_holm)}); {SECONDARY} "
             f"{100 * self.mean_a:.1f} vs {100 * self.mean_b:.1f}, {100 * boot.difference:+.1f} pp "
-            f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (Holm p {p_text(self.bootstrap_holm)})"
+            f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (Holm p {p_text(self.bootstrap_holm)}){per_seed}"
         )
 
 
@@ -118,6 +141,12 @@ def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | No
     common, ia, ib = aligned(a.indices, range(len(a.indices)), b.indices, range(len(b.indices)))
     fa, fb = a.fractions[:, ia], b.fractions[:, ib]
     right_a, right_b = all_draws_right(fa), all_draws_right(fb)
+    groups = None
+    seed_differences: tuple[float, ...] = ()
+    if a.groups is not None:
+        groups = [a.groups[i] for i in ia]
+        common_outcomes = Outcomes(tuple(common), fa, a.draws)
+        seed_differences = tuple(common_outcomes.per_seed(right_a.astype(float) - right_b.astype(float)).values())
     return Paired(
         n=len(common),
         mcnemar=test,
@@ -125,7 +154,8 @@ def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | No
         strict_b=float(right_b.mean()),
         mean_a=float(fa.min(axis=0).mean()),
         mean_b=float(fb.min(axis=0).mean()),
-        bootstrap=paired_draw_bootstrap(fa, fb, a.draws, b.draws, resamples=RESAMPLES, seed=seed),
+        bootstrap=paired_draw_bootstrap(fa, fb, a.draws, b.draws, resamples=RESAMPLES, seed=seed, groups=groups),
+        seed_differences=seed_differences,
     )
 
 
@@ -170,6 +200,11 @@ class Comparison:
             "none": f"no detectable difference (could detect {100 * self.paired.detectable:.1f} pp or more)",
         }
         text = words[self.outcome]
+        if not self.paired.consistent:
+            text = (
+                f"no direction claimed: the seeds pooled say {self.paired.pooled_outcome.upper()}, "
+                "but not every training seed agrees"
+            )
         if self.paired.mean_outcome != self.outcome:
             text += (
                 f"; the {SECONDARY} disagrees: "
@@ -221,7 +256,11 @@ def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str)
         verdict = NOISE
     counts = f"{higher} of {len(comparisons)} comparisons higher, {lower} lower"
     detectable = [c.paired.detectable for c in comparisons if c.paired is not None]
-    if verdict == NOISE and detectable:
+    split = sum(c.paired is not None and not c.paired.consistent for c in comparisons)
+    if verdict == NOISE and split:
+        verdict = SPLIT
+        counts = f"{split} comparisons point one way pooled over training seeds but not in every seed; " + counts
+    elif verdict == NOISE and detectable:
         counts = f"the run could detect differences of {100 * max(detectable):.1f} pp or more (80 % power); " + counts
     # the one-page summary shows the clearest cases: lower ones first (they matter most), then the rest
     rank = ("lower", "higher", "none", "overlap")
@@ -447,6 +486,7 @@ VERDICT_WORDS = {
     CONTRADICTED: "The run contradicts this",
     MIXED: "The run gives mixed evidence",
     NOISE: "No detectable difference",
+    SPLIT: "The training seeds disagree",
     CANNOT: "The run cannot judge this",
 }
 
@@ -584,6 +624,21 @@ def summary_markdown(
         ),
         "",
     ]
+    seeds = seeds_of(main)
+    if len(seeds) > 1:
+        lines += [
+            (
+                f"**{len(seeds)} training seeds** ({', '.join(str(int(s)) for s in seeds)}): each seed trained its own "
+                "classifier, AT baseline, purifiers and fine-tuning, and was scored on the same images. Every number "
+                "is the mean over the seeds ± their standard deviation, its interval a bootstrap over seeds and then "
+                "images. A comparison pools the seeds: the exact McNemar test stratified by seed (the discordant "
+                "images of every seed summed: under no difference each is equally likely to favour either defense, "
+                "whatever the seed), and a hierarchical bootstrap (seeds, then images, then draws) for the draw-mean. "
+                "A direction is claimed only if it also holds in every seed; otherwise the verdict says the seeds "
+                "disagree."
+            ),
+            "",
+        ]
     if dataset not in ("cifar10", "cifar100", "imagenette"):
         lines += [
             (

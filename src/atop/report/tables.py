@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..stats import PairedTest, aligned, all_draws_right, mcnemar_exact, wilson_interval
+from ..stats import PairedTest, aligned, all_draws_right, bootstrap_mean_interval, mcnemar_exact, wilson_interval
 from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results
 
 MISSING = "missing"
 MIN_OF_AVERAGES = "lowest of the per-attack averages"
+RESAMPLES = 2000  # bootstrap resamples of an interval over training seeds and images
 
 
 ALL_DRAWS = "all draws"  # the worst case over draws, as tables label it
@@ -29,7 +30,9 @@ class Estimate:
 
     ``value`` is the draw-mean accuracy (one evaluation of a randomized defense, the paper's
     metric); ``strict`` the worst case over draws: the share of images right on every draw, what
-    an attacker who may resubmit faces. The two agree on a deterministic defense.
+    an attacker who may resubmit faces. The two agree on a deterministic defense. With several
+    training seeds (``seeds`` > 1) ``value`` and ``strict`` are means over the seeds, ``sd`` the
+    standard deviation of the seeds' values, and the interval a bootstrap over seeds and images.
     """
 
     value: float
@@ -38,6 +41,8 @@ class Estimate:
     source: str = ""  # the attack behind the number; a worst case names every attack it covers
     basis: str = ""  # how a worst case was taken: per image, or (fallback) the lowest of the averages
     strict: float = math.nan
+    sd: float = math.nan  # across training seeds
+    seeds: int = 1
 
     @classmethod
     def robust(cls, row) -> Estimate | None:
@@ -56,19 +61,40 @@ class Estimate:
         return self.low > other.high
 
     def text(self) -> str:
+        spread = f" ± {100 * self.sd:.1f}" if self.seeds > 1 and not math.isnan(self.sd) else ""
         bounds = "" if math.isnan(self.low) else f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
         marker = " (min of averages)" if self.basis.startswith(MIN_OF_AVERAGES) else ""
         strict = "" if math.isnan(self.strict) else f"; {ALL_DRAWS} {100 * self.strict:.1f}"
-        return f"{100 * self.value:.1f}{bounds}{strict}{marker}"
+        return f"{100 * self.value:.1f}{spread}{bounds}{strict}{marker}"
 
 
 @dataclass(frozen=True)
 class Outcomes:
-    """Per-image fractions of ``draws`` draws right, (attacks, images), on the images every attack scored."""
+    """Per-image fractions of ``draws`` draws right, (attacks, units), on the images every attack scored.
 
-    indices: tuple[int, ...]
+    A unit is an image; with several training seeds it is a (seed, image) pair, sorted by seed with
+    the same images under every seed, so a paired test pools the seeds (stratified by seed) and a
+    bootstrap resamples seeds, then images.
+    """
+
+    indices: tuple
     fractions: np.ndarray
     draws: int
+
+    @property
+    def groups(self) -> tuple | None:
+        """The training seed of each unit, or None for one seed."""
+        if self.indices and isinstance(self.indices[0], tuple):
+            return tuple(seed for seed, _ in self.indices)
+        return None
+
+    def per_seed(self, values: np.ndarray) -> dict:
+        """Mean of per-unit ``values`` under each seed ({None: mean} for one seed)."""
+        groups = self.groups
+        if groups is None:
+            return {None: float(np.mean(values))}
+        labels = np.asarray(groups)
+        return {seed: float(np.mean(values[labels == seed])) for seed in dict.fromkeys(groups)}
 
 
 def _draws(rows: pd.DataFrame) -> int:
@@ -76,18 +102,36 @@ def _draws(rows: pd.DataFrame) -> int:
     return int(draws.max()) if len(draws) else 1
 
 
+def seeds_of(rows: pd.DataFrame) -> list:
+    """The training seeds the rows come from, in order (one None entry for results without a seed)."""
+    if "seed" not in rows.columns:
+        return [None]
+    return sorted(rows["seed"].dropna().unique().tolist()) or [None]
+
+
 def _common_outcomes(rows: pd.DataFrame, column: str, draws: int) -> Outcomes | None:
-    per_image = [
-        dict(zip(i, f))
-        for i, f in zip(rows["sample_indices"], rows[column])
-        if isinstance(i, tuple) and isinstance(f, tuple)
-    ]
-    if not per_image or len(per_image) < len(rows):
+    """(attacks, units) on the images every attack scored under every seed all the attacks have."""
+    usable = [isinstance(i, tuple) and isinstance(f, tuple) for i, f in zip(rows["sample_indices"], rows[column])]
+    if not rows.size or not all(usable):
         return None
-    common = sorted(set.intersection(*(set(p) for p in per_image)))
-    if not common:
+    seeds = seeds_of(rows)
+    if len(seeds) < 2:
+        per_image = [dict(zip(i, f)) for i, f in zip(rows["sample_indices"], rows[column])]
+        common = sorted(set.intersection(*(set(p) for p in per_image)))
+        if not common:
+            return None
+        return Outcomes(tuple(common), np.array([[p[i] for i in common] for p in per_image]), draws)
+    by_attack: dict[str, dict] = {}
+    for attack, seed, indices, fractions in zip(rows["attack"], rows["seed"], rows["sample_indices"], rows[column]):
+        by_attack.setdefault(attack, {})[seed] = dict(zip(indices, fractions))
+    shared_seeds = sorted(set.intersection(*(set(per_seed) for per_seed in by_attack.values())))
+    images = [set(p) for per_seed in by_attack.values() for seed, p in per_seed.items() if seed in shared_seeds]
+    common = sorted(set.intersection(*images)) if images else []
+    if not shared_seeds or not common:
         return None
-    return Outcomes(tuple(common), np.array([[p[i] for i in common] for p in per_image]), draws)
+    units = tuple((seed, i) for seed in shared_seeds for i in common)
+    matrix = np.array([[per_seed[seed][i] for seed, i in units] for per_seed in by_attack.values()])
+    return Outcomes(units, matrix, draws)
 
 
 def robust_outcomes(rows: pd.DataFrame) -> Outcomes | None:
@@ -105,13 +149,25 @@ def clean_outcomes(rows: pd.DataFrame) -> Outcomes | None:
     return Outcomes(pooled.indices, pooled.fractions.mean(axis=0, keepdims=True), pooled.draws * len(rows))
 
 
+def _over_seeds(outcomes: Outcomes, unit_values: np.ndarray, strict_values: np.ndarray) -> tuple:
+    """(mean, sd, low, high, strict) over training seeds: seed means, their sd, a seeds-then-images bootstrap."""
+    seed_means = list(outcomes.per_seed(unit_values).values())
+    strict = float(np.mean(list(outcomes.per_seed(strict_values).values())))
+    low, high = bootstrap_mean_interval(unit_values, outcomes.groups, resamples=RESAMPLES)
+    return float(np.mean(seed_means)), float(np.std(seed_means, ddof=1)), low, high, strict
+
+
 def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
     """Clean accuracy of one defense: the mean over its result files (each re-scores the same images)."""
     rows = rows.dropna(subset=["clean_accuracy"])
     if rows.empty:
         return None
-    value = float(rows["clean_accuracy"].mean())
     outcomes = clean_outcomes(rows)
+    if outcomes is not None and outcomes.groups is not None:
+        per_image = outcomes.fractions[0]
+        value, sd, low, high, strict = _over_seeds(outcomes, per_image, all_draws_right(per_image).astype(float))
+        return Estimate(value, low, high, "clean", strict=strict, sd=sd, seeds=len(set(outcomes.groups)))
+    value = float(rows["clean_accuracy"].mean())
     strict = (
         float(all_draws_right(outcomes.fractions).mean()) if outcomes else float(rows["clean_strict_accuracy"].min())
     )
@@ -122,19 +178,31 @@ def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
     return Estimate(value, low, high, "clean", strict=strict)
 
 
+def attack_estimate(rows: pd.DataFrame) -> Estimate | None:
+    """Robust accuracy under one attack: its result, or with several seeds their mean ± sd."""
+    rows = rows.dropna(subset=["robust_accuracy"])
+    if rows.empty:
+        return None
+    if len(seeds_of(rows)) < 2:
+        return Estimate.robust(rows.iloc[0])
+    return worst_case(rows)
+
+
 def worst_case(rows: pd.DataFrame) -> Estimate | None:
     """Robust accuracy against the best attack per image (AutoAttack's per-sample worst case).
 
     Each image counts with the lowest fraction of draws any attack left right, averaged over the
     images every attack scored (the intersection of their sample indices; all of them when the run
-    used one subset, as it does). The interval is Wilson on that mean, as for a single attack.
+    used one subset, as it does). The interval is Wilson on that mean, as for a single attack; with
+    several training seeds the mean over seeds ± their sd, with a seeds-then-images bootstrap interval.
     Without per-image outcomes, or with no image in common, it falls back to the lowest of the
     per-attack averages, marked in ``basis``: that can only overstate the per-image worst case.
     """
     rows = rows.dropna(subset=["robust_accuracy"])
     if rows.empty:
         return None
-    attacks = ", ".join(rows["attack"])
+    names = list(dict.fromkeys(rows["attack"]))
+    attacks = ", ".join(names)
     outcomes = robust_outcomes(rows)
     if outcomes is None:
         lowest = Estimate.robust(rows.loc[rows["robust_accuracy"].idxmin()])
@@ -145,13 +213,21 @@ def worst_case(rows: pd.DataFrame) -> Estimate | None:
         why = "no image scored by every attack" if has_all else "no per-image outcomes"
         strict = float(rows["robust_strict_accuracy"].min())
         return Estimate(lowest.value, lowest.low, lowest.high, attacks, f"{MIN_OF_AVERAGES} ({why})", strict)
+    worst = outcomes.fractions.min(axis=0)
     common = len(outcomes.indices)
-    value = float(outcomes.fractions.min(axis=0).mean())
-    low, high = wilson_interval(value * common, common)
     largest = max(len(i) for i in rows["sample_indices"])
+    if outcomes.groups is not None:
+        seeds = len(set(outcomes.groups))
+        images = common // seeds
+        value, sd, low, high, strict = _over_seeds(outcomes, worst, all_draws_right(outcomes.fractions).astype(float))
+        scope = f"{images} images x {seeds} seeds" + ("" if images == largest else f" (common to all; up to {largest})")
+        basis = f"per-image minimum over {len(names)} attacks on {scope}"
+        return Estimate(value, low, high, attacks, basis, strict, sd=sd, seeds=seeds)
+    value = float(worst.mean())
+    low, high = wilson_interval(value * common, common)
     scope = f"{common} images" + ("" if common == largest else f" (common to all; up to {largest} scored)")
     strict = float(all_draws_right(outcomes.fractions).mean())
-    return Estimate(value, low, high, attacks, f"per-image minimum over {len(rows)} attacks on {scope}", strict)
+    return Estimate(value, low, high, attacks, f"per-image minimum over {len(names)} attacks on {scope}", strict)
 
 
 def paired_all_draws(a: Outcomes | None, b: Outcomes | None) -> PairedTest | None:
@@ -186,7 +262,7 @@ def defense_cells(frame: pd.DataFrame, defense: str | None) -> dict[str, Estimat
     columns = attack_columns(frame)
     rows = full_gradient(frame)
     rows = rows[rows["defense"] == defense] if defense else rows.iloc[0:0]
-    by_attack = {row["attack"]: Estimate.robust(row) for _, row in rows.iterrows()}
+    by_attack = {attack: attack_estimate(group) for attack, group in rows.groupby("attack", sort=False)}
     cells: dict[str, Estimate | None] = {"clean": clean_estimate(rows)}
     for attack, seen in columns:
         cells[attack_label(attack, seen)] = by_attack.get(attack)
@@ -299,7 +375,10 @@ def table_csv(table: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         values = table[column]
         if any(isinstance(v, Estimate) for v in values):
-            for suffix, attr in (("", "value"), ("_ci95_low", "low"), ("_ci95_high", "high"), ("_all_draws", "strict")):
+            parts = [("", "value"), ("_ci95_low", "low"), ("_ci95_high", "high"), ("_all_draws", "strict")]
+            if any(isinstance(v, Estimate) and v.seeds > 1 for v in values):
+                parts.append(("_seed_sd", "sd"))  # across training seeds
+            for suffix, attr in parts:
                 out[column + suffix] = [
                     round(100 * getattr(v, attr), 2) if isinstance(v, Estimate) else math.nan for v in values
                 ]
