@@ -193,9 +193,12 @@ def estimate(config: dict) -> dict[str, float]:
         flops["overfitting_monitors"] += ft.get("epochs", 6) * monitor_cost(
             ft.get("monitor"), 3 * (purifier_flops[v][0] + f_c), None
         )
+    # every training seed repeats every job but the data preparation (the report is not counted)
+    seeds = len(config.get("seeds", [0]))
     return {
         "per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}},
-        "flops": flops,
+        "flops": {stage: seeds * value for stage, value in flops.items()},
+        "seeds": seeds,
     }
 
 
@@ -212,7 +215,8 @@ def main() -> None:
     for path in args.configs:
         config = yaml.safe_load(path.read_text())
         result = estimate(config)
-        print(f"{path}  (ESTIMATE at {args.peak_tflops:g} TFLOP/s x {args.utilisation:g} utilisation)")
+        seeds = f", {result['seeds']} training seeds" if result["seeds"] > 1 else ""
+        print(f"{path}  (ESTIMATE at {args.peak_tflops:g} TFLOP/s x {args.utilisation:g} utilisation{seeds})")
         print("  forward GFLOPs per image:", ", ".join(f"{k} {v:.3g}" for k, v in result["per_image_gflops"].items()))
         total = 0.0
         for stage, flops in result["flops"].items():

@@ -110,7 +110,7 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
         (stage,) = [s for s, rules in dvc_pipeline.STAGES.items() if rule in rules]
         assert any(path == out or path.startswith(out + "/") for out in outs[stage]), (path, stage)
     assert stages["evaluation"]["params"] == [
-        {"${configfile}": ["device", "evaluation", "experiment", "finetune", "performance", "seed"]}
+        {"${configfile}": ["device", "evaluation", "experiment", "finetune", "performance", "seeds"]}
     ]
     # a job's spec keys that are not config sections count by the section they come from (SPEC_SOURCES)
     assert "purifiers" in stages["purifiers"]["params"][0]["${configfile}"]
@@ -126,7 +126,7 @@ def test_dvc_exp_run_builds_the_tiny_experiment(built):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     assert set(lock) == set(dvc_pipeline.STAGES)
     assert lock["evaluation"]["params"]["config/tiny.yaml"]["evaluation"]["attacks"]["fgsm"]["eps"] == "64/255"
-    assert (repo / "models/tiny/purifier_finetuned/gan-rt2.pt").stat().st_size > 0
+    assert (repo / "models/tiny/purifier_finetuned/seed0/gan-rt2.pt").stat().st_size > 0
     assert len(list((repo / "results/tiny/eval").rglob("*.json"))) == 8  # 4 defenses x 2 attacks
     metrics = run(repo, "dvc", "metrics", "show", "--json").stdout
     assert "results/tiny/report/metrics.json" in metrics and "worst_case" in metrics
@@ -160,7 +160,7 @@ def test_push_then_pull_into_a_fresh_clone_is_up_to_date(built, tmp_path):
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     run(clone, "dvc", "pull")
-    assert (clone / "models/tiny/classifier.pt").read_bytes() == (repo / "models/tiny/classifier.pt").read_bytes()
+    assert (clone / "models/tiny/classifier/seed0.pt").read_bytes() == (repo / "models/tiny/classifier/seed0.pt").read_bytes()
     # DVC does not keep file times; the README's step after a pull tells Snakemake they are current.
     run(clone, "snakemake", "--touch", "--cores", "1", "all", "--configfile", "config/tiny.yaml")
     dry = output(run(clone, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
@@ -223,11 +223,11 @@ def test_changing_an_attack_reruns_only_that_attacks_jobs(built):
     assert not re.search(r"rule (prepare_data|train_classifier|pretrain_purifier|finetune_purifier)", log)
     changed = _rewritten(before, _stamps(repo))
     evaluations = {path for path in changed if "/eval/" in path}
-    assert evaluations == {f"results/tiny/eval/{d}/fgsm.json" for d in ("standard", "at", "ap", "atop")}
+    assert evaluations == {f"results/tiny/eval/seed0/{d}/fgsm.json" for d in ("standard", "at", "ap", "atop")}
     # the sweep runs fgsm too, but with eps replaced: its jobs did not change, nor did eot_pgd's
     assert not {path for path in changed if "/sweeps/" in path or path.endswith("eot_pgd.json")}
     assert not {path for path in changed if "/diagnostics/" in path}, "fgsm feeds no diagnostic"
-    assert '"eps": 0.18823' in (repo / "results/tiny/eval/ap/fgsm.json").read_text()
+    assert '"eps": 0.18823' in (repo / "results/tiny/eval/seed0/ap/fgsm.json").read_text()
     assert "Nothing to be done" in output(run(repo, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))
 
 
@@ -251,7 +251,7 @@ def test_dvc_exp_run_set_param_reruns_only_that_attacks_jobs(built):
     run(repo, "dvc", "exp", "run", "-S", "config/tiny.yaml:evaluation.attacks.eot_pgd.steps=4")
     changed = _rewritten(before, _stamps(repo))
     evaluations = {path for path in changed if "/eval/" in path or "/sweeps/" in path}
-    assert evaluations == {f"results/tiny/eval/{d}/eot_pgd.json" for d in ("standard", "at", "ap", "atop")}
+    assert evaluations == {f"results/tiny/eval/seed0/{d}/eot_pgd.json" for d in ("standard", "at", "ap", "atop")}
     assert not {path for path in changed if path.startswith("models/")}
 
 
