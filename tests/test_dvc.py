@@ -160,7 +160,9 @@ def test_push_then_pull_into_a_fresh_clone_is_up_to_date(built, tmp_path):
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     run(clone, "dvc", "pull")
-    assert (clone / "models/tiny/classifier/seed0.pt").read_bytes() == (repo / "models/tiny/classifier/seed0.pt").read_bytes()
+    assert (clone / "models/tiny/classifier/seed0.pt").read_bytes() == (
+        repo / "models/tiny/classifier/seed0.pt"
+    ).read_bytes()
     # DVC does not keep file times; the README's step after a pull tells Snakemake they are current.
     run(clone, "snakemake", "--touch", "--cores", "1", "all", "--configfile", "config/tiny.yaml")
     dry = output(run(clone, "snakemake", "-n", "all", "--configfile", "config/tiny.yaml"))

@@ -626,7 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         nargs="*",
         default=[],
-        help="obfuscation_checks.json (cross-attack and sweep checks) and diagnostics/eot_checks.json (EOT sufficiency)",
+        help="obfuscation_checks/seed<N>.json (cross-attack and sweep checks) and diagnostics/seed<N>/eot_checks.json (EOT sufficiency), of every seed",
     )
     p.add_argument(
         "--overfitting",

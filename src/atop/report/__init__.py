@@ -92,7 +92,7 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
     }
 
 
-# Check groups of obfuscation_checks.json (the `checks` job) and diagnostics/eot_checks.json.
+# Check groups of obfuscation_checks/seed<N>.json (the `checks` job) and diagnostics/seed<N>/eot_checks.json.
 CHECK_GROUPS = ("cross_attack", "sweeps", "eot_sufficiency", "checks")
 
 
@@ -111,8 +111,8 @@ def write_report(
 ) -> dict:
     """Write every table, figure, metrics.json and summary.md; return the metrics.
 
-    ``checks_paths`` are the workflow's obfuscation_checks.json (cross-attack and sweep
-    checks) and diagnostics/eot_checks.json (EOT sufficiency); their failures are listed in
+    ``checks_paths`` are the workflow's obfuscation_checks/seed<N>.json (cross-attack and sweep
+    checks) and diagnostics/seed<N>/eot_checks.json (EOT sufficiency); their failures are listed in
     the summary and put the numbers they concern in doubt. ``overfitting`` holds the detectors'
     thresholds (config diagnostics.overfitting) for the monitored training curves.
     """

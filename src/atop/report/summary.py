@@ -509,8 +509,10 @@ class Doubt:
 def doubts(frame: pd.DataFrame, cross_checks) -> tuple[list[Doubt], list[str]]:
     """What failed checks put in doubt, and the same as phrases naming the numbers (marked upper bounds)."""
     found, named = [], []
+    several = len(seeds_of(frame)) > 1
     for row in frame[frame["failed_checks"] != ""].itertuples():
-        value = "" if pd.isna(row.robust_accuracy) else f" {100 * row.robust_accuracy:.1f}"
+        value = f" (seed {int(row.seed)})" if several and pd.notna(row.seed) else ""
+        value += "" if pd.isna(row.robust_accuracy) else f" {100 * row.robust_accuracy:.1f}"
         if not pd.isna(row.robust_strict_accuracy):
             value += f" ({PRIMARY} {100 * row.robust_strict_accuracy:.1f})"
         found.append(Doubt(row.defense, row.attack, row.failed_checks.replace(";", ", ")))
@@ -524,7 +526,7 @@ def doubts(frame: pd.DataFrame, cross_checks) -> tuple[list[Doubt], list[str]]:
             else:
                 whose = f"of {check['defense']}" if check.get("defense") else "of every defense"
                 named.append(f"every robust accuracy {whose} ({check['claim']})")
-    return found, named
+    return found, list(dict.fromkeys(named))  # a check failing under several seeds is named once
 
 
 def headline(judged: list[Claim], frame: pd.DataFrame) -> Comparison | None:
