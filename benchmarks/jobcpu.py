@@ -78,6 +78,25 @@ def _outputs(argv: list[str]) -> list[str]:
     return [value for flag, value in itertools.pairwise(argv) if flag.startswith("--out")]
 
 
+def replicate_seeds(records: list[dict], seeds: list[int], measured: int = 0) -> list[dict]:
+    """The records of a one-seed run as a run of ``seeds`` would have them (for ``two_core_estimate``).
+
+    A job writing under ``/seed<measured>`` (training, evaluation, diagnostics) runs once per seed with
+    the same CPU seconds; a shared job (data, report) runs once and reads every seed's outputs.
+    The report's own work grows with the results it reads; its measured seconds are kept.
+    """
+    tag = f"/seed{measured}"
+    replicated = []
+    for record in records:
+        if any(tag in path for path in _outputs(record["argv"])):
+            for seed in seeds:
+                replicated.append({**record, "argv": [t.replace(tag, f"/seed{seed}") for t in record["argv"]]})
+        else:
+            extra = [t.replace(tag, f"/seed{seed}") for seed in seeds if seed != measured for t in record["argv"][1:]]
+            replicated.append({**record, "argv": record["argv"] + [t for t in extra if t not in record["argv"]]})
+    return replicated
+
+
 def two_core_estimate(records: list[dict], cores: int = 2) -> tuple[float, float]:
     """(estimated idle wall seconds on ``cores`` cores, critical path seconds).
 

@@ -12,7 +12,7 @@ from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from jobcpu import job_name, read_records, two_core_estimate, write_shim
+from jobcpu import job_name, read_records, replicate_seeds, two_core_estimate, write_shim
 
 
 def job(command: str, out: str, cpu: float, reads: tuple[str, ...] = (), threads: int = 1) -> dict:
@@ -53,6 +53,23 @@ def test_the_longest_remaining_chain_starts_first():
 
 def test_a_job_reading_a_path_nobody_writes_waits_for_nothing():
     assert two_core_estimate([job("evaluate", "r/a.json", 3.0, reads=("data/raw/x",))]) == (3.0, 3.0)
+
+
+def test_seed_replicas_repeat_the_per_seed_jobs_and_share_data_and_report():
+    records = [
+        job("prepare-data", "r/data.pt", 2.0),
+        job("train-classifier", "m/classifier/seed0.pt", 10.0, reads=("r/data.pt",)),
+        job("evaluate", "r/eval/seed0/a.json", 4.0, reads=("m/classifier/seed0.pt",)),
+        job("report", "r/report", 1.0, reads=("r/eval/seed0/a.json",)),
+    ]
+    three = replicate_seeds(records, [0, 1, 2])
+    assert [job_name(r) for r in three].count("train-classifier seed1.pt") == 1 and len(three) == 8
+    # one seed: 2 + 10 + 4 + 1. Three seeds on two cores: data; two trainings side by side (2-12); the third
+    # (12-22) beside the first two evaluations (12-16, 16-20); the third evaluation (22-26); the report.
+    assert two_core_estimate(records) == (pytest.approx(17.0), pytest.approx(17.0))
+    estimate, critical = two_core_estimate(three)
+    assert critical == pytest.approx(17.0) and estimate == pytest.approx(2 + 10 + 10 + 4 + 1)
+    assert "r/eval/seed2/a.json" in three[-1]["argv"], "the report reads every seed's results"
 
 
 @pytest.mark.parametrize("eager", [(), ("json",)])

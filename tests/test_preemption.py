@@ -162,6 +162,6 @@ def test_snakemake_keeps_the_resume_state_of_a_killed_job(workflow_dir):
 
     rerun = run_snakemake(workflow_dir, "--cores", "2", target, "--configfile", str(configfile), env=ENV)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
-    log = (workflow_dir / "results" / "tiny" / "logs" / "train_classifier.log").read_text()
+    log = (workflow_dir / "results" / "tiny" / "logs" / "train_classifier" / "seed0.log").read_text()
     assert f"resuming after epoch {saved}/{epochs}" in log
     assert not resume.exists() and (workflow_dir / target).is_file()

@@ -240,7 +240,7 @@ def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
-            curve = folder / "results" / "tiny" / "curves" / "classifier.csv"
+            curve = folder / "results" / "tiny" / "curves" / "classifier" / "seed0.csv"
             deadline = time.time() + 300
             while not curve.exists() and time.time() < deadline:
                 time.sleep(0.5)  # the first training job has finished; others are running

@@ -80,12 +80,17 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
     assert run.returncode == 0, output[-4000:]
 
     results, models = workflow_dir / "results" / "tiny", workflow_dir / "models" / "tiny"
-    for name in ("classifier", "classifier_adversarial", "purifier_pretrained/gan-rt2", "purifier_finetuned/gan-rt2"):
+    for name in (
+        "classifier/seed0",
+        "classifier_adversarial/seed0",
+        "purifier_pretrained/seed0/gan-rt2",
+        "purifier_finetuned/seed0/gan-rt2",
+    ):
         assert (models / f"{name}.pt").stat().st_size > 0
         assert not (models / f"{name}.pt.resume").exists()
     for defense in ("standard", "at", "ap", "atop"):
         for attack in ("fgsm", "eot_pgd"):
-            result = json.loads((results / "eval" / defense / f"{attack}.json").read_text())
+            result = json.loads((results / "eval" / "seed0" / defense / f"{attack}.json").read_text())
             assert 0 <= result["robust"]["accuracy"] <= result["clean"]["accuracy"] <= 1
     metrics = json.loads((results / "report" / "metrics.json").read_text())
     assert set(metrics["defenses"]) == {"standard", "at", "ap", "atop"}
