@@ -134,7 +134,8 @@ def main() -> None:
     )
     print(f"\n{'defense':<10}{'clean':>8}" + "".join(f"{a:>20}" for a in attacks))
     for defense, row in metrics.items():
-        print(f"{defense:<10}{100 * row['clean']:>8.1f}" + "".join(f"{100 * row[a]:>20.1f}" for a in attacks))
+        cells = "".join(f"{100 * row[a]:>20.1f}" if a in row else f"{'-':>20}" for a in attacks)  # not run on it
+        print(f"{defense:<10}{100 * row['clean']:>8.1f}{cells}")
     if not args.keep:
         shutil.rmtree(folder)
 

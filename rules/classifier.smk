@@ -34,6 +34,8 @@ rule train_adversarial:
         "results/{experiment}/logs/train_adversarial/seed{seed}.log",
     benchmark:
         "results/{experiment}/benchmarks/train_adversarial/seed{seed}.tsv"
+    # the second-longest chain (AT, then its evaluations)
+    priority: 1
     conda:
         ENV
     threads: TRAIN_THREADS

@@ -13,6 +13,8 @@ rule finetune_purifier:
         "results/{experiment}/logs/finetune_purifier/seed{seed}/{variant}.log",
     benchmark:
         "results/{experiment}/benchmarks/finetune_purifier/seed{seed}/{variant}.tsv"
+    # on the critical path (rules/purifier.smk)
+    priority: 2
     conda:
         ENV
     threads: TRAIN_THREADS

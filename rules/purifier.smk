@@ -9,6 +9,8 @@ rule pretrain_purifier:
         "results/{experiment}/logs/pretrain_purifier/seed{seed}/{variant}.log",
     benchmark:
         "results/{experiment}/benchmarks/pretrain_purifier/seed{seed}/{variant}.tsv"
+    # the purifier chain (pre-training, fine-tuning, then half the evaluations) is the DAG's longest: start it first
+    priority: 2
     conda:
         ENV
     threads: TRAIN_THREADS
