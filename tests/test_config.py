@@ -427,14 +427,14 @@ def test_check_config_rejects_bad_sweeps(config, change, match):
 
 
 def test_the_default_scores_one_subset_of_its_test_split_sized_as_documented(config):
-    """benchmarks/README "Sizing": 320 of the 397 test digits in every attack job (397 did not fit 420 s)."""
+    """benchmarks/README "Sizing": 256 of the 397 test digits in every attack job (320 took 465 s, over 420 s)."""
     from atop.evaluate import sample_indices
 
     evaluation, test_size = config["evaluation"], config["data"]["test_size"]
-    assert (evaluation["n_samples"], test_size) == (320, 397)
+    assert (evaluation["n_samples"], test_size) == (256, 397)
     assert not any("n_samples" in attack for attack in evaluation["attacks"].values())  # one subset for every attack
     subset = sample_indices(test_size, evaluation["n_samples"], evaluation["sample_seed"])
-    assert len(set(subset.tolist())) == 320 and 0 <= int(subset.min()) and int(subset.max()) < test_size
+    assert len(set(subset.tolist())) == 256 and 0 <= int(subset.min()) and int(subset.max()) < test_size
     for sweep in evaluation["sweeps"].values():  # a sweep's smaller subset lies inside the attacks' one
         inner = sample_indices(test_size, sweep.get("n_samples", evaluation["n_samples"]), evaluation["sample_seed"])
         assert set(inner.tolist()) <= set(subset.tolist())
