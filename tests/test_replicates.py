@@ -133,6 +133,8 @@ def test_a_claim_holding_in_every_seed_is_supported_with_mean_and_sd(tmp_path):
     metrics, summary, report = _replicate_report(tmp_path, {0: 2.0, 1: 2.0, 2: 2.0})
     assert metrics["claims"]["ft_improves_over_ap"] == SUPPORTED
     assert "**3 training seeds** (0, 1, 2)" in summary and "128 images x 3 seeds" in summary
+    headline = next(line for line in summary.splitlines() if line.startswith("**Headline"))
+    assert "same 128 images x 3 seeds" in headline
     assert metrics["results"] == 27 and metrics["missing"] == 0
     table = (report / "tables" / "defenses.md").read_text()
     assert re.search(r"\d+\.\d ± \d+\.\d \[", table), "each number carries its spread across seeds"

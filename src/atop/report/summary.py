@@ -107,7 +107,7 @@ class Paired:
     def text(self) -> str:
         boot, test = self.bootstrap, self.mcnemar
         seeds = len(self.seed_differences)
-        units = f"{self.n // seeds} images x {seeds} seeds" if seeds > 1 else f"{self.n} images"
+        units = _units(self)
         per_seed = (
             f"; per seed {', '.join(f'{100 * d:+.1f}' for d in self.seed_differences)} pp ({PRIMARY})"
             if seeds > 1
@@ -119,6 +119,12 @@ class Paired:
             f"{100 * self.mean_a:.1f} vs {100 * self.mean_b:.1f}, {100 * boot.difference:+.1f} pp "
             f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (Holm p {p_text(self.bootstrap_holm)}){per_seed}"
         )
+
+
+def _units(p: Paired) -> str:
+    """``256 images``, or with several training seeds ``256 images x 3 seeds``."""
+    seeds = len(p.seed_differences)
+    return f"{p.n // seeds} images x {seeds} seeds" if seeds > 1 else f"{p.n} images"
 
 
 def p_text(p: float) -> str:
@@ -577,7 +583,7 @@ def _headline_text(comparison: Comparison) -> str:
     }[comparison.outcome]
     disagree = "" if p.mean_outcome == comparison.outcome else f" The {SECONDARY} disagrees ({p.mean_outcome})."
     return (
-        f"{comparison.label}, same {p.n} images. Draw-mean robust accuracy {100 * p.mean_a:.1f} vs "
+        f"{comparison.label}, same {_units(p)}. Draw-mean robust accuracy {100 * p.mean_a:.1f} vs "
         f"{100 * p.mean_b:.1f}: difference {100 * boot.difference:+.1f} pp, 95 % interval "
         f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (paired bootstrap over images and draws). "
         f"{PRIMARY.capitalize()}: {100 * p.strict_a:.1f} vs {100 * p.strict_b:.1f}; exact McNemar test on the "
