@@ -92,7 +92,7 @@ def paired_bootstrap(
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     difference = a - b
     rng = np.random.default_rng(seed)
-    means = difference[rng.integers(0, difference.size, size=(resamples, difference.size))].mean(axis=1)
+    means = difference[resample_units(rng, resamples, difference.size)].mean(axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(difference.mean()), float(low), float(high)
