@@ -2,10 +2,11 @@
 
 ``shrink_preset`` keeps the preset's rules, dataset, defenses, attacks, transforms, purifier
 architectures and sweeps, and shrinks what only costs time: every key named in ``SHRINK``, wherever
-it appears in the config, goes to the size the table gives (never up). Budgets a preset leaves at
-their defaults (AutoAttack's 100 steps and 5000 Square queries, DeepFill's discriminator width) are
-read from the attack and architecture registries and shrunk too. Keys the table does not name are
-left alone, so new keys pass through at full size until a line is added here.
+it appears in the config, goes to the size the table gives (never up). Settings a preset leaves at
+their defaults are shrunk too: the schema's defaults (the diagnostics' images and draws) are filled
+in first, and budgets the registries hold (AutoAttack's 100 steps and 5000 Square queries,
+DeepFill's discriminator width) are read from the attack and architecture registries. Keys the table
+does not name are left alone, so new keys pass through at full size until a line is added here.
 
 By hand, with the upstream archives in data/raw (or downloaded there on the first run):
 
@@ -28,7 +29,9 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "schema.yaml"
+sys.path.insert(0, str(REPO / "src"))
 
 from atop.attacks import config_parameters
 from atop.defense_kinds import split_defense
@@ -57,6 +60,9 @@ SHRINK: dict[str, Callable[[int], int]] = {
     "train_images": _at_most(8),  # the overfitting monitors' fixed batches
     "val_images": _at_most(8),
     "points": _at_most(4),  # decision-boundary distortion's segment points
+    "n_images": _at_most(4),  # the diagnostics' images (gradient concentration, measures, distortion)
+    "reference_draws": _at_most(4),  # gradient concentration's reference mean (at least its draws)
+    "flatness_draws": _at_most(2),  # weight perturbations per network
     "val_steps": _at_most(2),
     "ce_start_epoch": _at_most(1),
     "steps": _at_most(2),
@@ -174,10 +180,32 @@ def _keep_defenses(config: dict, keep: list[str]) -> None:
             section["defenses"] = [s for s in section["defenses"] if any(_matches(d, s) for d in keep)]
 
 
+def with_schema_defaults(preset: dict) -> dict:
+    """A copy of ``preset`` with every default of config/schema.yaml written in (as the workflow's own
+    validation fills them), so a size the preset leaves at its default is shrunk too. Schema errors
+    are not raised here: keys the schema does not know pass through (the tests validate the result)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    filler = jsonschema.validators.extend(base, {"properties": properties_with_defaults})
+    config = copy.deepcopy(preset)
+    for _ in filler(yaml.safe_load(SCHEMA.read_text())).iter_errors(config):
+        pass
+    return config
+
+
 def shrink_preset(preset: dict, cover: bool = False) -> dict:
     """``preset`` shrunk in size (``SHRINK``), its experiment renamed ``<name>-smoke``; with ``cover``,
     only the defenses ``covering_defenses`` picks are evaluated."""
-    config = _shrink_tree(copy.deepcopy(preset))
+    config = _shrink_tree(with_schema_defaults(preset))
     config["experiment"] = f"{preset['experiment']}-smoke"
     classifier = config["classifier"]
     if classifier["arch"] in CLASSIFIER_STAND_INS:

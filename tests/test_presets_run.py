@@ -188,6 +188,9 @@ def test_unknown_keys_stay_and_defaults_shrink(schema_validator):
     assert small["purifiers"]["gan-rt2"]["arch_params"]["discriminator_channels"] == 4  # a default, shrunk
     # a purifier resized away from the data's size stays resized (the path), just smaller
     assert (small["purifiers"]["gan-rt2"]["image_size"], small["data"]["image_size"]) == (48, 32)
+    diagnostics = small["diagnostics"]  # the preset leaves them at the schema's defaults (32 images, 64 draws)
+    assert "diagnostics" not in full
+    assert (diagnostics["gradient_concentration"]["reference_draws"], diagnostics["measures"]["n_images"]) == (4, 4)
     sweeps = small["evaluation"]["sweeps"]
     assert (sweeps["steps"]["values"], sweeps["eot"]["values"], sweeps["eps"]["values"]) == (
         [1, 2],

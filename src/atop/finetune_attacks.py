@@ -12,12 +12,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchattacks
 from torch import nn
-from torchattacks.attack import Attack
 
 from .defense import DefendedModel
 from .registry import Registry
+from .torchattacks_lean import Attack, torchattacks
 
 FINETUNE_ATTACKS: Registry = Registry("fine-tuning attack")
 

@@ -14,11 +14,10 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torchattacks
 from torch import nn
-from torchattacks.attack import Attack
 
 from ..registry import Registry
+from ..torchattacks_lean import Attack, torchattacks
 from .apgd import EveryImageAPGD, EveryImageAPGDT
 from .bpda import IdentityBackwardDefense
 from .ensemble import WorstCaseEnsemble

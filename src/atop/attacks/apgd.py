@@ -16,7 +16,8 @@ highest-loss iterate is the starting choice, so no image comes back clean.
 from __future__ import annotations
 
 import torch
-import torchattacks
+
+from ..torchattacks_lean import torchattacks
 
 
 class _EveryImage:

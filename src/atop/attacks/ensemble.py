@@ -11,7 +11,8 @@ overstates attack success and can hide the weakest attack.
 from __future__ import annotations
 
 import torch
-from torchattacks.attack import Attack
+
+from ..torchattacks_lean import Attack
 
 
 class WorstCaseEnsemble(Attack):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchattacks.attack import Attack
 
 from ..registry import Registry
+from ..torchattacks_lean import Attack
 
 # Images per forward pass by device when max_batch is None (see the class docstring).
 DEFAULT_MAX_BATCH = {"cuda": 4096, "cpu": 128}

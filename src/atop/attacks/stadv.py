@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchattacks.attack import Attack
+
+from ..torchattacks_lean import Attack
 
 
 def flow_smoothness(flow: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -18,7 +18,6 @@ on fixed training and validation batches after every epoch, as curve columns; it
 from __future__ import annotations
 
 import torch
-import torchattacks
 from torch import nn
 
 from ..config import resolve_numbers
@@ -26,6 +25,7 @@ from ..data import PreparedData
 from ..diagnostics.overfitting import OverfittingMonitor
 from ..diagnostics.settings import monitor_settings
 from ..fastpath import FastPath
+from ..torchattacks_lean import torchattacks
 from .classifier import fit_classifier, recipe
 from .loop import epoch_seed
 
