@@ -110,7 +110,7 @@ def main() -> None:
 
 def print_table(runs: dict[str, list[dict]]) -> None:
     rows = [
-        ("wall s (loaded machine)", "wall"),
+        ("wall s", "wall"),
         ("CPU s, Snakemake + all jobs", "cpu"),
         ("CPU s, the atop jobs", "jobs_cpu"),
         ("  of which one-thread jobs", "one_thread_cpu"),

@@ -8,6 +8,8 @@ jobs a front door reran are the result and checkpoint files it rewrote (logs and
 benchmark files left out); the three sets must match. Seconds per front door beside them.
 
     python benchmarks/rerun_parity.py [--config config/tiny.yaml] [--edits attack variant ...]
+
+`--built DIR` starts from a copy of a build made elsewhere (the test suite's) instead.
 """
 
 from __future__ import annotations
@@ -120,11 +122,53 @@ def summarise(files: set[str]) -> str:
     return "; ".join(shown) or "-"
 
 
+def build(base: Path, configfile: str, experiment: str) -> None:
+    """The workflow's files in ``base``, made a git + DVC repository, ``configfile`` built by dvc repro."""
+    base.mkdir()
+    for name in FILES:
+        source = REPO / name
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, base / name)
+    (base / "params.yaml").write_text(yaml.safe_dump({"configfile": configfile, "experiment": experiment}))
+    for command in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "base"],
+    ):
+        run(command, base)
+    print(f"building {configfile} through dvc repro in {base} ...", flush=True)
+    build_seconds, _ = run(["dvc", "repro"], base)
+    run(["git", "add", "-A"], base)
+    run(["git", "commit", "-qm", "built"], base)
+    print(f"built in {build_seconds:.1f} s\n", flush=True)
+
+
+def start_from_build(built: Path, base: Path, configfile: str, experiment: str) -> None:
+    """A copy of an existing build (file times kept) as ``base``, after checking it is one of ``configfile``."""
+    params = built / "params.yaml"
+    if not params.is_file() or not (built / ".dvc").is_dir():
+        sys.exit(f"--built {built}: not a git + DVC checkout of the workflow (no params.yaml or .dvc/)")
+    selection = yaml.safe_load(params.read_text()) or {}
+    if (selection.get("configfile"), selection.get("experiment")) != (configfile, experiment):
+        sys.exit(f"--built {built}: params.yaml selects {selection}, not {configfile} / {experiment}")
+    shutil.copytree(built, base, symlinks=True)
+    _, dry_run = run(["snakemake", "-n", "all", "--configfile", configfile], base)
+    if "Nothing to be done" not in dry_run:
+        sys.exit(f"--built {built}: the build is not up to date (snakemake -n all plans jobs)")
+    print(f"starting from the build in {built}\n", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="config/tiny.yaml", help="the experiment to build and edit")
     parser.add_argument("--cores", default="2")
     parser.add_argument("--edits", nargs="+", help="which edits (default: all)")
+    parser.add_argument(
+        "--built",
+        type=Path,
+        help="start from a copy of this git + DVC checkout where --config was already built by DVC"
+        " (the tests' session build) instead of building it here",
+    )
     args = parser.parse_args()
     config = yaml.safe_load((REPO / args.config).read_text())
     experiment = config["experiment"]
@@ -136,23 +180,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="atop-rerun-"))
     base = work / "base"
-    base.mkdir()
-    for name in FILES:
-        source = REPO / name
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, base / name)
-    (base / "params.yaml").write_text(yaml.safe_dump({"configfile": args.config, "experiment": experiment}))
-    for command in (
-        ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "commit", "-qm", "base"],
-    ):
-        run(command, base)
-    print(f"building {args.config} through dvc repro in {base} ...", flush=True)
-    build_seconds, _ = run(["dvc", "repro"], base)
-    run(["git", "add", "-A"], base)
-    run(["git", "commit", "-qm", "built"], base)
-    print(f"built in {build_seconds:.1f} s\n", flush=True)
+    if args.built:
+        start_from_build(args.built, base, args.config, experiment)
+    else:
+        build(base, args.config, experiment)
 
     rows = []
     for key in chosen:

@@ -58,3 +58,14 @@ def run_snakemake(folder: Path, *args: str, timeout: int = 900, env: dict | None
     return subprocess.run(
         [SNAKEMAKE, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_dvc_build(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny experiment built once per session through DVC in a throwaway repository of the
+    checkout (tests/dvc_repo.py), with a local DVC remote; (repository, build output). Never edit
+    it: copy it (``dvc_repo.copy_build``)."""
+    from dvc_repo import build_tiny, checkout_copy
+
+    repo = checkout_copy(tmp_path_factory.mktemp("dvc-build"))
+    return repo, build_tiny(repo, tmp_path_factory.mktemp("dvc-remote"))

@@ -36,7 +36,7 @@ SMALL = {
     "harness.py": ["--images", "8", "--repeats", "1"],
     "scaling.py": ["--samples", "4", "8", "--eot", "1", "2", "--fixed-samples", "4", "--steps", "1", "--repeats", "1"],
     "gpu_fastpath.py": ["--smoke", "--device", "cpu", "--steps", "1", "--eot", "2"],
-    "rerun_parity.py": ["--edits", "report-code"],  # the tiny build, then the cheapest edit
+    "rerun_parity.py": ["--edits", "report-code"],  # the cheapest edit, from the session build (below)
     "startup.py": ["--before", "HEAD", "--repeats", "1", "--commands", "checks"],
     "monitors.py": ["--smoke", "--repeats", "1"],
 }
@@ -53,10 +53,12 @@ PRINTS = {
 
 
 @pytest.mark.parametrize("script", sorted(SMALL))
-def test_benchmark_runs_and_prints_its_comparison(script, tmp_path):
+def test_benchmark_runs_and_prints_its_comparison(script, tmp_path, request):
     args = list(SMALL[script])
     if script in CACHED:  # the digits fixture: trained weights kept in a folder of the test's own
         args += ["--threads", "1", "--cache", str(tmp_path / "cache")]
+    if script == "rerun_parity.py":  # the session's tiny DVC build (tests/dvc_repo.py), not a second one
+        args += ["--built", str(request.getfixturevalue("tiny_dvc_build")[0])]
     run = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / script), *args],
         capture_output=True,

@@ -1,22 +1,21 @@
 """DVC over the workflow: dvc.yaml matches the Snakefile, repro / no-op / partial rerun,
 push and pull through a local remote, and Snakemake's HTML report.
 
-One tiny experiment is built once (module fixture) in a throwaway git repository
-holding the checkout's files, with the README's command
-`dvc exp run -S configfile=config/tiny.yaml -S experiment=tiny`.
+One tiny experiment is built once per session (``tiny_dvc_build``, tests/dvc_repo.py) in a
+throwaway git repository holding the checkout's files, with the README's command
+`dvc exp run -S configfile=config/tiny.yaml -S experiment=tiny`; this module edits a copy.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_repo import copy_build, output, run
 
 from atop import dvc_pipeline
 
@@ -24,68 +23,12 @@ from conftest import REPO
 
 pytestmark = pytest.mark.workflow
 
-BIN = Path(sys.executable).parent
-TINY = ("-S", "configfile=config/tiny.yaml", "-S", "experiment=tiny")
-
-
-def _env() -> dict:
-    return {
-        **os.environ,
-        "PATH": os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
-        "PYTHONPATH": str(REPO / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "test",
-        "GIT_AUTHOR_EMAIL": "test@example.org",
-        "GIT_COMMITTER_NAME": "test",
-        "GIT_COMMITTER_EMAIL": "test@example.org",
-    }
-
-
-def run(folder: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=folder, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
-    if check:
-        assert done.returncode == 0, f"{' '.join(args)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done
-
-
-def output(done: subprocess.CompletedProcess) -> str:
-    return done.stdout + done.stderr
-
-
-def checkout_copy(target: Path) -> Path:
-    """The checkout's tracked and not-ignored files as a fresh git repository with one commit."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    run(target, "git", "init", "-q")
-    run(target, "git", "add", "-A")
-    run(target, "git", "commit", "-qm", "checkout")
-    return target
-
-
-def commit_all(folder: Path, message: str) -> None:
-    run(folder, "git", "add", "-A")
-    run(folder, "git", "commit", "-qm", message)
-
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[Path, str]:
-    """A repository where the tiny experiment was built through DVC, committed with a local remote."""
-    repo = checkout_copy(tmp_path_factory.mktemp("dvc-repo"))
-    built = run(repo, "dvc", "exp", "run", *TINY)
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    run(repo, "dvc", "remote", "add", "-d", "local", str(remote))
-    commit_all(repo, "tiny experiment")
-    return repo, output(built)
+def built(tiny_dvc_build, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the session's tiny DVC build (with its local remote) that this module's tests may edit."""
+    repo, log = tiny_dvc_build
+    return copy_build(repo, tmp_path_factory.mktemp("dvc-repo") / "repo"), log
 
 
 def test_dvc_yaml_matches_the_workflow():

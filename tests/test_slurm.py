@@ -3,7 +3,7 @@
 tests/slurm/setup_local_slurm.sh installs (if needed) and starts munge and SLURM on
 localhost; the run uses `--profile profiles/slurm` with a workflow profile that sets
 only the site knobs (partition, no account, squeue status, polling, threads). The node
-advertises 16 CPUs, 64 GB and 2 GPUs, so every request of the real profile - GPUs
+advertises 32 CPUs, 160 GB and 4 GPUs, so every request of the real profile - GPUs
 included - is scheduled as written. Skips only where SLURM cannot be installed.
 """
 

@@ -1,8 +1,9 @@
 """A real one-node SLURM cluster on localhost, and the overrides that point profiles/slurm at it.
 
 Used by tests/test_slurm.py and benchmarks/slurm_overhead.py. The cluster runs
-from one scratch folder (setup_local_slurm.sh); the node advertises 16 CPUs,
-64 GB and 2 GPUs, so the real profile's requests are scheduled unchanged. The
+from one scratch folder (setup_local_slurm.sh); the node advertises 32 CPUs,
+160 GB and 4 GPUs, so the real profile's requests (8 CPUs, 32 GB, one GPU per job) are
+scheduled unchanged, four jobs at a time: while one job starts up (its Snakemake, torch), others work. The
 overrides replace only what is site-specific (partition, account, status
 command) or machine-specific (threads, polling), as a workflow profile layered
 over ``--profile profiles/slurm``.
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SLURM_PROFILE = REPO / "profiles" / "slurm" / "config.v8+.yaml"
 CANNOT_INSTALL = 3  # setup_local_slurm.sh's exit status when SLURM cannot be installed
-NODE = {"NODE_CPUS": "16", "NODE_MEMORY_MB": "64000", "NODE_GPUS": "2"}
+NODE = {"NODE_CPUS": "32", "NODE_MEMORY_MB": "160000", "NODE_GPUS": "4"}
 
 
 class SlurmUnavailable(RuntimeError):
@@ -87,7 +88,7 @@ def local_overrides() -> dict:
     return {
         "default-resources": default_resources,  # the test cluster has no accounts
         "set-resources": set_resources,
-        "set-threads": {rule: 2 for rule in real.get("set-threads", {})},  # 2 real cores here
+        "set-threads": {rule: 1 for rule in real.get("set-threads", {})},  # 2 real cores, up to 4 jobs at once
         "slurm-status-command": "squeue",  # no accounting database
         "slurm-init-seconds-before-status-checks": 1,
         "seconds-between-status-checks": 1,
