@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha256sum | cut -c1-12)
 # The machine's CPUs: asking for more oversubscribes them (README: 265 s vs 316 s on 2 CPUs).
 CORES ?= $(shell nproc)
+# pytest workers: on 2 cores, one-thread unit tests and the workflow tests' waits (SLURM polls,
+# serial training chains) fill the second core (benchmarks/README.md, "The test suite").
+TEST_WORKERS ?= 2
 
 .PHONY: install run test lint bench bench-gpu bench-slurm dry-run pull
 
@@ -26,7 +29,7 @@ dry-run: install
 	$(BIN)/snakemake -n all
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 	$(MAKE) --no-print-directory lint
 
 lint: install

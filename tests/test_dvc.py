@@ -21,7 +21,8 @@ from atop import dvc_pipeline
 
 from conftest import REPO
 
-pytestmark = pytest.mark.workflow
+# One worker (pytest -n) runs this module and the rerun-parity smoke: the session build is made once.
+pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("tiny_dvc_build")]
 
 
 @pytest.fixture(scope="module")
