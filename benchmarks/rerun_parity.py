@@ -4,8 +4,12 @@ Builds an experiment once (default: the tiny config) in a temporary git + DVC co
 the workflow, then for each single edit starts from two copies of that finished run
 (file times kept), applies the edit in both and runs `snakemake all` in one and
 `dvc repro` in the other (and, for parameter edits, `dvc exp run -S` in a third). The
-jobs a front door reran are the result and checkpoint files it rewrote (logs and
-benchmark files left out); the three sets must match. Seconds per front door beside them.
+jobs a front door reran are read from Snakemake's own job listing in its output (rule and
+output files of every job it started; DVC passes its stages' output through); the sets
+must match. Beside them: the result and checkpoint files with new times (logs and
+benchmark files left out; where DVC's cache links files, `.dvc/config`, DVC relinks an
+output whose bytes did not change to its cached copy, old time included, so that count can
+be lower under DVC for the same jobs) and the seconds per front door.
 
     python benchmarks/rerun_parity.py [--config config/tiny.yaml] [--edits attack variant ...]
 
@@ -15,6 +19,7 @@ benchmark files left out); the three sets must match. Seconds per front door bes
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +85,23 @@ def stamps(folder: Path, experiment: str) -> dict[str, int]:
             if path.is_file() and path.name != ".gitignore" and not {"logs", "benchmarks"} & set(relative.parts):
                 found[str(relative)] = path.stat().st_mtime_ns
     return found
+
+
+# A job in Snakemake's listing: "rule <name>:" (or "localrule"), indented fields, one of them "output:".
+JOB = re.compile(r"^(?:local)?rule (\w+):\n(?:[ \t]+.*\n)*?[ \t]+output: (.+)$", re.MULTILINE)
+
+
+def jobs_run(log: str) -> set[str]:
+    """Every job a Snakemake run (or a DVC stage running Snakemake) started: 'rule: outputs'."""
+    return {f"{rule}: {outputs}" for rule, outputs in JOB.findall(log)}
+
+
+def summarise_jobs(jobs: set[str]) -> str:
+    counts: dict[str, int] = {}
+    for job in jobs:
+        rule = job.split(":", 1)[0]
+        counts[rule] = counts.get(rule, 0) + 1
+    return ", ".join(f"{rule} x{n}" if n > 1 else rule for rule, n in sorted(counts.items())) or "-"
 
 
 def job_outputs(before: dict[str, int], after: dict[str, int]) -> set[str]:
@@ -201,21 +223,23 @@ def main() -> None:
             if door != "dvc exp run -S":
                 apply(edit, folder, args.config)
             before = stamps(folder, experiment)
-            seconds, _ = run(command, folder)
-            outcome[door] = (job_outputs(before, stamps(folder, experiment)), seconds)
+            seconds, log = run(command, folder)
+            outcome[door] = (jobs_run(log), job_outputs(before, stamps(folder, experiment)), seconds)
             shutil.rmtree(folder)
         reference = outcome["snakemake"][0]
-        same = all(files == reference for files, _ in outcome.values())
+        same = all(jobs == reference for jobs, _, _ in outcome.values())
         rows.append((edit.name, outcome, same))
         print(f"{edit.name}:", flush=True)
-        for door, (files, seconds) in outcome.items():
-            print(f"  {door:<16}{seconds:7.1f} s  {len(files):3d} files  {summarise(files)}", flush=True)
+        for door, (jobs, files, seconds) in outcome.items():
+            print(f"  {door:<16}{seconds:7.1f} s  {len(jobs):3d} jobs: {summarise_jobs(jobs)}", flush=True)
+            print(f"  {'':<16}{'':9}  {len(files):3d} files with new times: {summarise(files)}", flush=True)
         print(f"  same jobs: {'yes' if same else 'NO'}\n", flush=True)
 
     print(f"{'edit':<48}{'same jobs':>10}" + "".join(f"{door + ' s':>20}" for door in rows[0][1]))
     for name, outcome, same in rows:
         print(
-            f"{name:<48}{'yes' if same else 'NO':>10}" + "".join(f"{seconds:>20.1f}" for _, seconds in outcome.values())
+            f"{name:<48}{'yes' if same else 'NO':>10}"
+            + "".join(f"{seconds:>20.1f}" for *_, seconds in outcome.values())
         )
     shutil.rmtree(work)
     if not all(same for *_, same in rows):

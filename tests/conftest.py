@@ -69,3 +69,26 @@ def tiny_dvc_build(tmp_path_factory) -> tuple[Path, str]:
 
     repo = checkout_copy(tmp_path_factory.mktemp("dvc-build"))
     return repo, build_tiny(repo, tmp_path_factory.mktemp("dvc-remote"))
+
+
+# The slowest tests (seconds on 2 cores, `--durations`), started first: under `pytest -n 2`
+# (make test) a worker takes the next test when it frees up, so long runs started late would
+# leave the other worker idle at the end, and short tests fill the last minutes instead.
+SLOWEST_FIRST = (
+    "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar10]",
+    "test_slurm.py::test_tiny_workflow_through_slurm",  # waits on SLURM's polls: overlaps well
+    "test_presets_run.py::test_shrunk_preset_runs_end_to_end[imagenette]",
+    "test_workflow.py::test_tiny_workflow_end_to_end",
+    "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar100]",
+    "test_reliability.py::test_interrupted_workflow_reruns_to_the_same_numbers",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> tuple[int, int]:
+        for position, name in enumerate(SLOWEST_FIRST):
+            if item.nodeid.endswith(name):
+                return (0, position)
+        return (1 if item.get_closest_marker("workflow") else 2, 0)
+
+    items.sort(key=rank)  # stable: each file's own order is kept within a rank
