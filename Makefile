@@ -29,7 +29,7 @@ dry-run: install
 	$(BIN)/snakemake -n all
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 	$(MAKE) --no-print-directory lint
 
 lint: install

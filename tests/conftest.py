@@ -62,20 +62,36 @@ def run_snakemake(folder: Path, *args: str, timeout: int = 900, env: dict | None
 
 @pytest.fixture(scope="session")
 def tiny_dvc_build(tmp_path_factory) -> tuple[Path, str]:
-    """The tiny experiment built once per session through DVC in a throwaway repository of the
+    """The tiny experiment built once per test run through DVC in a throwaway repository of the
     checkout (tests/dvc_repo.py), with a local DVC remote; (repository, build output). Never edit
-    it: copy it (``dvc_repo.copy_build``)."""
+    it: copy it (``dvc_repo.copy_build``). Under ``pytest -n`` the workers share one build: the
+    first to ask makes it in the run's common temporary folder, under a lock; the others wait."""
+    import fcntl
+
     from dvc_repo import build_tiny, checkout_copy
 
-    repo = checkout_copy(tmp_path_factory.mktemp("dvc-build"))
-    return repo, build_tiny(repo, tmp_path_factory.mktemp("dvc-remote"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp() if worker is None else tmp_path_factory.getbasetemp().parent
+    folder, log = root / "tiny-dvc-build", root / "tiny-dvc-build.log"
+    with open(root / "tiny-dvc-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.exists() and not log.exists():
+            raise RuntimeError(f"the tiny DVC build in {folder} failed in another worker (its error is reported there)")
+        if not log.exists():
+            (folder / "repo").mkdir(parents=True)
+            built = build_tiny(checkout_copy(folder / "repo"), folder / "remote")
+            log.write_text(built)
+    return folder / "repo", log.read_text()
 
 
-# The slowest tests (seconds on 2 cores, `--durations`), started first: under `pytest -n 2`
-# (make test) a worker takes the next test when it frees up, so long runs started late would
-# leave the other worker idle at the end, and short tests fill the last minutes instead.
+# The slowest tests (seconds on 2 cores, `--durations`), started first: under `pytest -n 2
+# --maxschedchunk 1` (make test) each worker holds two tests and takes the next when one ends, so
+# long runs started late would leave the other worker idle at the end, and short tests fill the
+# last minutes instead. The longest (CIFAR-10, ~60 % of one worker's time) is paired with a short
+# test, so no second long run waits behind it on the same worker.
 SLOWEST_FIRST = (
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar10]",
+    "test_dvc.py::test_dvc_yaml_matches_the_workflow",  # short: held behind CIFAR-10
     "test_slurm.py::test_tiny_workflow_through_slurm",  # waits on SLURM's polls: overlaps well
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[imagenette]",
     "test_workflow.py::test_tiny_workflow_end_to_end",

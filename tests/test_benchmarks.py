@@ -52,14 +52,7 @@ PRINTS = {
 }
 
 
-@pytest.mark.parametrize(
-    "script",
-    [
-        # on the worker (pytest -n) that makes tests/test_dvc.py's session build, which it reuses
-        pytest.param(name, marks=pytest.mark.xdist_group("tiny_dvc_build")) if name == "rerun_parity.py" else name
-        for name in sorted(SMALL)
-    ],
-)
+@pytest.mark.parametrize("script", sorted(SMALL))
 def test_benchmark_runs_and_prints_its_comparison(script, tmp_path, request):
     args = list(SMALL[script])
     if script in CACHED:  # the digits fixture: trained weights kept in a folder of the test's own

@@ -21,8 +21,7 @@ from atop import dvc_pipeline
 
 from conftest import REPO
 
-# One worker (pytest -n) runs this module and the rerun-parity smoke: the session build is made once.
-pytestmark = [pytest.mark.workflow, pytest.mark.xdist_group("tiny_dvc_build")]
+pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")
