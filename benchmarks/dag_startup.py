@@ -114,7 +114,7 @@ def print_table(runs: dict[str, list[dict]]) -> None:
         ("CPU s, Snakemake + all jobs", "cpu"),
         ("CPU s, the atop jobs", "jobs_cpu"),
         ("  of which one-thread jobs", "one_thread_cpu"),
-        ("  of which training (2 threads)", "multi_thread_cpu"),
+        ("  of which multi-thread jobs", "multi_thread_cpu"),
         ("atop jobs", "jobs"),
         ("estimated idle 2-core wall s", "estimate"),
         ("critical path s", "critical"),
@@ -124,7 +124,8 @@ def print_table(runs: dict[str, list[dict]]) -> None:
     for title, key in rows:
         before = statistics.median(run[key] for run in runs["before"])
         after = statistics.median(run[key] for run in runs["after"])
-        print(f"{title:<32}{before:>12.1f}{after:>12.1f}{after / before:>16.2f}")
+        ratio = f"{after / before:>16.2f}" if before else f"{'-':>16}"  # e.g. no multi-thread job
+        print(f"{title:<32}{before:>12.1f}{after:>12.1f}{ratio}")
 
 
 if __name__ == "__main__":
