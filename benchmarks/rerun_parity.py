@@ -165,14 +165,18 @@ def build(base: Path, configfile: str, experiment: str) -> None:
     print(f"built in {build_seconds:.1f} s\n", flush=True)
 
 
-def start_from_build(built: Path, base: Path, configfile: str, experiment: str) -> None:
-    """A copy of an existing build (file times kept) as ``base``, after checking it is one of ``configfile``."""
+def check_build(built: Path, configfile: str, experiment: str) -> None:
+    """Exit naming the problem unless ``built`` is a git + DVC checkout whose params select ``configfile``."""
     params = built / "params.yaml"
     if not params.is_file() or not (built / ".dvc").is_dir():
         sys.exit(f"--built {built}: not a git + DVC checkout of the workflow (no params.yaml or .dvc/)")
     selection = yaml.safe_load(params.read_text()) or {}
     if (selection.get("configfile"), selection.get("experiment")) != (configfile, experiment):
         sys.exit(f"--built {built}: params.yaml selects {selection}, not {configfile} / {experiment}")
+
+
+def start_from_build(built: Path, base: Path, configfile: str) -> None:
+    """A copy of a checked build (file times kept) as ``base``; exits unless it is up to date."""
     shutil.copytree(built, base, symlinks=True)
     _, dry_run = run(["snakemake", "-n", "all", "--configfile", configfile], base)
     if "Nothing to be done" not in dry_run:
@@ -200,10 +204,12 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown edits {unknown}; choose from {sorted(edits)}")
 
+    if args.built:
+        check_build(args.built, args.config, experiment)  # before any temporary folder exists
     work = Path(tempfile.mkdtemp(prefix="atop-rerun-"))
     base = work / "base"
     if args.built:
-        start_from_build(args.built, base, args.config, experiment)
+        start_from_build(args.built, base, args.config)
     else:
         build(base, args.config, experiment)
 

@@ -72,37 +72,17 @@ def test_benchmark_runs_and_prints_its_comparison(script, tmp_path, request):
         assert fragment in run.stdout, f"{script}: {fragment!r} not printed:\n{run.stdout[-2000:]}"
 
 
+def _rerun_parity_from(folder) -> subprocess.CompletedProcess:
+    script = str(REPO / "benchmarks" / "rerun_parity.py")
+    args = [sys.executable, script, "--edits", "report-code", "--built", str(folder)]
+    return subprocess.run(args, capture_output=True, check=False, text=True, timeout=120)
+
+
 def test_rerun_parity_refuses_a_folder_that_is_not_a_build(tmp_path):
     (tmp_path / "params.yaml").write_text("configfile: config/tiny.yaml\nexperiment: other\n")
-    for folder, message in ((tmp_path / "missing", "not a git + DVC checkout"), (tmp_path, "not a git + DVC checkout")):
-        run = subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "benchmarks" / "rerun_parity.py"),
-                "--edits",
-                "report-code",
-                "--built",
-                str(folder),
-            ],
-            capture_output=True,
-            check=False,
-            text=True,
-            timeout=120,
-        )
-        assert run.returncode != 0 and message in run.stderr, run.stderr
+    for folder in (tmp_path / "missing", tmp_path):
+        run = _rerun_parity_from(folder)
+        assert run.returncode != 0 and "not a git + DVC checkout" in run.stderr, run.stderr
     (tmp_path / ".dvc").mkdir()  # a DVC checkout now, but of another experiment
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "rerun_parity.py"),
-            "--edits",
-            "report-code",
-            "--built",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
+    run = _rerun_parity_from(tmp_path)
     assert run.returncode != 0 and "not config/tiny.yaml / tiny" in run.stderr, run.stderr
