@@ -6,6 +6,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import binomtest
@@ -26,7 +27,7 @@ from atop.evaluate import evaluate_defense
 from atop.report import write_report
 from atop.report.results import load_results
 from atop.report.tables import defenses_table, worst_case
-from atop.stats import aligned, holm, mcnemar_exact, paired_bootstrap, sign_test, upper_bound_below
+from atop.stats import aligned, holm, image_bootstrap, mcnemar_exact, sign_test, upper_bound_below
 from atop.transforms import build_transform
 
 from report_fixtures import make_result, write_results
@@ -72,13 +73,14 @@ def test_holm_on_a_hand_computed_family():
         holm([1.5])
 
 
-def test_paired_bootstrap_is_seeded_and_brackets_the_mean():
-    a = [1.0] * 30 + [0.0] * 10
-    b = [1.0] * 20 + [0.0] * 20
-    mean, low, high = paired_bootstrap(a, b, resamples=500, seed=3)
-    assert mean == pytest.approx(0.25) and low < mean < high and low > 0
-    assert paired_bootstrap(a, b, resamples=500, seed=3) == (mean, low, high)
-    assert paired_bootstrap(a, a, resamples=50) == (0.0, 0.0, 0.0)
+def test_paired_image_bootstrap_is_seeded_and_brackets_the_mean():
+    a = [[[1.0] * 30 + [0.0] * 10]]
+    b = [[[1.0] * 20 + [0.0] * 20]]
+    interval = image_bootstrap(a, b, resamples=500, seed=3)
+    assert interval.estimate == pytest.approx(0.25) and interval.low < 0.25 < interval.high and interval.low > 0
+    assert image_bootstrap(a, b, resamples=500, seed=3) == interval
+    same = image_bootstrap(a, a, resamples=50)
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0)
 
 
 def test_upper_bound_below_is_the_one_sided_exact_test():
@@ -241,24 +243,26 @@ def test_eps_zero_check_scores_under_the_clean_draws_on_a_randomized_defense():
 # --- report: per-image worst case, EOT, checks wording ---------------------------------------------
 
 
-def _disjoint_attacks(n=100):
-    """Two attacks that each break a different 40 % of the images: each average 0.6, per-image worst 0.2."""
+def _disjoint_attacks(n=100, second=0.6):
+    """Two attacks that each break a different 40 % of the images (the second: less when ``second`` < 0.6)."""
     a = [0.0] * 40 + [1.0] * 60
-    b = [1.0] * 40 + [0.0] * 40 + [1.0] * 20
+    b = [1.0] * 40 + [0.0] * round(n * (1 - second)) + [1.0] * (60 - round(n * (1 - second)))
     results = []
     for attack, fractions, eot in (("eot_pgd", a, 20), ("pgd", b, 1)):
-        result = make_result("atop", attack, 0.6, n=n, method="pgd_linf" if attack == "pgd" else attack, eot=eot)
+        result = make_result("atop", attack, float(np.mean(fractions)), n=n, eot=eot)
+        result["method"] = "pgd_linf" if attack == "pgd" else attack
         result["per_sample"]["robust_correct_fraction"] = fractions
         results.append(result)
     return results
 
 
-def test_worst_case_is_taken_per_image(tmp_path):
-    write_results(tmp_path, _disjoint_attacks())
+def test_worst_case_is_the_strongest_attack(tmp_path):
+    write_results(tmp_path, _disjoint_attacks(second=0.5))
     frame, _ = load_results([tmp_path])
     cell = defenses_table(frame).loc["atop", "worst case"]
-    assert cell.value == pytest.approx(0.2), "min of the averages would say 0.6"
-    assert cell.low < 0.2 < cell.high < 0.3 and cell.basis == "per-image minimum over 2 attacks on 100 images"
+    assert cell.value == pytest.approx(0.5), "the lowest of the per-attack accuracies (pgd: 0.5, eot_pgd: 0.6)"
+    assert cell.low <= 0.5 <= cell.high and cell.high - cell.low < 0.25
+    assert cell.basis == "lowest of the per-attack accuracies over 2 attacks (pgd) on 100 images"
 
 
 def test_worst_case_over_differing_sample_indices_uses_the_common_images(tmp_path):
@@ -274,7 +278,6 @@ def test_worst_case_over_differing_sample_indices_uses_the_common_images(tmp_pat
     frame, _ = load_results([tmp_path])
     cell = worst_case(frame)
     assert cell.value == pytest.approx(0.6) and "no image scored by every attack" in cell.basis
-    assert cell.text().endswith("(min of averages)")
 
 
 def test_report_shows_per_image_worst_case_eot_and_no_false_all_clear(tmp_path):
@@ -284,7 +287,7 @@ def test_report_shows_per_image_worst_case_eot_and_no_false_all_clear(tmp_path):
     checks.write_text(json.dumps({"cross_attack": [failed], "sweeps": []}))
     metrics = write_report([tmp_path / "eval"], tmp_path / "report", "x", "digits", checks_paths=[checks])
     interval = metrics["worst_case_ci95"]["atop"]["worst_case"]
-    assert metrics["defenses"]["atop"]["worst_case"] == pytest.approx(0.2) and interval["low"] < 0.2 < interval["high"]
+    assert metrics["defenses"]["atop"]["worst_case"] == pytest.approx(0.6) and interval["low"] < 0.6 < interval["high"]
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "No failed check" not in summary and "FAILED for atop: white-box PGD beats black-box Square" in summary
     assert "EOT-averaged attacks" in summary and "eot_pgd: EOT 20 (atop)" in summary
@@ -301,7 +304,7 @@ def test_worst_case_of_older_results_without_per_image_outcomes_says_so(tmp_path
     write_results(tmp_path, results)
     frame, _ = load_results([tmp_path])
     cell = worst_case(frame)
-    assert cell.value == pytest.approx(0.6) and cell.basis.endswith("(no per-image outcomes)")
+    assert cell.value == pytest.approx(0.6) and cell.basis.endswith("(no per-image outcomes: its own interval)")
 
 
 def test_a_failed_eot_sufficiency_check_puts_that_result_in_doubt_first(tmp_path):

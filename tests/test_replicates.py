@@ -13,9 +13,8 @@ import yaml
 from scipy.stats import binomtest
 
 from atop.report import write_report
-from atop.report.summary import SPLIT, SUPPORTED, paired
+from atop.report.summary import METHOD, NOISE, SUPPORTED, paired
 from atop.report.tables import Outcomes
-from atop.stats import bootstrap_mean_interval, paired_draw_bootstrap, resample_units
 
 from conftest import run_snakemake
 from report_fixtures import digits_like_results
@@ -69,47 +68,25 @@ def test_three_seeds_fan_out_every_training_and_evaluation_job(workflow_dir):
 # --------------------------------------------------------------------------- statistics across seeds
 
 
-def test_hierarchical_resampling_draws_whole_seeds_then_images_within_them():
-    groups = [0] * 5 + [1] * 5 + [2] * 5
-    rows = resample_units(np.random.default_rng(0), 200, 15, groups)
-    assert rows.shape == (200, 15)
-    blocks = rows.reshape(200, 3, 5) // 5  # the seed each resampled unit came from
-    assert (blocks == blocks[:, :, :1]).all(), "a block of a resample holds units of one seed"
-    assert len({tuple(b[:, 0]) for b in blocks}) > 1 and (blocks[:, :, 0] != [[0, 1, 2]]).any(axis=1).any()
-    with pytest.raises(ValueError, match="same number of units"):
-        resample_units(np.random.default_rng(0), 2, 4, [0, 0, 0, 1])
-    with pytest.raises(ValueError, match="sorted by group"):
-        resample_units(np.random.default_rng(0), 2, 4, [0, 1, 0, 1])
-
-
-def test_seed_bootstrap_is_reproducible_and_wider_than_images_alone():
-    """Seeds that disagree widen the interval: the spread between seeds counts, not only the images'."""
-    values = np.concatenate([np.full(100, 0.2), np.full(100, 0.5), np.full(100, 0.8)])
-    groups = [0] * 100 + [1] * 100 + [2] * 100
-    first = bootstrap_mean_interval(values, groups, resamples=500, seed=3)
-    assert bootstrap_mean_interval(values, groups, resamples=500, seed=3) == first
-    images_only = bootstrap_mean_interval(values, None, resamples=500, seed=3)
-    assert first[1] - first[0] > 3 * (images_only[1] - images_only[0])
-    a, b = np.tile([1.0, 0.0], 150), np.zeros(300)
-    hierarchical = paired_draw_bootstrap(a, b, 1, 1, resamples=300, seed=5, groups=groups)
-    assert hierarchical == paired_draw_bootstrap(a, b, 1, 1, resamples=300, seed=5, groups=groups)
-
-
-def test_stratified_mcnemar_pools_the_discordant_images_of_every_seed():
-    """Per seed (a right only, b right only): (6, 1), (5, 2), (7, 0) -> exact binomial on 18 of 21, by hand."""
+def test_across_seeds_the_image_is_the_unit_and_the_seed_decides_the_method():
+    """Per seed (a right only, b right only) on the same 20 images: (6, 1), (5, 2), (7, 0)."""
     splits = [(6, 1, 13), (5, 2, 13), (7, 0, 13)]
-    units, fa, fb = [], [], []
-    for seed, (a_only, b_only, both) in enumerate(splits):
-        outcome_a = [1.0] * a_only + [0.0] * b_only + [1.0] * both
-        outcome_b = [0.0] * a_only + [1.0] * b_only + [1.0] * both
-        units += [(seed, i) for i in range(len(outcome_a))]
-        fa += outcome_a
-        fb += outcome_b
-    test = paired(Outcomes(tuple(units), np.array([fa]), 1), Outcomes(tuple(units), np.array([fb]), 1), seed=0)
-    assert (test.mcnemar.a_better, test.mcnemar.b_better) == (18, 3)
-    assert test.mcnemar.p_value == pytest.approx(binomtest(18, 21, 0.5).pvalue)
-    assert test.seed_differences == pytest.approx([5 / 20, 3 / 20, 7 / 20])
-    assert test.n == 60 and "20 images x 3 seeds" in test.text()
+    fa, fb = [], []
+    for a_only, b_only, both in splits:
+        fa.append([1.0] * a_only + [0.0] * b_only + [1.0] * both)
+        fb.append([0.0] * a_only + [1.0] * b_only + [1.0] * both)
+    seeds, images = (0, 1, 2), tuple(range(20))
+    a = Outcomes(seeds, ("pgd",), images, np.array(fa)[:, None, :], 1)
+    b = Outcomes(seeds, ("pgd",), images, np.array(fb)[:, None, :], 1)
+    test = paired(a, b, seed=0)
+    # the images, not (seed, image) units: each image's difference averaged over the seeds sharing it
+    average = (np.array(fa) - np.array(fb)).mean(axis=0)
+    assert (test.model.a_better, test.model.b_better) == (int((average > 0).sum()), int((average < 0).sum()))
+    assert test.model.p_value == pytest.approx(binomtest(test.model.a_better, test.model.discordant, 0.5).pvalue)
+    assert test.n == 20 and test.seeds == 3 and test.units() == "20 images x 3 seeds"
+    assert test.method.seed_means == pytest.approx([5 / 20, 3 / 20, 7 / 20])
+    assert test.method.df == 2 and test.method.low < 0.25 < test.method.high
+    assert "3 seeds:" in test.method_text() and "per seed +25.0, +15.0, +35.0" in test.method_text()
 
 
 # --------------------------------------------------------------------------- the report across seeds
@@ -131,8 +108,9 @@ def _replicate_report(tmp_path: Path, shifts: dict[int, float]):
 
 def test_a_claim_holding_in_every_seed_is_supported_with_mean_and_sd(tmp_path):
     metrics, summary, report = _replicate_report(tmp_path, {0: 2.0, 1: 2.0, 2: 2.0})
-    assert metrics["claims"]["ft_improves_over_ap"] == SUPPORTED
-    assert "**3 training seeds** (0, 1, 2)" in summary and "128 images x 3 seeds" in summary
+    assert metrics["claims"]["ft_improves_over_ap"][METHOD] == SUPPORTED
+    assert metrics["headline"]["method"]["seeds"] == 3 and len(metrics["headline"]["method"]["per_seed"]) == 3
+    assert "3 training seeds" in summary and "128 images x 3 seeds" in summary
     headline = next(line for line in summary.splitlines() if line.startswith("**Headline"))
     assert "same 128 images x 3 seeds" in headline
     assert metrics["results"] == 27 and metrics["missing"] == 0
@@ -142,9 +120,11 @@ def test_a_claim_holding_in_every_seed_is_supported_with_mean_and_sd(tmp_path):
     assert "eot_pgd (seen)_seed_sd" in csv or "eot_pgd_seed_sd" in csv
 
 
-def test_a_seed_that_disagrees_keeps_the_claim_from_being_supported(tmp_path):
+def test_a_seed_that_disagrees_keeps_the_method_undecided_and_says_what_would_decide_it(tmp_path):
     metrics, summary, _ = _replicate_report(tmp_path, {0: 3.0, 1: 3.0, 2: -3.0})
     claim = metrics["claims"]["ft_improves_over_ap"]
-    assert claim == SPLIT, summary
-    assert "The training seeds disagree" in summary and "not every training seed agrees" in summary
-    assert "The run supports this:** Fine-tuning" not in summary
+    assert claim[METHOD] == NOISE, summary
+    headline = metrics["headline"]["method"]
+    assert headline["outcome"] == "none" and 0 <= headline["power_at_observed"] < 0.8
+    assert "seeds give power" in summary
+    assert "The method: supported" not in summary

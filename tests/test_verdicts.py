@@ -12,118 +12,133 @@ from scipy.stats import binomtest, norm
 
 from atop.report import write_report
 from atop.report.results import load_results, missing_results
-from atop.report.summary import CANNOT, NOISE, SUPPORTED, Comparison, judge, paired, with_holm
+from atop.report.summary import (
+    CANNOT,
+    METHOD,
+    MODELS,
+    NOISE,
+    PARTLY,
+    SUPPORTED,
+    UNDECIDED,
+    Comparison,
+    judge,
+    paired,
+    universal,
+    with_holm,
+)
 from atop.report.tables import Estimate, Outcomes, defenses_table, table_csv, table_markdown
-from atop.stats import all_draws_right, detectable_difference, paired_bootstrap, paired_draw_bootstrap
+from atop.stats import all_draws_right, detectable_difference, image_bootstrap
 
 from report_fixtures import digits_like_results, make_result, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def outcomes(fractions, draws: int = 1) -> Outcomes:
+    """One seed, one attack: per-image fractions of ``draws`` draws right."""
+    fractions = np.asarray(fractions, dtype=float)
+    return Outcomes((None,), ("pgd",), tuple(range(fractions.size)), fractions[None, None, :], draws)
+
+
 # --- statistics ------------------------------------------------------------------------------------
 
 
 def test_detectable_difference_by_hand():
-    # 24 discordant of 128: (1.95996 + 0.84162) * sqrt(24 / 128 / 128) = 2.80158 * 0.038273
-    assert detectable_difference(24, 128) == pytest.approx(0.10723, abs=1e-4)
-    assert detectable_difference(24, 128) == pytest.approx((norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(24) / 128)
+    # 24 discordant of 128 (12 each way): (1.95996 + 0.84162) * sqrt(24 / 128 / 128) = 2.80158 * 0.038273
+    differences = [1.0] * 12 + [-1.0] * 12 + [0.0] * 104
+    assert detectable_difference(differences) == pytest.approx(0.10723, abs=1e-4)
+    assert detectable_difference(differences) == pytest.approx((norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(24) / 128)
+    # at the Holm family's level (10 comparisons) a larger difference is needed
+    holm_level = (norm.ppf(1 - 0.005 / 2) + norm.ppf(0.8)) * math.sqrt(24) / 128
+    assert detectable_difference(differences, 0.005) == pytest.approx(holm_level)
     # nothing discordant: still 6 images in one direction are needed (2 * 0.5 ** 6 < 0.05 < 2 * 0.5 ** 5)
-    assert detectable_difference(0, 128) == pytest.approx(6 / 128)
-    with pytest.raises(ValueError, match="discordant"):
-        detectable_difference(200, 128)
+    assert detectable_difference([0.0] * 128) == pytest.approx(6 / 128)
+    with pytest.raises(ValueError, match="finite per-image differences"):
+        detectable_difference([math.nan, 0.0])
 
 
-def test_all_draws_right_takes_the_worst_attack_and_draw():
+def test_all_draws_right_is_per_attack_and_per_image():
     fractions = [[1.0, 1.0, 0.75, 0.0], [1.0, 0.5, 1.0, 0.0]]
-    assert all_draws_right(fractions).tolist() == [True, False, False, False]
+    assert all_draws_right(fractions).tolist() == [[True, True, False, False], [True, False, True, False]]
 
 
-def test_draw_bootstrap_is_seeded():
+def test_image_bootstrap_is_seeded_and_contains_its_estimate():
     rng = np.random.default_rng(1)
-    a, b = rng.integers(0, 5, 80) / 4, rng.integers(0, 5, 80) / 4
-    first = paired_draw_bootstrap(a, b, 4, 4, resamples=300, seed=7)
-    assert paired_draw_bootstrap(a, b, 4, 4, resamples=300, seed=7) == first
-    assert paired_draw_bootstrap(a, b, 4, 4, resamples=300, seed=8) != first
-    assert first.low < first.difference < first.high and first.difference == pytest.approx((a - b).mean())
+    a, b = rng.integers(0, 5, (1, 2, 80)) / 4, rng.integers(0, 5, (1, 1, 80)) / 4
+    first = image_bootstrap(a, b, resamples=300, seed=7)
+    assert image_bootstrap(a, b, resamples=300, seed=7) == first
+    assert image_bootstrap(a, b, resamples=300, seed=8) != first
+    assert first.low < first.estimate < first.high
+    assert first.estimate == pytest.approx(a.mean(axis=2).min() - b.mean())
+    with pytest.raises(ValueError, match="same seeds and images"):
+        image_bootstrap(a, rng.random((1, 1, 79)))
 
 
-def test_draw_bootstrap_reduces_to_the_image_bootstrap_on_one_draw():
-    """A deterministic defense (one draw, 0/1 outcomes) has no draw noise: same resampled images, same interval."""
-    a = [1.0] * 30 + [0.0] * 10
-    b = [1.0] * 20 + [0.0] * 20
-    draws = paired_draw_bootstrap(a, b, 1, 1, resamples=500, seed=3)
-    assert (draws.difference, draws.low, draws.high) == paired_bootstrap(a, b, resamples=500, seed=3)
-
-
-def test_draw_bootstrap_resamples_the_draws_within_an_image():
-    """Every image right on 2 of 4 draws for both defenses: images alone say 0 +- 0, the draws do not.
-
-    Per image the resampled difference has variance 2 * (0.5 * 0.5 / 4) = 0.125, so the mean over
-    100 images has standard deviation sqrt(0.125 / 100) = 0.0354: a 95 % interval of about +- 0.069.
-    """
-    half = [0.5] * 100
-    assert paired_bootstrap(half, half, resamples=200)[1:] == (0.0, 0.0)
-    test = paired_draw_bootstrap(half, half, 4, 4, resamples=4000, seed=0)
-    assert test.difference == 0.0 and test.high - test.low == pytest.approx(2 * 1.96 * 0.0354, rel=0.1)
-    assert test.p_value == 1.0
-
-
-def test_draw_bootstrap_takes_the_worst_attack_per_image():
-    a = np.array([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0]])  # each attack breaks a different image
-    b = np.array([1.0, 1.0, 0.0, 0.0])
-    test = paired_draw_bootstrap(a, b, 1, 1, resamples=200, seed=0)
-    assert test.difference == pytest.approx((2 - 2) / 4)
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        paired_draw_bootstrap([1.5], [0.0], 4, 4)
+def test_image_bootstrap_never_resamples_draws():
+    """Every image right on 2 of 4 draws for both defenses: images alone say 0 +- 0 (draw noise is already in)."""
+    half = np.full((1, 1, 100), 0.5)
+    interval = image_bootstrap(half, half, resamples=200)
+    assert (interval.estimate, interval.low, interval.high) == (0.0, 0.0, 0.0)
 
 
 def test_paired_comparison_matches_scipy():
     # all-draws-right: both 50, only a 14, only b 4, neither 60 (a's other images right on some draws only)
     a = [1.0] * 50 + [1.0] * 14 + [0.75] * 4 + [0.25] * 60
     b = [1.0] * 50 + [0.5] * 14 + [1.0] * 4 + [0.0] * 60
-    outcome = paired(Outcomes(tuple(range(128)), np.array([a]), 4), Outcomes(tuple(range(128)), np.array([b]), 4))
-    assert (outcome.mcnemar.a_better, outcome.mcnemar.b_better, outcome.n) == (14, 4, 128)
-    assert outcome.mcnemar.p_value == pytest.approx(binomtest(14, 18, 0.5).pvalue)
-    assert outcome.mcnemar.p_value == pytest.approx(2 * sum(math.comb(18, k) for k in range(14, 19)) / 2**18)
+    outcome = paired(outcomes(a, 4), outcomes(b, 4))
+    assert (outcome.model.a_better, outcome.model.b_better, outcome.n) == (14, 4, 128)
+    assert outcome.model.p_value == pytest.approx(binomtest(14, 18, 0.5).pvalue)
+    assert outcome.model.p_value == pytest.approx(2 * sum(math.comb(18, k) for k in range(14, 19)) / 2**18)
     assert outcome.strict_a == pytest.approx(64 / 128) and outcome.strict_b == pytest.approx(54 / 128)
-    assert outcome.detectable == pytest.approx(detectable_difference(18, 128))
+    assert outcome.detectable == pytest.approx((norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(18) / 128)
+    assert outcome.method is None and outcome.outcome(METHOD) == "undecided", "one seed: the method is undecided"
 
 
 def _comparison(label, a_better, b_better, n=200):
     """A comparison whose all-draws-right table has the given discordant counts (draws deterministic)."""
     a = [1.0] * a_better + [0.0] * b_better + [1.0] * (n - a_better - b_better)
     b = [0.0] * a_better + [1.0] * b_better + [1.0] * (n - a_better - b_better)
-    test = paired(Outcomes(tuple(range(n)), np.array([a]), 1), Outcomes(tuple(range(n)), np.array([b]), 1), 0)
     estimate = Estimate(0.5, 0.4, 0.6)
-    return Comparison(label, estimate, estimate, test, ("x", "y"), ("pgd",))
+    return Comparison(label, estimate, estimate, paired(outcomes(a), outcomes(b)), ("x", "y"), ("pgd",))
 
 
 def test_holm_runs_over_the_report_in_p_value_order():
     # raw exact McNemar p: 9:0 -> 2 / 2**9 = 0.0039; 7:0 -> 2 / 2**7 = 0.0156; 5:0 -> 2 / 2**5 = 0.0625
     family = with_holm([_comparison("mid", 7, 0), _comparison("large", 5, 0), _comparison("small", 9, 0)])
-    adjusted = [c.paired.mcnemar_holm for c in family]
+    adjusted = [c.paired.model_holm for c in family]
     assert adjusted == pytest.approx([max(3 * 2 / 2**9, 2 * 2 / 2**7), max(2 * 2 / 2**7, 2 / 2**5), 3 * 2 / 2**9])
     # 7:0 alone is significant (0.0156); after Holm over three comparisons it is 0.031, still below 5 %
-    assert [c.outcome for c in family] == ["higher", "none", "higher"]
+    assert [c.outcome(MODELS) for c in family] == ["higher", "none", "higher"]
+    assert all(c.paired.family == 3 for c in family)
     # 6:0 alone: p = 0.031 -> supported; three such comparisons: Holm makes each 3 * 0.031 = 0.094
     alone = with_holm([_comparison("six", 6, 0)])
-    assert judge("k", "s", alone, "why").verdict == SUPPORTED
+    assert judge("k", "s", alone, "why").verdicts[MODELS] == SUPPORTED
     crowded = with_holm([_comparison("six", 6, 0), _comparison("other", 6, 0), _comparison("third", 6, 0)])
-    assert [c.paired.mcnemar_holm for c in crowded] == pytest.approx([3 * 2 / 2**6] * 3)
+    assert [c.paired.model_holm for c in crowded] == pytest.approx([3 * 2 / 2**6] * 3)
     claim = judge("k", "s", crowded, "why")
-    assert claim.verdict == NOISE and "the run could detect differences of" in claim.evidence
-    assert judge("k", "s", [], "nothing").verdict == CANNOT
+    assert claim.verdicts[MODELS] == NOISE and "the run could detect differences of" in claim.evidence[MODELS]
+    assert claim.verdicts[METHOD] == UNDECIDED and "one training seed" in claim.evidence[METHOD]
+    assert judge("k", "s", [], "nothing").verdicts == {METHOD: CANNOT, MODELS: CANNOT}
+
+
+def test_a_universal_claim_needs_every_comparison():
+    """RT2 beats RT1 20:2 and ties RT3 3:4: partly supported, 1 of 2, not "supported" (issue 22, finding 8)."""
+    family = with_holm([_comparison("rt2 vs rt1", 20, 2), _comparison("rt2 vs rt3", 3, 4)])
+    claim = judge("rt2_best", "RT2 is best", family, "why")
+    assert claim.verdicts[MODELS] == PARTLY and "partly supported, 1 of 2" in claim.evidence[MODELS]
+    assert universal(["higher", "higher"])[0] == SUPPORTED
+    assert universal(["higher", "none", "lower"])[0] == "mixed"
 
 
 def test_draw_mean_disagreement_is_stated():
     """Every image right on 3 of 4 draws vs 2 of 4: nothing is right on every draw, but the draw-means differ."""
     n = 200
-    a, b = Outcomes(tuple(range(n)), np.full((1, n), 0.75), 4), Outcomes(tuple(range(n)), np.full((1, n), 0.5), 4)
+    a, b = outcomes(np.full(n, 0.75), 4), outcomes(np.full(n, 0.5), 4)
     estimate = Estimate(0.5, 0.4, 0.6)
     family = with_holm([Comparison("atop vs ap", estimate, estimate, paired(a, b, 0), ("atop", "ap"), ("pgd",))])
     claim = judge("k", "s", family, "why")
-    assert claim.verdict == NOISE and "the draw-mean DISAGREES in 1 of 1" in claim.metric
-    assert "the draw-mean disagrees: higher" in claim.evidence
+    assert claim.verdicts[MODELS] == NOISE and "the draw-mean DISAGREES in 1 of 1" in claim.metric
+    assert "the draw-mean disagrees: higher" in claim.evidence[MODELS]
 
 
 # --- the report ------------------------------------------------------------------------------------
@@ -137,22 +152,49 @@ def _digits_report(tmp_path, **kwargs):
     return metrics, (tmp_path / "report" / "summary.md").read_text()
 
 
-def test_headline_gets_a_paired_verdict(tmp_path):
+def test_headline_asks_both_questions(tmp_path):
     metrics, summary = _digits_report(tmp_path)
-    headline = next(line for line in summary.splitlines() if line.startswith("**Headline, AToP vs AP:**"))
-    for words in ("95 % interval", "paired bootstrap over images and draws", "exact McNemar", "Holm-adjusted p"):
-        assert words in headline
+    lines = summary.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("**Headline, AToP vs AP**"))
+    method, models = lines[at + 2], lines[at + 3]
+    assert method.startswith("- *The method*") and "**undecided**: one training seed" in method
+    assert "config/digits-seeds.yaml" in method
+    assert models.startswith("- *These trained models*")
+    for words in ("sign test", "Holm p", "draw-mean"):
+        assert words in models
     numbers = metrics["headline"]
-    assert numbers["label"].startswith("atop vs ap") and numbers["n"] == 128
-    low, high = numbers["draw_mean_ci95"]
-    assert low < numbers["draw_mean_difference"] < high
+    assert numbers["label"].startswith("atop vs ap") and numbers["images"] == 128 and numbers["seeds"] == 1
+    assert numbers["method"]["outcome"] == "undecided"
+    low, high = numbers["these_models"]["draw_mean_ci95"]
+    assert low <= numbers["these_models"]["draw_mean_difference"] <= high
     claim = metrics["claims"]["ft_improves_over_ap"]
-    if numbers["outcome"] == "none":  # the headline and the claim line say the same thing
-        assert "could detect differences of" in headline and claim == NOISE
-        assert f"{100 * numbers['detectable_difference']:.1f} pp or more" in headline
+    assert claim["method"] == UNDECIDED
+    if numbers["these_models"]["outcome"] == "none":  # the headline and the claim line say the same thing
+        assert "could detect" in models and claim["these_models"] == NOISE
+        assert f"{100 * numbers['these_models']['detectable_difference']:.1f} pp or more" in models
     else:
-        assert "AToP is more robust" in headline and claim == SUPPORTED
+        assert "AToP model is more robust" in models and claim["these_models"] == SUPPORTED
     assert "Intervals overlap" not in summary and "within noise" not in summary
+
+
+def test_missing_or_null_checks_are_doubt_and_the_headline_says_so(tmp_path):
+    """A result whose checks did not run or recorded no outcome is not a pass (issue 22, finding 10)."""
+    results = digits_like_results()
+    for result in results:
+        if (result["defense"], result["attack"]) == ("atop", "eot_pgd"):
+            result["checks"] = {"zero_budget": {"passed": None}}
+        if (result["defense"], result["attack"]) == ("ap", "pgd"):
+            result.pop("checks", None)
+    write_results(tmp_path, results)
+    metrics = write_report(
+        [tmp_path / "eval"], tmp_path / "report", "digits", "digits", purifier="gan_unet", transform="rt2"
+    )
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "no outcome recorded: zero_budget" in summary and "no checks recorded" in summary
+    headline = next(line for line in summary.splitlines() if line.startswith("**Headline"))
+    assert "**IN DOUBT**" in headline and metrics["headline"]["in_doubt"] is True
+    assert metrics["obfuscation_checks_without_outcome"] >= 2
+    assert "No failed check" not in summary
 
 
 def test_failed_check_is_named_first_as_an_upper_bound(tmp_path):
@@ -164,11 +206,11 @@ def test_failed_check_is_named_first_as_an_upper_bound(tmp_path):
     write_report([tmp_path / "eval"], tmp_path / "report", "digits", "digits", purifier="gan_unet", transform="rt2")
     summary = (tmp_path / "report" / "summary.md").read_text()
     first = summary.split("\n\n")[1]  # the paragraph under the title
-    assert first.startswith("**1 failed check puts numbers in doubt: read these as upper bounds**")
+    assert first.startswith("**1 check failed or missing puts numbers in doubt: read these as upper bounds**")
     assert "robust accuracy of atop / pgd" in first and "(zero_budget)" in first
     claim = next(line for line in summary.splitlines() if "makes the defense more robust than purification" in line)
     following = summary.splitlines()[summary.splitlines().index(claim) + 1]
-    assert "Rests on numbers a failed check puts in doubt (zero_budget): upper bounds." in following
+    assert "Rests on numbers a failed or missing check puts in doubt (zero_budget): upper bounds." in following
     assert "No failed check" not in summary and "FAILED for atop / pgd: zero_budget" in summary
 
 

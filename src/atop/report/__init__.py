@@ -23,9 +23,19 @@ import pandas as pd
 from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
 from .overfitting import overfitting_lines, stage_flags
-from .reference import join_reference, load_reference, reference_summary
+from .reference import EQUIVALENCE_MARGIN, join_reference, load_reference, reference_summary
 from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results, parse_defense
-from .summary import claims, comparison_metrics, gradient_comparisons, headline, markdown_to_rst, summary_markdown
+from .summary import (
+    METHOD,
+    MODELS,
+    claims,
+    comparison_metrics,
+    doubts,
+    gradient_comparisons,
+    headline,
+    markdown_to_rst,
+    summary_markdown,
+)
 from .tables import (
     Estimate,
     attacks_markdown,
@@ -53,14 +63,17 @@ def _write_csv(frame: pd.DataFrame, path: Path, index: bool) -> None:
         frame.to_csv(tmp, index=index)
 
 
-def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, missing) -> dict:
-    """Numbers DVC tracks: per-defense accuracies (fractions), claim verdicts, reference and missing counts."""
+def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, missing, cross_checks=()) -> dict:
+    """Numbers DVC tracks: per-defense accuracies (fractions), both questions' claim verdicts, reference and
+    missing counts."""
 
     def key(column: str) -> str:  # "pgd (seen)" -> "pgd", "worst case (seen)" -> "worst_case_seen"
         if column.startswith("worst case"):
             return column.replace(" (", "_").rstrip(")").replace(" ", "_")
         return column.split(" (")[0]
 
+    top = headline(judged, frame)
+    doubted, _ = doubts(frame, cross_checks)
     # draw-mean under the column's key, worst case over draws under key_all_draws (NaN-free: unknown is left out)
     defenses = {
         defense: {
@@ -72,7 +85,7 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
         }
         for defense, row in table.iterrows()
     }
-    # worst cases are per image over attacks, so their interval is their own, not one attack's
+    # a worst case picks the strongest attack per seed (and per resample), so its interval is its own
     worst_case_ci95 = {
         defense: {
             key(col): {"low": round(float(v.low), 4), "high": round(float(v.high), 4)}
@@ -84,8 +97,8 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
     return {
         "defenses": defenses,
         "worst_case_ci95": worst_case_ci95,
-        "claims": {claim.key: claim.verdict for claim in judged},
-        "headline": comparison_metrics(headline(judged, frame)),
+        "claims": {claim.key: {level: claim.verdicts[level] for level in (METHOD, MODELS)} for claim in judged},
+        "headline": comparison_metrics(top, any(d.covers(top) for d in doubted) if top is not None else False),
         "reference": reference_summary(joined),
         "results": len(frame),
         "missing": len(missing),
@@ -108,6 +121,7 @@ def write_report(
     transform: str | None = None,
     checks_paths=(),
     overfitting: dict | None = None,
+    equivalence_margin: float = EQUIVALENCE_MARGIN,
 ) -> dict:
     """Write every table, figure, metrics.json and summary.md; return the metrics.
 
@@ -130,20 +144,24 @@ def write_report(
         "purifiers": purifier_table(frame),
         "gradients": gradient_table(frame),
     }
-    joined = join_reference(frame, reference, dataset)
+    joined = join_reference(frame, reference, dataset, equivalence_margin)
     judged = claims(frame, gradient_comparisons(frame), joined, dataset)
 
     curves = find_files(curve_paths, ".csv")
     overfitting_found = stage_flags(curves, overfitting)
-    metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing)
     cross_checks = []
     if isinstance(checks_paths, (str, Path)):
         checks_paths = [checks_paths]
     for path in checks_paths:
         recorded = read_json(path)
         cross_checks += [c for group in CHECK_GROUPS for c in recorded.get(group, [])]
-    metrics["obfuscation_checks_failed"] = sum(not c["passed"] for c in cross_checks) + int(
+    metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing, cross_checks)
+    metrics["obfuscation_checks_failed"] = sum(c.get("passed") is False for c in cross_checks) + int(
         (frame["failed_checks"] != "").sum()
+    )
+    # a check that did not run or recorded no outcome is doubt, not a pass
+    metrics["obfuscation_checks_without_outcome"] = sum(c.get("passed") is None for c in cross_checks) + int(
+        ((frame["unknown_checks"] != "") | ~frame["checks_recorded"].astype(bool)).sum()
     )
     metrics["overfitting_detected"] = sum(
         f["catastrophic"]["detected"] + f["robust"]["detected"] for f in overfitting_found
@@ -205,7 +223,7 @@ def _reference_markdown(joined: pd.DataFrame) -> str:
         "run_value",
         "status",
         "difference",
-        "paper_within_ci95",
+        "equivalence",
     ]
     return shown[columns].to_markdown(index=False)
 
@@ -227,9 +245,10 @@ def _document(experiment, dataset, frame, tables, joined, missing, problems) -> 
             "Full-gradient attacks target the whole defended model (random transform + purifier + classifier); "
             "classifier-only (BPDA) numbers are upper bounds and appear only in table (4). Randomized defenses are "
             "scored on independent draws: each cell gives the draw-mean accuracy (one evaluation, the paper's metric) "
-            "with its 95 % Wilson interval in brackets, then `all draws`: the worst case over draws, the share of "
-            "images right on every draw (what an attacker who may resubmit faces; equal to the draw-mean for a "
-            "deterministic defense). `missing` marks what the run has not produced. Differences between defenses "
+            "with its 95 % interval in brackets (Wilson for one attack; a worst case's own bootstrap; with several "
+            "training seeds, seeds as the unit), then `all draws`: the worst case over draws, the share of images "
+            "right on every draw of one evaluation (what an attacker who may resubmit faces; equal to the draw-mean "
+            "for a deterministic defense). `missing` marks what the run has not produced. Differences between defenses "
             "are judged in summary.md by paired tests on the same images, not by these intervals."
         ),
         "",
@@ -251,10 +270,11 @@ def _document(experiment, dataset, frame, tables, joined, missing, problems) -> 
         text += [f"## {TABLES[name]}", "", table_markdown(table), ""]
     text += [
         (
-            "Worst cases are taken per image (AutoAttack's protocol): each image counts with the lowest fraction of "
-            "draws any of the attacks left right, over the images every attack scored; a cell marked "
-            "`(min of averages)` lacked per-image outcomes and shows the lowest attack average, which can only "
-            "overstate the worst case."
+            "Worst cases are the defense's strongest attack: the lowest of its per-attack accuracies over the images "
+            "every attack scored (per training seed), the same rule for every defense and both metrics; the "
+            "interval is an image bootstrap that re-picks the attack in every resample (with several seeds: seeds "
+            "as the unit). `all draws` is right on every draw of one evaluation (N = draws), never pooled over "
+            "attacks or result files."
         ),
         "",
     ]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import number
+from ..stats import equivalence
 from .results import main_results
 from .tables import Estimate, clean_estimate, worst_case
 
@@ -69,7 +70,13 @@ def _matching(main: pd.DataFrame, ref) -> pd.DataFrame:
     return rows
 
 
-def join_reference(frame: pd.DataFrame, reference: pd.DataFrame, dataset: str) -> pd.DataFrame:
+EQUIVALENCE_MARGIN = 0.05  # config verdicts.equivalence_margin: how close "reproduces" must be (fraction)
+Z90_OVER_Z95 = 1.644854 / 1.959964  # a 90 % interval from a 95 % one's half-widths (normal scale)
+
+
+def join_reference(
+    frame: pd.DataFrame, reference: pd.DataFrame, dataset: str, margin: float = EQUIVALENCE_MARGIN
+) -> pd.DataFrame:
     """One row per (paper number, matching run defense): the run's number next to the paper's.
 
     Difference and interval check are given only where the run is comparable (same
@@ -99,7 +106,7 @@ def join_reference(frame: pd.DataFrame, reference: pd.DataFrame, dataset: str) -
             robust = estimate and ref["metric"] == "robust"
             picked = group[group["attack"].isin(estimate.source.split(", "))] if robust else group
             run_eps = float(picked["eps"].iloc[0])
-            rows.append({**base, **_compare(ref, estimate, dataset, run_eps, picked, defense)})
+            rows.append({**base, **_compare(ref, estimate, dataset, run_eps, picked, defense, margin)})
     columns = [
         "paper_setting",
         "paper_dataset",
@@ -121,13 +128,17 @@ def join_reference(frame: pd.DataFrame, reference: pd.DataFrame, dataset: str) -
         "run_ci95_high",
         "status",
         "difference",
-        "paper_within_ci95",
+        "equivalence",
         "note",
     ]
-    return pd.DataFrame(rows, columns=columns)
+    joined = pd.DataFrame(rows, columns=columns)
+    joined.attrs["equivalence_margin"] = margin
+    return joined
 
 
-def _compare(ref, estimate: Estimate | None, dataset: str, run_eps: float, picked: pd.DataFrame, defense: str) -> dict:
+def _compare(
+    ref, estimate: Estimate | None, dataset: str, run_eps: float, picked: pd.DataFrame, defense: str, margin: float
+) -> dict:
     out = {
         "run_defense": defense,
         "run_attack": ", ".join(dict.fromkeys(picked["attack"])),
@@ -147,12 +158,16 @@ def _compare(ref, estimate: Estimate | None, dataset: str, run_eps: float, picke
         return {**out, "status": f"not comparable: dataset differs (run {dataset}, paper {ref['dataset']})"}
     if ref["metric"] == "robust" and not math.isclose(run_eps, paper_eps, abs_tol=1e-6):
         return {**out, "status": f"not comparable: budget differs (run {out['run_eps']}, paper {ref['eps']})"}
-    within = estimate.low <= ref["value"] / 100 <= estimate.high
+    # reproduction is an equivalence test: the run's 90 % interval inside the paper's number +- margin.
+    # "Inside the 95 % interval" made a run with fewer images (a wider interval) reproduce more easily.
+    low90 = estimate.value - Z90_OVER_Z95 * (estimate.value - estimate.low)
+    high90 = estimate.value + Z90_OVER_Z95 * (estimate.high - estimate.value)
+    test = equivalence(estimate.value, low90, high90, ref["value"] / 100, margin)
     return {
         **out,
         "status": "comparable",
         "difference": round(100 * estimate.value - ref["value"], 2),
-        "paper_within_ci95": "yes" if within else "no",
+        "equivalence": test.verdict,
     }
 
 
@@ -174,5 +189,7 @@ def reference_summary(joined: pd.DataFrame) -> dict:
         ),
         "run_next_to_paper": int(joined["run_value"].notna().sum()),
         "comparable": len(comparable),
-        "paper_within_run_ci95": int((comparable["paper_within_ci95"] == "yes").sum()),
+        "equivalent": int((comparable["equivalence"] == "equivalent").sum()),
+        "different": int((comparable["equivalence"] == "different").sum()),
+        "equivalence_margin": joined.attrs.get("equivalence_margin", EQUIVALENCE_MARGIN),
     }

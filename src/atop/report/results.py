@@ -112,14 +112,15 @@ def _seen(value) -> str | None:
     return None
 
 
-def _failed_checks(checks) -> list[str]:
-    """Names of failed obfuscation checks, whether a check is a bool or a dict with ``passed``."""
+def _failed_checks(checks, outcome=False) -> list[str]:
+    """Names of obfuscation checks whose ``passed`` is ``outcome``: False (failed) or None (no outcome
+    recorded), whether a check is a bool or a dict with ``passed``."""
     if not isinstance(checks, dict):
         return []
     failed = []
     for name, check in checks.items():
         passed = check.get("passed") if isinstance(check, dict) else check
-        if passed is False:
+        if passed is outcome:
             failed.append(name)
     return failed
 
@@ -196,6 +197,7 @@ def result_row(result: dict, path: str, purifier: str | None = None, rt: str | N
         "robust_ci95_high": _interval(robust)[1],
         "checks_recorded": bool(result.get("checks") or result.get("obfuscation_checks")),
         "failed_checks": ";".join(_failed_checks(result.get("checks") or result.get("obfuscation_checks"))),
+        "unknown_checks": ";".join(_failed_checks(result.get("checks") or result.get("obfuscation_checks"), None)),
         "wall_seconds": _nan(result.get("wall_seconds")),
         "images_per_second": _nan(result.get("images_per_second")),
         "dataset": result.get("dataset"),

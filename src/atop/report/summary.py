@@ -1,14 +1,25 @@
 """The paper's claims, judged from the run's numbers, in plain words.
 
-Every defense and attack is scored on the same images, so two defenses are compared image by
-image (src/atop/stats.py). A verdict is decided on the worst case over draws (an image counts only
-if every draw of the randomized defense classifies it right: the attacker may resubmit) by the
-exact McNemar test, Holm-adjusted over every comparison of the report. The draw-mean accuracy
-(one evaluation, the paper's metric) is compared by a paired bootstrap over images and the draws
-within each image; its difference and 95 % interval are quoted, and a verdict says when the
-draw-mean points elsewhere. A test that finds nothing states the smallest difference the run
-could have detected. Results without per-image outcomes (older files) fall back to whether two
-95 % intervals overlap, and say so. Claims the results cannot speak to say why.
+Every claim is asked two questions (docs/verdicts.md):
+
+- **The method** (training seeds are the unit): does the training procedure help? Each seed
+  trained its own classifier, AT baseline, purifiers and fine-tuning; per-(seed, image)
+  differences between two defenses go to a crossed random-effects test (stats.seed_test), whose
+  spread counts the training runs. With one seed the method is undecided, and the summary says
+  what would decide it.
+- **These trained models** (the run's checkpoints; images are the unit): the exact sign test on
+  per-image outcomes (McNemar's on one seed), each image's difference averaged over the seeds
+  that share it, with an image bootstrap interval.
+
+A verdict is decided on the worst case over draws (an image counts only if all ``draws`` draws of
+one evaluation classify it right: an attacker who may resubmit), under each defense's strongest
+attack (the lowest of its per-attack accuracies), Holm-adjusted over the report's comparisons
+(one family per question and metric). The draw-mean accuracy (one evaluation, the paper's metric)
+is tested the same way and quoted; a verdict says when it points elsewhere. A claim about several
+settings holds only if every comparison does ("partly supported, k of n" otherwise). A test that
+finds nothing states the smallest difference the run could have detected at the family's level.
+Results without per-image outcomes (older files) fall back to whether two 95 % intervals overlap,
+and say so. Claims the results cannot speak to say why.
 """
 
 from __future__ import annotations
@@ -22,17 +33,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..stats import (
-    BootstrapDifference,
-    PairedTest,
-    aligned,
-    all_draws_right,
-    detectable_difference,
-    holm,
-    paired_draw_bootstrap,
-)
+from ..stats import Interval, PairedTest, SeedTest, clustered_sign_test, detectable_difference, holm, image_bootstrap
+from ..stats import seed_test as method_test
 from .results import RT_ORDER, main_results
 from .tables import (
+    ALL_DRAWS,
+    DRAW_MEAN,
     Estimate,
     Outcomes,
     attack_columns,
@@ -41,94 +47,33 @@ from .tables import (
     eot_averaged,
     full_gradient,
     headline_rt,
-    paired_all_draws,
     robust_outcomes,
     seeds_of,
     worst_case,
 )
 
-SUPPORTED, CONTRADICTED, MIXED, NOISE, CANNOT, SPLIT = (
+SUPPORTED, PARTLY, CONTRADICTED, PARTLY_CONTRADICTED, MIXED, NOISE, CANNOT, UNDECIDED = (
     "supported",
+    "partly supported",
     "contradicted",
+    "partly contradicted",
     "mixed",
     "no detectable difference",
     "cannot judge",
-    "not consistent across seeds",
+    "undecided",
 )
+METHOD, MODELS = "method", "these_models"  # the two questions, as metrics.json names them
+LEVEL_WORDS = {
+    METHOD: "The method",
+    MODELS: "These trained models",
+}
 SHOWN = 3  # comparisons quoted per claim
 ALPHA = 0.05  # family-wise, after Holm's correction
-RESAMPLES = 2000  # paired bootstrap resamples per comparison
+RESAMPLES = 2000  # image bootstrap resamples per comparison
+POWER = 0.8
 PRIMARY = "worst case over draws"  # the metric verdicts are decided on
 SECONDARY = "draw-mean"
-
-
-@dataclass(frozen=True)
-class Paired:
-    """Two defenses on the images both were scored on: exact McNemar on all-draws-right, bootstrap on draw-means."""
-
-    n: int
-    mcnemar: PairedTest  # per image: right on every draw (worst case over draws)
-    strict_a: float
-    strict_b: float
-    mean_a: float
-    mean_b: float
-    bootstrap: BootstrapDifference  # draw-mean difference, resampling images and draws
-    mcnemar_holm: float = math.nan  # filled in once the report's whole family is known
-    bootstrap_holm: float = math.nan
-    # with several training seeds: each seed's worst-case-over-draws difference (a - b), in seed order
-    seed_differences: tuple[float, ...] = ()
-
-    @property
-    def pooled_outcome(self) -> str:
-        """The direction of the pooled (over seeds: stratified) exact McNemar test, Holm-adjusted."""
-        return _direction(self.mcnemar_holm, self.mcnemar.a_better - self.mcnemar.b_better)
-
-    @property
-    def consistent(self) -> bool:
-        """Every training seed's difference points the pooled test's way (trivially so for one seed)."""
-        sign = {"higher": 1, "lower": -1}.get(self.pooled_outcome)
-        return sign is None or all(d * sign > 0 for d in self.seed_differences)
-
-    @property
-    def detectable(self) -> float:
-        """Smallest worst-case difference (fraction) the test detects with 80 % power at 5 %."""
-        return detectable_difference(self.mcnemar.discordant, self.n)
-
-    @property
-    def outcome(self) -> str:
-        """The verdict's metric: worst case over draws, Holm-adjusted exact McNemar; across seeds it
-        must also hold in every seed, else no direction is claimed."""
-        return self.pooled_outcome if self.consistent else "none"
-
-    @property
-    def mean_outcome(self) -> str:
-        return _direction(self.bootstrap_holm, self.bootstrap.difference)
-
-    def text(self) -> str:
-        boot, test = self.bootstrap, self.mcnemar
-        seeds = len(self.seed_differences)
-        units = _units(self)
-        per_seed = (
-            f"; per seed {', '.join(f'{100 * d:+.1f}' for d in self.seed_differences)} pp ({PRIMARY})"
-            if seeds > 1
-            else ""
-        )
-        return (
-            f"{units}; {PRIMARY} {100 * self.strict_a:.1f} vs {100 * self.strict_b:.1f} (McNemar "
-            f"{test.a_better}:{test.b_better} discordant, Holm p {p_text(self.mcnemar_holm)}); {SECONDARY} "
-            f"{100 * self.mean_a:.1f} vs {100 * self.mean_b:.1f}, {100 * boot.difference:+.1f} pp "
-            f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (Holm p {p_text(self.bootstrap_holm)}){per_seed}"
-        )
-
-
-def _units(p: Paired) -> str:
-    """``256 images``, or with several training seeds ``256 images x 3 seeds``."""
-    seeds = len(p.seed_differences)
-    return f"{p.n // seeds} images x {seeds} seeds" if seeds > 1 else f"{p.n} images"
-
-
-def p_text(p: float) -> str:
-    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
+SEEDS_CONFIG = "config/digits-seeds.yaml"  # the default with several training seeds
 
 
 def _direction(p_value: float, sign: float) -> str:
@@ -137,42 +82,113 @@ def _direction(p_value: float, sign: float) -> str:
     return "higher" if sign > 0 else "lower"
 
 
-def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | None:
-    """Paired tests of ``a`` against ``b`` on the images both scored; None without per-image outcomes."""
-    if a is None or b is None:
-        return None
-    test = paired_all_draws(a, b)
-    if test is None:
-        return None
-    common, ia, ib = aligned(a.indices, range(len(a.indices)), b.indices, range(len(b.indices)))
-    fa, fb = a.fractions[:, ia], b.fractions[:, ib]
-    right_a, right_b = all_draws_right(fa), all_draws_right(fb)
-    groups = None
-    seed_differences: tuple[float, ...] = ()
-    if a.groups is not None:
-        groups = [a.groups[i] for i in ia]
-        common_outcomes = Outcomes(tuple(common), fa, a.draws)
-        seed_differences = tuple(common_outcomes.per_seed(right_a.astype(float) - right_b.astype(float)).values())
-    return Paired(
-        n=len(common),
-        mcnemar=test,
-        strict_a=float(right_a.mean()),
-        strict_b=float(right_b.mean()),
-        mean_a=float(fa.min(axis=0).mean()),
-        mean_b=float(fb.min(axis=0).mean()),
-        bootstrap=paired_draw_bootstrap(fa, fb, a.draws, b.draws, resamples=RESAMPLES, seed=seed, groups=groups),
-        seed_differences=seed_differences,
-    )
+def p_text(p: float) -> str:
+    return "< 0.0001" if p < 1e-4 else f"= {p:.2g}"
+
+
+def pp(value: float) -> str:
+    return f"{100 * value:+.1f}"
 
 
 @dataclass(frozen=True)
-class Claim:
-    key: str
-    statement: str
-    verdict: str
-    evidence: str
-    metric: str = ""  # which accuracy the verdict is decided on, and whether the other agrees
-    comparisons: tuple = ()
+class Paired:
+    """Two defenses on the images (and training seeds) both were scored on, under both questions."""
+
+    images: int
+    seeds: int
+    strict_a: float
+    strict_b: float
+    mean_a: float
+    mean_b: float
+    model: PairedTest  # worst case over draws: sign test on per-image (seed-averaged) differences
+    model_mean: PairedTest  # draw-mean, the same test
+    interval: Interval  # worst case over draws, a - b, image bootstrap
+    mean_interval: Interval
+    differences: tuple[float, ...]  # per image, seed-averaged, worst case over draws: for the detectable size
+    method: SeedTest | None = None  # None: one seed
+    method_mean: SeedTest | None = None
+    model_holm: float = math.nan  # filled in once the report's whole family is known
+    model_mean_holm: float = math.nan
+    method_holm: float = math.nan
+    method_mean_holm: float = math.nan
+    family: int = 1  # comparisons in the model-level family (Holm)
+
+    @property
+    def n(self) -> int:
+        return self.images
+
+    def outcome(self, level: str, metric: str = ALL_DRAWS) -> str:
+        if level == MODELS:
+            test, p = (self.model, self.model_holm) if metric == ALL_DRAWS else (self.model_mean, self.model_mean_holm)
+            return _direction(p, test.a_better - test.b_better)
+        test, p = (self.method, self.method_holm) if metric == ALL_DRAWS else (self.method_mean, self.method_mean_holm)
+        return "undecided" if test is None else _direction(p, test.mean)
+
+    @property
+    def detectable(self) -> float:
+        """Smallest worst-case difference the image-level test detects with 80 % power after Holm."""
+        return detectable_difference(self.differences, ALPHA / max(self.family, 1), POWER)
+
+    def method_power(self) -> tuple[float, int | None]:
+        """Power of the method-level test at the observed difference, and the seeds that would give 80 %."""
+        if self.method is None:
+            return math.nan, None
+        alpha = ALPHA / max(self.family, 1)
+        effect = self.method.mean
+        return self.method.power(effect, alpha=alpha), self.method.seeds_for_power(effect, POWER, alpha)
+
+    def units(self) -> str:
+        return f"{self.images} images x {self.seeds} seeds" if self.seeds > 1 else f"{self.images} images"
+
+    def model_text(self) -> str:
+        test = self.model
+        return (
+            f"{PRIMARY} {100 * self.strict_a:.1f} vs {100 * self.strict_b:.1f}, {pp(self.interval.estimate)} pp "
+            f"[{pp(self.interval.low)}, {pp(self.interval.high)}] (sign test {test.a_better}:{test.b_better} images, "
+            f"Holm p {p_text(self.model_holm)}); {SECONDARY} {100 * self.mean_a:.1f} vs {100 * self.mean_b:.1f}, "
+            f"{pp(self.mean_interval.estimate)} pp [{pp(self.mean_interval.low)}, {pp(self.mean_interval.high)}] "
+            f"(Holm p {p_text(self.model_mean_holm)})"
+        )
+
+    def method_text(self) -> str:
+        if self.method is None:
+            return "one training seed"
+        t, m = self.method, self.method_mean
+        seeds = ", ".join(pp(d) for d in t.seed_means)
+        return (
+            f"{t.seeds} seeds: {PRIMARY} {pp(t.mean)} pp [{pp(t.low)}, {pp(t.high)}] (per seed {seeds}; "
+            f"t on {t.df:.0f} df, Holm p {p_text(self.method_holm)}); {SECONDARY} {pp(m.mean)} pp "
+            f"[{pp(m.low)}, {pp(m.high)}] (Holm p {p_text(self.method_mean_holm)})"
+        )
+
+
+def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | None:
+    """Both questions' tests of ``a`` against ``b`` on the images and seeds both have; None without per-image outcomes."""
+    if a is None or b is None:
+        return None
+    images = [i for i in a.images if i in set(b.images)]
+    seeds = [s for s in a.seeds if s in set(b.seeds)]
+    if not images or not seeds:
+        return None
+    a, b = a.on(images).restricted_to(seeds), b.on(images).restricted_to(seeds)
+    strict_a, strict_b = a.per_image(ALL_DRAWS), b.per_image(ALL_DRAWS)
+    mean_a, mean_b = a.per_image(DRAW_MEAN), b.per_image(DRAW_MEAN)
+    several = len(seeds) > 1 and len(images) > 1
+    return Paired(
+        images=len(images),
+        seeds=len(seeds),
+        strict_a=float(strict_a.mean()),
+        strict_b=float(strict_b.mean()),
+        mean_a=float(mean_a.mean()),
+        mean_b=float(mean_b.mean()),
+        model=clustered_sign_test(strict_a, strict_b),
+        model_mean=clustered_sign_test(mean_a, mean_b),
+        interval=image_bootstrap(a.metric(ALL_DRAWS), b.metric(ALL_DRAWS), a.how, b.how, RESAMPLES, seed),
+        mean_interval=image_bootstrap(a.metric(DRAW_MEAN), b.metric(DRAW_MEAN), a.how, b.how, RESAMPLES, seed),
+        differences=tuple((strict_a - strict_b).mean(axis=0).tolist()),
+        method=method_test(strict_a - strict_b) if several else None,
+        method_mean=method_test(mean_a - mean_b) if several else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -186,53 +202,109 @@ class Comparison:
     defenses: tuple[str, ...] = ()
     attacks: tuple[str, ...] = ()  # empty: clean accuracy
 
-    @property
-    def outcome(self) -> str:
+    def outcome(self, level: str = MODELS) -> str:
         if self.paired is not None:
-            return self.paired.outcome
+            return self.paired.outcome(level)
+        if level == METHOD:
+            return "undecided"
         if self.a.beats(self.b):
             return "higher"
         if self.b.beats(self.a):
             return "lower"
         return "overlap"
 
-    def verdict_text(self) -> str:
+    def verdict_text(self, level: str) -> str:
+        outcome = self.outcome(level)
         if self.paired is None:
-            words = {"higher": "higher beyond noise", "lower": "LOWER beyond noise", "overlap": "intervals overlap"}
-            return words[self.outcome] + "; unpaired: no per-image outcomes"
-        words = {
-            "higher": "higher",
-            "lower": "LOWER",
-            "none": f"no detectable difference (could detect {100 * self.paired.detectable:.1f} pp or more)",
-        }
-        text = words[self.outcome]
-        if not self.paired.consistent:
+            words = {
+                "higher": "higher beyond noise",
+                "lower": "LOWER beyond noise",
+                "overlap": "intervals overlap",
+                "undecided": "undecided",
+            }
+            return words[outcome] + "; unpaired: no per-image outcomes"
+        p = self.paired
+        if outcome == "undecided":
+            return "undecided: one training seed"
+        if outcome == "none" and level == MODELS:
+            text = f"no detectable difference (could detect {100 * p.detectable:.1f} pp or more)"
+        elif outcome == "none":
+            power, needed = p.method_power()
+            more = f"about {needed} seeds would give 80 %" if needed else "more than 64 seeds would be needed"
             text = (
-                f"no direction claimed: the seeds pooled say {self.paired.pooled_outcome.upper()}, "
-                "but not every training seed agrees"
+                f"no detectable difference ({p.seeds} seeds give power {power:.2f} at the observed difference; {more})"
             )
-        if self.paired.mean_outcome != self.outcome:
+        else:
+            text = {"higher": "higher", "lower": "LOWER"}[outcome]
+        secondary = p.outcome(level, DRAW_MEAN)
+        if secondary != outcome:
             text += (
                 f"; the {SECONDARY} disagrees: "
-                + {"higher": "higher", "lower": "LOWER", "none": "no difference"}[self.paired.mean_outcome]
+                + {"higher": "higher", "lower": "LOWER", "none": "no difference"}[secondary]
             )
         return text
 
-    def text(self) -> str:
+    def text(self, level: str) -> str:
         if self.paired is None:
-            return f"{self.label}: {self.a.text()} vs {self.b.text()} ({self.verdict_text()})"
-        return f"{self.label}: {self.paired.text()}: {self.verdict_text()}"
+            return f"{self.label}: {self.a.text()} vs {self.b.text()} ({self.verdict_text(level)})"
+        body = self.paired.model_text() if level == MODELS else self.paired.method_text()
+        return f"{self.label}, {self.paired.units()}: {body}: {self.verdict_text(level)}"
 
 
 def with_holm(comparisons: list[Comparison]) -> list[Comparison]:
-    """The comparisons with Holm-adjusted p-values over the whole list (one report = one family per metric)."""
+    """The comparisons with Holm-adjusted p-values over the whole list: one family per question and metric."""
     at = [i for i, c in enumerate(comparisons) if c.paired is not None]
-    strict = holm([comparisons[i].paired.mcnemar.p_value for i in at])
-    mean = holm([comparisons[i].paired.bootstrap.p_value for i in at])
+    pairs = [comparisons[i].paired for i in at]
+    adjusted = {
+        "model_holm": holm([p.model.p_value for p in pairs]),
+        "model_mean_holm": holm([p.model_mean.p_value for p in pairs]),
+    }
+    method_at = [k for k, p in enumerate(pairs) if p.method is not None]
+    for name, attribute in (("method_holm", "method"), ("method_mean_holm", "method_mean")):
+        values = holm([getattr(pairs[k], attribute).p_value for k in method_at])
+        adjusted[name] = [math.nan] * len(pairs)
+        for k, value in zip(method_at, values, strict=True):
+            adjusted[name][k] = value
     out = list(comparisons)
-    for i, p_strict, p_mean in zip(at, strict, mean, strict=True):
-        out[i] = replace(out[i], paired=replace(out[i].paired, mcnemar_holm=p_strict, bootstrap_holm=p_mean))
+    for position, i in enumerate(at):
+        fields = {name: values[position] for name, values in adjusted.items()}
+        out[i] = replace(out[i], paired=replace(out[i].paired, family=len(at), **fields))
     return out
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    statement: str
+    verdicts: dict  # level -> verdict
+    evidence: dict  # level -> text
+    metric: str = ""  # which accuracy the verdict is decided on, and whether the other agrees
+    comparisons: tuple = ()
+
+    @property
+    def verdict(self) -> str:
+        """The verdict the summary leads with: the method's when it is decided, else these models'."""
+        method = self.verdicts.get(METHOD, CANNOT)
+        return self.verdicts[MODELS] if method in (UNDECIDED, CANNOT) else method
+
+
+def universal(outcomes: list[str]) -> tuple[str, str]:
+    """A claim over several comparisons holds only if every one does: (verdict, counts)."""
+    higher, lower = outcomes.count("higher"), outcomes.count("lower")
+    n = len(outcomes)
+    if higher == n:
+        verdict = SUPPORTED
+    elif lower == n:
+        verdict = CONTRADICTED
+    elif higher and lower:
+        verdict = MIXED
+    elif higher:
+        verdict = PARTLY
+    elif lower:
+        verdict = PARTLY_CONTRADICTED
+    else:
+        verdict = NOISE
+    return verdict, f"{higher} of {n} comparisons higher, {lower} lower"
 
 
 def _metric_text(comparisons: list[Comparison]) -> str:
@@ -240,46 +312,50 @@ def _metric_text(comparisons: list[Comparison]) -> str:
         return ""
     if all(c.paired is None for c in comparisons):
         return "verdict on the draw-mean; unpaired (no per-image outcomes): the two 95 % intervals must not overlap"
-    disagree = sum(c.paired is not None and c.paired.mean_outcome != c.outcome for c in comparisons)
+    disagree = sum(
+        c.paired is not None and c.paired.outcome(MODELS, DRAW_MEAN) != c.outcome(MODELS) for c in comparisons
+    )
     agrees = (
         "the draw-mean agrees" if not disagree else f"the {SECONDARY} DISAGREES in {disagree} of {len(comparisons)}"
     )
-    return f"verdict on the {PRIMARY} (exact McNemar, Holm-adjusted); {agrees}"
+    return f"verdict on the {PRIMARY} under each defense's strongest attack, Holm-adjusted; {agrees}"
+
+
+def _shown(comparisons: list[Comparison], level: str) -> str:
+    # the clearest cases first: lower ones (they matter most), then the rest
+    rank = ("lower", "higher", "none", "undecided", "overlap")
+    shown = sorted(comparisons, key=lambda c: rank.index(c.outcome(level)))[:SHOWN]
+    more = f"; and {len(comparisons) - SHOWN} more" if len(comparisons) > SHOWN else ""
+    return "; ".join(c.text(level) for c in shown) + more
 
 
 def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str) -> Claim:
     if not comparisons:
-        return Claim(key, statement, CANNOT, why_not)
-    outcomes = [c.outcome for c in comparisons]
-    higher, lower = outcomes.count("higher"), outcomes.count("lower")
-    if higher and lower:
-        verdict = MIXED
-    elif higher:
-        verdict = SUPPORTED
-    elif lower:
-        verdict = CONTRADICTED
-    else:
-        verdict = NOISE
-    counts = f"{higher} of {len(comparisons)} comparisons higher, {lower} lower"
+        return Claim(key, statement, {METHOD: CANNOT, MODELS: CANNOT}, {METHOD: why_not, MODELS: why_not})
+    verdicts, evidence = {}, {}
+    verdicts[MODELS], counts = universal([c.outcome(MODELS) for c in comparisons])
     detectable = [c.paired.detectable for c in comparisons if c.paired is not None]
-    split = sum(c.paired is not None and not c.paired.consistent for c in comparisons)
-    if verdict == NOISE and split:
-        verdict = SPLIT
-        counts = f"{split} comparisons point one way pooled over training seeds but not in every seed; " + counts
-    elif verdict == NOISE and detectable:
-        counts = f"the run could detect differences of {100 * max(detectable):.1f} pp or more (80 % power); " + counts
-    # the one-page summary shows the clearest cases: lower ones first (they matter most), then the rest
-    rank = ("lower", "higher", "none", "overlap")
-    shown = sorted(comparisons, key=lambda c: rank.index(c.outcome))[:SHOWN]
-    more = f"; and {len(comparisons) - SHOWN} more" if len(comparisons) > SHOWN else ""
-    return Claim(
-        key,
-        statement,
-        verdict,
-        counts + "; " + "; ".join(c.text() for c in shown) + more,
-        _metric_text(comparisons),
-        tuple(comparisons),
-    )
+    if verdicts[MODELS] == NOISE and detectable:
+        counts = (
+            f"the run could detect differences of {100 * max(detectable):.1f} pp or more (80 % power after Holm); "
+            + counts
+        )
+    if verdicts[MODELS] == PARTLY:
+        counts = f"partly supported, {counts.split(' comparisons')[0]} comparisons; " + counts
+    evidence[MODELS] = counts + "; " + _shown(comparisons, MODELS)
+    seeds = min((c.paired.seeds for c in comparisons if c.paired is not None), default=1)
+    if seeds < 2:
+        verdicts[METHOD] = UNDECIDED
+        evidence[METHOD] = (
+            "one training seed: it compares two trained models, not the training methods behind them (weights "
+            f"differ between machines; a method needs several seeds, e.g. {SEEDS_CONFIG})"
+        )
+    else:
+        verdicts[METHOD], counts = universal([c.outcome(METHOD) for c in comparisons])
+        if verdicts[METHOD] == PARTLY:
+            counts = f"partly supported, {counts.split(' comparisons')[0]} comparisons; " + counts
+        evidence[METHOD] = counts + "; " + _shown(comparisons, METHOD)
+    return Claim(key, statement, verdicts, evidence, _metric_text(comparisons), tuple(comparisons))
 
 
 def _seed(label: str) -> int:
@@ -305,7 +381,7 @@ def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
 
 
 def _robust_comparisons(frame, pairs, attacks_of, scope: str) -> list[Comparison]:
-    """Worst case over the attacks both defenses of a pair were run against, image by image."""
+    """Each defense under its strongest of the attacks both defenses of a pair were run against."""
     full = full_gradient(frame)
     comparisons = []
     for a, b in pairs:
@@ -402,7 +478,7 @@ def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.
     for key, statement, comparisons, why_not in specs:
         judged.append(judge(key, statement, family[at : at + len(comparisons)], why_not))
         at += len(comparisons)
-    return [*judged, _reproduces(reference, dataset)]
+    return [*judged, _reproduces(reference, dataset, len(seeds_of(main_results(frame))))]
 
 
 def _clean_comparisons(frame, pairs) -> list[Comparison]:
@@ -448,9 +524,15 @@ def gradient_comparisons(frame: pd.DataFrame) -> list[Comparison]:
     return comparisons
 
 
-def _reproduces(joined: pd.DataFrame, dataset: str) -> Claim:
-    statement = "The run reproduces the paper's published numbers (each inside the run's 95 % interval)."
-    comparable = joined[joined["status"] == "comparable"]
+def _reproduces(joined: pd.DataFrame, dataset: str, seeds: int) -> Claim:
+    margin = joined.attrs.get("equivalence_margin", math.nan)
+    statement = (
+        f"The run reproduces the paper's published numbers (each within {100 * margin:.0f} pp by an equivalence test)."
+        if not math.isnan(margin)
+        else "The run reproduces the paper's published numbers."
+    )
+    comparable = joined[joined["status"] == "comparable"] if "status" in joined else joined
+    key = "reproduces_paper_numbers"
     if comparable.empty:
         datasets = ", ".join(sorted(set(joined["paper_dataset"]))) or "none"
         shown = int(joined["run_value"].notna().sum())
@@ -459,47 +541,58 @@ def _reproduces(joined: pd.DataFrame, dataset: str) -> Claim:
             if dataset not in set(joined["paper_dataset"])
             else f"the run has no result under the paper's settings for {dataset}"
         )
-        return Claim(
-            "reproduces_paper_numbers",
-            statement,
-            CANNOT,
-            f"{why} ({shown} run numbers are shown next to paper numbers for direction only)",
-        )
-    inside = comparable["paper_within_ci95"] == "yes"
-    verdict = SUPPORTED if inside.all() else CONTRADICTED if not inside.any() else MIXED
-    outside = comparable[~inside]
+        why += f" ({shown} run numbers are shown next to paper numbers for direction only)"
+        return Claim(key, statement, {METHOD: CANNOT, MODELS: CANNOT}, {METHOD: why, MODELS: why})
+    calls = comparable["equivalence"].tolist()
+    equivalent, different = calls.count("equivalent"), calls.count("different")
+    n = len(calls)
+    if equivalent == n:
+        verdict = SUPPORTED
+    elif different == n:
+        verdict = CONTRADICTED
+    elif different:
+        verdict = MIXED
+    elif equivalent:
+        verdict = PARTLY
+    else:
+        verdict = UNDECIDED
+    shown_rows = comparable[comparable["equivalence"] != "equivalent"].head(SHOWN)
     details = "; ".join(
         f"{r.paper_setting} / {r.run_defense} ({r.metric}): run {r.run_value:.2f} [{r.run_ci95_low:.2f}, "
-        f"{r.run_ci95_high:.2f}] vs paper {r.paper_value:.2f}"
-        for r in outside.head(SHOWN).itertuples()
+        f"{r.run_ci95_high:.2f}] vs paper {r.paper_value:.2f}: {r.equivalence}"
+        for r in shown_rows.itertuples()
     )
-    details = (
-        f"outside: {details}" + (f"; and {len(outside) - SHOWN} more" if len(outside) > SHOWN else "")
-        if details
-        else "all inside"
+    evidence = (
+        f"{equivalent} of {n} paper numbers equivalent within ±{100 * margin:.0f} pp (two one-sided tests at 5 %), "
+        f"{different} different, {n - equivalent - different} undecided (interval wider than the margin allows)"
+        + (f"; {details}" if details else "")
     )
+    method = verdict if seeds > 1 else UNDECIDED
+    method_evidence = evidence if seeds > 1 else "one training seed: these numbers are one training run's"
     return Claim(
-        "reproduces_paper_numbers",
+        key,
         statement,
-        verdict,
-        f"{int(inside.sum())} of {len(comparable)} paper numbers inside the run's interval; {details}",
-        f"verdict on the {SECONDARY} (the paper's metric) and its 95 % Wilson interval",
+        {METHOD: method, MODELS: verdict},
+        {METHOD: method_evidence, MODELS: evidence},
+        f"verdict on the {SECONDARY} (the paper's metric)",
     )
 
 
 VERDICT_WORDS = {
-    SUPPORTED: "The run supports this",
-    CONTRADICTED: "The run contradicts this",
-    MIXED: "The run gives mixed evidence",
-    NOISE: "No detectable difference",
-    SPLIT: "The training seeds disagree",
-    CANNOT: "The run cannot judge this",
+    SUPPORTED: "supported",
+    PARTLY: "partly supported",
+    CONTRADICTED: "CONTRADICTED",
+    PARTLY_CONTRADICTED: "partly CONTRADICTED",
+    MIXED: "mixed",
+    NOISE: "no detectable difference",
+    UNDECIDED: "undecided",
+    CANNOT: "cannot judge",
 }
 
 
 @dataclass(frozen=True)
 class Doubt:
-    """Numbers a failed check puts in doubt: one result (``attack``) or every robust number of a defense."""
+    """Numbers a failed or unrecorded check puts in doubt: one result (``attack``) or every robust number of a defense."""
 
     defense: str | None  # None: every defense
     attack: str | None  # None: every attack
@@ -513,26 +606,49 @@ class Doubt:
 
 
 def doubts(frame: pd.DataFrame, cross_checks) -> tuple[list[Doubt], list[str]]:
-    """What failed checks put in doubt, and the same as phrases naming the numbers (marked upper bounds)."""
+    """What failed, missing or undecided checks put in doubt, and the same as phrases naming the numbers.
+
+    A check that did not run (no checks recorded) or recorded no outcome (``passed: null``) is doubt,
+    not a pass: nothing shows the number is not an artefact of gradient masking.
+    """
     found, named = [], []
     several = len(seeds_of(frame)) > 1
-    for row in frame[frame["failed_checks"] != ""].itertuples():
+    unknown = frame["unknown_checks"] if "unknown_checks" in frame else pd.Series("", index=frame.index)
+    recorded = frame["checks_recorded"] if "checks_recorded" in frame else pd.Series(True, index=frame.index)
+    for row, why in zip(frame.itertuples(), _row_doubts(frame["failed_checks"], unknown, recorded)):
+        if not why:
+            continue
         value = f" (seed {int(row.seed)})" if several and pd.notna(row.seed) else ""
         value += "" if pd.isna(row.robust_accuracy) else f" {100 * row.robust_accuracy:.1f}"
         if not pd.isna(row.robust_strict_accuracy):
             value += f" ({PRIMARY} {100 * row.robust_strict_accuracy:.1f})"
-        found.append(Doubt(row.defense, row.attack, row.failed_checks.replace(";", ", ")))
-        named.append(f"robust accuracy of {row.defense} / {row.attack}{value} ({found[-1].why})")
+        found.append(Doubt(row.defense, row.attack, why))
+        named.append(f"robust accuracy of {row.defense} / {row.attack}{value} ({why})")
     for check in cross_checks:
-        if not check["passed"]:
-            # a check of one result (EOT sufficiency) names its attack; cross-attack checks doubt the defense
-            found.append(Doubt(check.get("defense"), check.get("attack"), check["claim"]))
-            if check.get("attack"):
-                named.append(f"robust accuracy of {check['defense']} / {check['attack']} ({check['claim']})")
-            else:
-                whose = f"of {check['defense']}" if check.get("defense") else "of every defense"
-                named.append(f"every robust accuracy {whose} ({check['claim']})")
+        if check.get("passed") is True:
+            continue
+        claim = check.get("claim", "a check")
+        claim += "" if check.get("passed") is False else " (no outcome recorded)"
+        # a check of one result (EOT sufficiency) names its attack; cross-attack checks doubt the defense
+        found.append(Doubt(check.get("defense"), check.get("attack"), claim))
+        if check.get("attack"):
+            named.append(f"robust accuracy of {check['defense']} / {check['attack']} ({claim})")
+        else:
+            whose = f"of {check['defense']}" if check.get("defense") else "of every defense"
+            named.append(f"every robust accuracy {whose} ({claim})")
     return found, list(dict.fromkeys(named))  # a check failing under several seeds is named once
+
+
+def _row_doubts(failed, unknown, recorded) -> list[str]:
+    out = []
+    for f, u, r in zip(failed, unknown, recorded):
+        parts = [f.replace(";", ", ")] if f else []
+        if u:
+            parts.append(f"no outcome recorded: {u.replace(';', ', ')}")
+        if not r:
+            parts.append("no checks recorded")
+        out.append("; ".join(parts))
+    return out
 
 
 def headline(judged: list[Claim], frame: pd.DataFrame) -> Comparison | None:
@@ -550,46 +666,107 @@ def headline(judged: list[Claim], frame: pd.DataFrame) -> Comparison | None:
     return min(claim.comparisons, key=distance)  # the first of the closest: paper order
 
 
-def comparison_metrics(comparison: Comparison | None) -> dict:
-    """A paired comparison as numbers (fractions) for metrics.json; empty without one."""
+def _rounded(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)
+
+
+def comparison_metrics(comparison: Comparison | None, doubted: bool = False) -> dict:
+    """A paired comparison as numbers (fractions) for metrics.json, under both questions; empty without one."""
     if comparison is None or comparison.paired is None:
         return {}
     p = comparison.paired
+    models = {
+        "question": "these trained models (the run's checkpoints; images are the unit)",
+        "all_draws": [round(p.strict_a, 4), round(p.strict_b, 4)],
+        "all_draws_difference": round(p.interval.estimate, 4),
+        "all_draws_ci95": [round(p.interval.low, 4), round(p.interval.high, 4)],
+        "sign_test_images": [p.model.a_better, p.model.b_better],
+        "p_holm": p.model_holm,
+        "draw_mean": [round(p.mean_a, 4), round(p.mean_b, 4)],
+        "draw_mean_difference": round(p.mean_interval.estimate, 4),
+        "draw_mean_ci95": [round(p.mean_interval.low, 4), round(p.mean_interval.high, 4)],
+        "draw_mean_p_holm": p.model_mean_holm,
+        "outcome": p.outcome(MODELS),
+        "draw_mean_outcome": p.outcome(MODELS, DRAW_MEAN),
+        "detectable_difference": round(p.detectable, 4),
+    }
+    if p.method is None:
+        method = {
+            "question": "the method (training seeds are the unit)",
+            "outcome": "undecided",
+            "why": f"one training seed; run several, e.g. {SEEDS_CONFIG}",
+        }
+    else:
+        power, needed = p.method_power()
+        method = {
+            "question": "the method (training seeds are the unit)",
+            "seeds": p.seeds,
+            "all_draws_difference": round(p.method.mean, 4),
+            "all_draws_ci95": [round(p.method.low, 4), round(p.method.high, 4)],
+            "per_seed": [round(d, 4) for d in p.method.seed_means],
+            "p_holm": p.method_holm,
+            "draw_mean_difference": round(p.method_mean.mean, 4),
+            "draw_mean_ci95": [round(p.method_mean.low, 4), round(p.method_mean.high, 4)],
+            "draw_mean_p_holm": p.method_mean_holm,
+            "outcome": p.outcome(METHOD),
+            "draw_mean_outcome": p.outcome(METHOD, DRAW_MEAN),
+            "power_at_observed": _rounded(power),
+            "seeds_for_80_percent_power": needed,
+        }
     return {
         "label": comparison.label,
-        "n": p.n,
-        "draw_mean_difference": round(p.bootstrap.difference, 4),
-        "draw_mean_ci95": [round(p.bootstrap.low, 4), round(p.bootstrap.high, 4)],
-        "draw_mean_p_holm": p.bootstrap_holm,
-        "all_draws": [round(p.strict_a, 4), round(p.strict_b, 4)],
-        "mcnemar_discordant": [p.mcnemar.a_better, p.mcnemar.b_better],
-        "mcnemar_p_holm": p.mcnemar_holm,
-        "outcome": comparison.outcome,
-        "draw_mean_outcome": p.mean_outcome,
-        "detectable_difference": round(p.detectable, 4),
+        "images": p.images,
+        "seeds": p.seeds,
+        "in_doubt": doubted,
+        METHOD: method,
+        MODELS: models,
     }
 
 
-def _headline_text(comparison: Comparison) -> str:
+def _headline_lines(comparison: Comparison, doubt: list[str]) -> list[str]:
+    marker = f" **IN DOUBT** ({'; '.join(doubt)}): read as upper bounds." if doubt else ""
     if comparison.paired is None:
-        return f"{comparison.text()}."
+        return [f"**Headline, AToP vs AP:** {comparison.text(MODELS)}.{marker}"]
     p = comparison.paired
-    boot = p.bootstrap
-    verdict = {
-        "higher": "AToP is more robust",
-        "lower": "AToP is LESS robust",
-        "none": f"no detectable difference: the run could detect differences of {100 * p.detectable:.1f} pp or more "
-        "(80 % power)",
-    }[comparison.outcome]
-    disagree = "" if p.mean_outcome == comparison.outcome else f" The {SECONDARY} disagrees ({p.mean_outcome})."
-    return (
-        f"{comparison.label}, same {_units(p)}. Draw-mean robust accuracy {100 * p.mean_a:.1f} vs "
-        f"{100 * p.mean_b:.1f}: difference {100 * boot.difference:+.1f} pp, 95 % interval "
-        f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] (paired bootstrap over images and draws). "
-        f"{PRIMARY.capitalize()}: {100 * p.strict_a:.1f} vs {100 * p.strict_b:.1f}; exact McNemar test on the "
-        f"{p.mcnemar.discordant} discordant images ({p.mcnemar.a_better} vs {p.mcnemar.b_better}), Holm-adjusted "
-        f"p {p_text(p.mcnemar_holm)}. Verdict ({PRIMARY}): {verdict}.{disagree}"
-    )
+    if p.method is None:
+        method = (
+            "**undecided**: one training seed compares two trained models, not the methods that trained them "
+            f"(trained weights differ between CPUs, so a one-seed verdict can flip on another machine). "
+            f"`{SEEDS_CONFIG}` trains several seeds and decides it."
+        )
+    else:
+        outcome = p.outcome(METHOD)
+        words = {
+            "higher": "**AToP's fine-tuning makes the defense more robust**",
+            "lower": "**AToP's fine-tuning makes the defense LESS robust**",
+        }
+        if outcome in words:
+            decided = words[outcome]
+        else:
+            power, needed = p.method_power()
+            more = f"about {needed} seeds would give 80 %" if needed else "more than 64 seeds would be needed"
+            decided = (
+                f"**undecided**: no detectable difference; {p.seeds} seeds give power {power:.2f} at the observed "
+                f"difference ({more})"
+            )
+        method = f"{decided}. {p.method_text()}."
+    model_outcome = p.outcome(MODELS)
+    model_words = {
+        "higher": "this run's AToP model is more robust than its AP model",
+        "lower": "this run's AToP model is LESS robust than its AP model",
+        "none": f"no detectable difference (the run could detect {100 * p.detectable:.1f} pp or more at 80 % power "
+        "after Holm)",
+    }[model_outcome]
+    disagree = "" if p.outcome(MODELS, DRAW_MEAN) == model_outcome else f" The {SECONDARY} disagrees."
+    return [
+        f"**Headline, AToP vs AP** ({comparison.label}, same {p.units()}).{marker}",
+        "",
+        f"- *The method* (does fine-tuning help? training seeds are the unit): {method}",
+        (
+            f"- *These trained models* (this run's checkpoints; images are the unit): {model_words}.{disagree} "
+            f"{p.model_text()}."
+        ),
+    ]
 
 
 def summary_markdown(
@@ -609,7 +786,7 @@ def summary_markdown(
     if named:
         lines += [
             (
-                f"**{len(named)} failed check{'s' if len(named) > 1 else ''} put{'' if len(named) > 1 else 's'} "
+                f"**{len(named)} check{'s' if len(named) > 1 else ''} failed or missing put{'' if len(named) > 1 else 's'} "
                 "numbers in doubt: read these as upper bounds** (the attack may have been fooled by gradient "
                 "obfuscation, so the defense may be weaker): " + "; ".join(named) + ". Verdicts resting on them are "
                 "marked below."
@@ -618,35 +795,27 @@ def summary_markdown(
         ]
     top = headline(judged, frame)
     if top is not None:
-        lines += [f"**Headline, AToP vs AP:** {_headline_text(top)}", ""]
+        doubt = list(dict.fromkeys(d.why for d in doubted if d.covers(top)))
+        lines += [*_headline_lines(top, doubt), ""]
+    seeds = seeds_of(main)
     lines += [
         (
-            f"{main['defense'].nunique()} defenses, {main['attack'].nunique()} attacks, "
-            f"{len(frame)} result files, {f'{int(n)}' if pd.notna(n) else 'an unknown number of'} test images per result. "
-            f"Two defenses are compared on the same images: a verdict is decided on the {PRIMARY} (an image counts "
-            "only if every draw of a randomized defense classifies it right, as an attacker who may resubmit sees it) "
-            f"by the exact McNemar test at {100 * ALPHA:.0f} % after Holm's correction over the report's comparisons; "
-            f"the {SECONDARY} accuracy (one evaluation, the paper's metric) by a paired bootstrap over images and "
-            "draws (difference in pp with its 95 % interval). McNemar a:b counts the images only the first / only "
-            "the second defense keeps right on every draw."
+            f"{main['defense'].nunique()} defenses, {main['attack'].nunique()} attacks, {len(frame)} result files, "
+            f"{f'{int(n)}' if pd.notna(n) else 'an unknown number of'} test images per result, "
+            f"{len(seeds)} training seed{'s' if len(seeds) > 1 else ''}. Every claim gets two verdicts. *The method*: "
+            "training seeds are the unit (a claim about a training procedure); per-(seed, image) differences go to a "
+            "test with seed and image effects; one seed leaves it undecided. *These trained models*: the run's "
+            "checkpoints, images are the unit: the exact sign test on per-image outcomes (McNemar's on one seed; "
+            "each image's difference averaged over the seeds that share it) with an image bootstrap interval. Both "
+            f"decide on the {PRIMARY} (an image counts only if all draws of one evaluation of a randomized defense "
+            "classify it right, as an attacker who may resubmit sees it) under each defense's strongest attack (the "
+            f"lowest of its per-attack accuracies), at {100 * ALPHA:.0f} % after Holm's correction over the report's "
+            f"comparisons; the {SECONDARY} accuracy (one evaluation, the paper's metric) is tested alike and quoted. "
+            "A claim over several settings holds only if every comparison does. docs/verdicts.md explains each rule "
+            "and the simulations that check it."
         ),
         "",
     ]
-    seeds = seeds_of(main)
-    if len(seeds) > 1:
-        lines += [
-            (
-                f"**{len(seeds)} training seeds** ({', '.join(str(int(s)) for s in seeds)}): each seed trained its own "
-                "classifier, AT baseline, purifiers and fine-tuning, and was scored on the same images. Every number "
-                "is the mean over the seeds ± their standard deviation, its interval a bootstrap over seeds and then "
-                "images. A comparison pools the seeds: the exact McNemar test stratified by seed (the discordant "
-                "images of every seed summed: under no difference each is equally likely to favour either defense, "
-                "whatever the seed), and a hierarchical bootstrap (seeds, then images, then draws) for the draw-mean. "
-                "A direction is claimed only if it also holds in every seed; otherwise the verdict says the seeds "
-                "disagree."
-            ),
-            "",
-        ]
     if dataset not in ("cifar10", "cifar100", "imagenette"):
         lines += [
             (
@@ -661,11 +830,22 @@ def summary_markdown(
         metric = f" ({claim.metric})" if claim.metric else ""
         doubt = [d.why for d in doubted if any(d.covers(c) for c in claim.comparisons)]
         flag = (
-            f" Rests on numbers a failed check puts in doubt ({'; '.join(dict.fromkeys(doubt))}): upper bounds."
+            f" Rests on numbers a failed or missing check puts in doubt ({'; '.join(dict.fromkeys(doubt))}): upper "
+            "bounds."
             if doubt
             else ""
         )
-        lines += [f"- **{VERDICT_WORDS[claim.verdict]}:** {claim.statement}{metric}", f"  {claim.evidence}.{flag}"]
+        lines += [
+            (
+                f"- **The method: {VERDICT_WORDS[claim.verdicts[METHOD]]}; these trained models: "
+                f"{VERDICT_WORDS[claim.verdicts[MODELS]]}.** {claim.statement}{metric}"
+            ),
+            (
+                f"  {claim.evidence[MODELS]}.{flag}"
+                if claim.evidence[METHOD] == claim.evidence[MODELS]
+                else f"  Method: {claim.evidence[METHOD]}. These models: {claim.evidence[MODELS]}.{flag}"
+            ),
+        ]
     averaged = eot_averaged(frame)
     lines += [
         "",
@@ -679,19 +859,21 @@ def summary_markdown(
             else "- No attack is EOT-averaged: every gradient step uses one random-transform sample."
         ),
         (
-            "- Worst cases are per image (AutoAttack's protocol): an image counts with the lowest fraction of draws "
-            "any of the attacks left right."
+            "- Worst cases over attacks are the defense's strongest attack (the lowest of its per-attack accuracies, "
+            "per seed), for every defense: each image's minimum over attacks would take the minimum of noisy "
+            "fractions of a randomized defense's draws and handicap it."
         ),
     ]
     failed = frame[frame["failed_checks"] != ""]
-    bad = [c for c in cross_checks if not c["passed"]]
+    bad = [c for c in cross_checks if c.get("passed") is not True]
     lines += ["", "## Gradient-obfuscation checks", ""]
-    if failed.empty and not bad:
+    if failed.empty and not bad and not named:
         recorded = int(frame["checks_recorded"].sum())
         lines.append(f"- No failed check ({recorded} of {len(frame)} results record their checks).")
     else:
         lines.append(
-            f"- {len(failed)} results and {len(bad)} checks across results (attacks, sweeps, EOT sufficiency) FAILED:"
+            f"- {len(failed)} results and {len(bad)} checks across results (attacks, sweeps, EOT sufficiency) FAILED "
+            "or recorded no outcome:"
         )
     for row in failed.itertuples():
         lines.append(
@@ -701,7 +883,11 @@ def summary_markdown(
         lines.append(
             f"- Across results (attacks, sweeps, EOT sufficiency): {len(cross_checks) - len(bad)} of {len(cross_checks)} checks passed."
         )
-        lines += [f"- FAILED for {c.get('defense')}: {c['claim']} ({c['detail']})." for c in bad]
+        lines += [
+            f"- {'FAILED' if c.get('passed') is False else 'NO OUTCOME'} for {c.get('defense')}: {c.get('claim')} "
+            f"({c.get('detail', '')})."
+            for c in bad
+        ]
     if overfitting:  # the adversarial training stages' monitors (report/overfitting.py)
         lines += ["", "## Overfitting of adversarial training", "", *overfitting]
     lines += ["", "## Missing", ""]
