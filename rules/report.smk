@@ -55,9 +55,12 @@ rule report:
         purifier=report_purifier_args(),
         # thresholds of the overfitting detectors flagged in the summary (src/atop/diagnostics/detectors.py)
         overfitting=json.dumps(config["diagnostics"]["overfitting"], sort_keys=True),
+        # which question leads the headline, and the reproduction margin (docs/verdicts.md)
+        verdicts=json.dumps(config["verdicts"], sort_keys=True),
     shell:
         "python -m atop report --experiment {wildcards.experiment} --dataset {params.dataset}"
         " {params.purifier}"
         " --results {input.results} {input.sweeps} --expected {input.results} {input.sweeps}"
         " --checks {input.checks} --curves {input.curves} --overfitting {params.overfitting:q}"
+        " --verdicts {params.verdicts:q}"
         " --reference {input.reference} --out-dir results/{wildcards.experiment}/report > {log} 2>&1"

@@ -438,3 +438,47 @@ def test_the_default_scores_one_subset_of_its_test_split_sized_as_documented(con
     for sweep in evaluation["sweeps"].values():  # a sweep's smaller subset lies inside the attacks' one
         inner = sample_indices(test_size, sweep.get("n_samples", evaluation["n_samples"]), evaluation["sample_seed"])
         assert set(inner.tolist()) <= set(subset.tolist())
+
+
+# --------------------------------------------------------------------------- verdicts (docs/verdicts.md)
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "where"),
+    [
+        ({"equivalence_margin": 0}, "equivalence_margin"),
+        ({"equivalence_margin": 0.75}, "equivalence_margin"),
+        ({"equivalence_margin": "5 pp"}, "equivalence_margin"),
+        ({"decide_on": "models"}, "decide_on"),
+        ({"decide_on_method": True}, "decide_on_method"),
+    ],
+)
+def test_schema_rejects_bad_verdict_settings(schema, verdicts, where):
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    cfg["verdicts"] = verdicts
+    errors = list(_validator(schema).iter_errors(cfg))
+    assert errors and any(where in str(e.path) or where in e.message for e in errors), errors
+
+
+def test_a_method_verdict_asked_of_one_seed_is_refused(config):
+    config["verdicts"] = {"decide_on": "method"}
+    with pytest.raises(ConfigError, match=r"verdicts.decide_on = 'method' needs at least 2 training seeds.*\[0\]"):
+        check_config(config)
+    config["seeds"] = [0, 1]
+    check_config(config)
+    config["verdicts"] = {"decide_on": "these_models"}
+    config["seeds"] = [0]
+    check_config(config)
+
+
+@pytest.mark.workflow
+def test_a_method_verdict_of_one_seed_fails_the_dry_run_before_any_job(workflow_dir):
+    from conftest import run_snakemake, write_config
+
+    cfg = yaml.safe_load(CONFIG_PATH.read_text())
+    cfg["verdicts"] = {"decide_on": "method"}
+    path = write_config(workflow_dir, cfg)
+    done = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(path), timeout=300)
+    assert done.returncode != 0
+    assert "verdicts.decide_on = 'method' needs at least 2 training seeds" in done.stdout + done.stderr
+    assert not (workflow_dir / "results").exists()

@@ -127,4 +127,6 @@ def test_a_seed_that_disagrees_keeps_the_method_undecided_and_says_what_would_de
     headline = metrics["headline"]["method"]
     assert headline["outcome"] == "none" and 0 <= headline["power_at_observed"] < 0.8
     assert "seeds give power" in summary
-    assert "The method: supported" not in summary
+    assert "The method: supported" not in summary and metrics["decided_on"] == METHOD
+    method_line = next(line for line in summary.splitlines() if line.startswith("- *The method*"))
+    assert method_line.endswith("*(leads the verdict)*")

@@ -271,7 +271,7 @@ def test_report_files_and_figures_open(paper_run):
 def test_summary_supports_the_claims_when_the_numbers_do(paper_run):
     folder, metrics = paper_run
     summary = (folder / "report" / "summary.md").read_text()
-    supported = "**The method: undecided; these trained models: supported.**"
+    supported = "**These trained models: supported; the method: undecided.**"
     assert f"{supported} Fine-tuning the purifier (AToP)" in summary
     assert f"{supported} RT2 (noise + mask) is the best" in summary
     assert f"{supported} AToP generalises to unseen attacks" in summary
@@ -283,8 +283,8 @@ def test_summary_supports_the_claims_when_the_numbers_do(paper_run):
 @pytest.mark.parametrize(
     "gain, verdict, words",
     [
-        (-0.13, CONTRADICTED, "these trained models: CONTRADICTED.** Fine-tuning the purifier"),
-        (0.01, NOISE, "these trained models: no detectable difference.** Fine-tuning the purifier"),
+        (-0.13, CONTRADICTED, "**These trained models: CONTRADICTED; the method: undecided.** Fine-tuning the"),
+        (0.01, NOISE, "**These trained models: no detectable difference; the method: undecided.** Fine-tuning"),
     ],
 )
 def test_summary_wording_follows_the_numbers(tmp_path, gain, verdict, words):
@@ -296,7 +296,7 @@ def test_summary_wording_follows_the_numbers(tmp_path, gain, verdict, words):
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert words in summary
     assert (
-        "**The method: cannot judge; these trained models: cannot judge.** RT2" in summary
+        "**These trained models: cannot judge; the method: cannot judge.** RT2" in summary
         and "not run with RT2 and another RT" in summary
     )
 

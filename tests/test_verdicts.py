@@ -156,10 +156,10 @@ def test_headline_asks_both_questions(tmp_path):
     metrics, summary = _digits_report(tmp_path)
     lines = summary.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("**Headline, AToP vs AP**"))
-    method, models = lines[at + 2], lines[at + 3]
+    models, method = lines[at + 2], lines[at + 3]  # one seed: these models lead (verdicts.decide_on: auto)
+    assert models.startswith("- *These trained models*") and models.endswith("*(leads the verdict)*")
     assert method.startswith("- *The method*") and "**undecided**: one training seed" in method
     assert "config/digits-seeds.yaml" in method
-    assert models.startswith("- *These trained models*")
     for words in ("sign test", "Holm p", "draw-mean"):
         assert words in models
     numbers = metrics["headline"]

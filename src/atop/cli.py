@@ -500,6 +500,7 @@ def cmd_report(args) -> None:
         transform=args.transform,
         checks_paths=args.checks,
         overfitting=args.overfitting,
+        verdicts=args.verdicts,
     )
     log.info("report written to %s (%d results, %d missing)", args.out_dir, metrics["results"], metrics["missing"])
 
@@ -633,6 +634,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_spec,
         default=None,
         help="JSON of the overfitting detectors' thresholds (config diagnostics.overfitting); default: the schema's",
+    )
+    p.add_argument(
+        "--verdicts",
+        type=_spec,
+        default=None,
+        help="JSON of config verdicts (decide_on, equivalence_margin); default: the schema's",
     )
     p.add_argument("--purifier", help="purifier architecture behind bare ap / atop defense names")
     p.add_argument("--transform", help="random transform (rt1|rt2|rt3) behind bare ap / atop defense names")

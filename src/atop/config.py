@@ -73,6 +73,17 @@ def check_config(config: dict) -> None:
                 f"purifiers.{variant}.transform_params.grid = {grid} is larger than data.image_size = {size}"
             )
     _check_defenses(config)
+    _check_verdicts(config)
+
+
+def _check_verdicts(config: dict) -> None:
+    seeds = config.get("seeds", [0])
+    if config.get("verdicts", {}).get("decide_on") == "method" and len(seeds) < 2:
+        raise ConfigError(
+            f"verdicts.decide_on = 'method' needs at least 2 training seeds, but seeds = {seeds}: one seed is one "
+            "training run and cannot decide a claim about the method; list several (seeds: [0, 1, 2]) or use "
+            "decide_on: auto"
+        )
 
 
 def purifier_variant(config: dict, defense: str) -> str | None:

@@ -33,6 +33,7 @@ from .summary import (
     doubts,
     gradient_comparisons,
     headline,
+    leading_question,
     markdown_to_rst,
     summary_markdown,
 )
@@ -43,6 +44,7 @@ from .tables import (
     gradient_table,
     purifier_table,
     rt_ablation_table,
+    seeds_of,
     table_csv,
     table_markdown,
 )
@@ -121,15 +123,20 @@ def write_report(
     transform: str | None = None,
     checks_paths=(),
     overfitting: dict | None = None,
-    equivalence_margin: float = EQUIVALENCE_MARGIN,
+    verdicts: dict | None = None,
 ) -> dict:
     """Write every table, figure, metrics.json and summary.md; return the metrics.
 
     ``checks_paths`` are the workflow's obfuscation_checks/seed<N>.json (cross-attack and sweep
     checks) and diagnostics/seed<N>/eot_checks.json (EOT sufficiency); their failures are listed in
     the summary and put the numbers they concern in doubt. ``overfitting`` holds the detectors'
-    thresholds (config diagnostics.overfitting) for the monitored training curves.
+    thresholds (config diagnostics.overfitting) for the monitored training curves; ``verdicts`` is
+    config verdicts (``decide_on``: the question the headline leads with; ``equivalence_margin``).
     """
+    verdicts = {"decide_on": "auto", "equivalence_margin": EQUIVALENCE_MARGIN, **(verdicts or {})}
+    margin = float(verdicts["equivalence_margin"])
+    if not 0 < margin <= 0.5:
+        raise ValueError(f"verdicts.equivalence_margin = {margin} must lie in (0, 0.5] (a fraction of accuracy)")
     out_dir = Path(out_dir)
     reference = load_reference(reference_paths)  # a malformed reference fails before any output is touched
     frame, problems = load_results(result_paths, purifier, transform)
@@ -144,7 +151,7 @@ def write_report(
         "purifiers": purifier_table(frame),
         "gradients": gradient_table(frame),
     }
-    joined = join_reference(frame, reference, dataset, equivalence_margin)
+    joined = join_reference(frame, reference, dataset, margin)
     judged = claims(frame, gradient_comparisons(frame), joined, dataset)
 
     curves = find_files(curve_paths, ".csv")
@@ -155,7 +162,9 @@ def write_report(
     for path in checks_paths:
         recorded = read_json(path)
         cross_checks += [c for group in CHECK_GROUPS for c in recorded.get(group, [])]
+    lead = leading_question(verdicts["decide_on"], len(seeds_of(main_results(frame))))
     metrics = headline_metrics(frame, tables["defenses"], judged, joined, missing, cross_checks)
+    metrics["decided_on"] = lead
     metrics["obfuscation_checks_failed"] = sum(c.get("passed") is False for c in cross_checks) + int(
         (frame["failed_checks"] != "").sum()
     )
@@ -193,6 +202,7 @@ def write_report(
             problems,
             cross_checks,
             overfitting_lines(overfitting_found, overfitting),
+            lead,
         )
         write_text(staging / "summary.md", summary)
         # the first page of Snakemake's HTML report: the verdicts, then the headline figure

@@ -288,6 +288,19 @@ class Claim:
         return self.verdicts[MODELS] if method in (UNDECIDED, CANNOT) else method
 
 
+def leading_question(decide_on: str, seeds: int) -> str:
+    """The question the headline leads with (config verdicts.decide_on): auto = the method when seeds allow."""
+    if decide_on == "auto":
+        return METHOD if seeds > 1 else MODELS
+    if decide_on == "method":
+        if seeds < 2:
+            raise ValueError(f"verdicts.decide_on = 'method' needs at least 2 training seeds; the results have {seeds}")
+        return METHOD
+    if decide_on == MODELS:
+        return MODELS
+    raise ValueError(f"verdicts.decide_on must be auto, method or these_models, got {decide_on!r}")
+
+
 def universal(outcomes: list[str]) -> tuple[str, str]:
     """A claim over several comparisons holds only if every one does: (verdict, counts)."""
     higher, lower = outcomes.count("higher"), outcomes.count("lower")
@@ -723,7 +736,7 @@ def comparison_metrics(comparison: Comparison | None, doubted: bool = False) -> 
     }
 
 
-def _headline_lines(comparison: Comparison, doubt: list[str]) -> list[str]:
+def _headline_lines(comparison: Comparison, doubt: list[str], lead: str = MODELS) -> list[str]:
     marker = f" **IN DOUBT** ({'; '.join(doubt)}): read as upper bounds." if doubt else ""
     if comparison.paired is None:
         return [f"**Headline, AToP vs AP:** {comparison.text(MODELS)}.{marker}"]
@@ -758,15 +771,28 @@ def _headline_lines(comparison: Comparison, doubt: list[str]) -> list[str]:
         "after Holm)",
     }[model_outcome]
     disagree = "" if p.outcome(MODELS, DRAW_MEAN) == model_outcome else f" The {SECONDARY} disagrees."
-    return [
-        f"**Headline, AToP vs AP** ({comparison.label}, same {p.units()}).{marker}",
-        "",
-        f"- *The method* (does fine-tuning help? training seeds are the unit): {method}",
-        (
+    bullets = {
+        METHOD: f"- *The method* (does fine-tuning help? training seeds are the unit): {method}",
+        MODELS: (
             f"- *These trained models* (this run's checkpoints; images are the unit): {model_words}.{disagree} "
             f"{p.model_text()}."
         ),
+    }
+    other = MODELS if lead == METHOD else METHOD
+    return [
+        f"**Headline, AToP vs AP** ({comparison.label}, same {p.units()}).{marker}",
+        "",
+        bullets[lead] + " *(leads the verdict)*",
+        bullets[other],
     ]
+
+
+def _verdicts_text(claim: Claim, lead: str) -> str:
+    """``The method: undecided; these trained models: supported``, the leading question first."""
+    words = {METHOD: "the method", MODELS: "these trained models"}
+    order = (lead, MODELS if lead == METHOD else METHOD)
+    text = "; ".join(f"{words[level]}: {VERDICT_WORDS[claim.verdicts[level]]}" for level in order)
+    return text[0].upper() + text[1:]
 
 
 def summary_markdown(
@@ -778,6 +804,7 @@ def summary_markdown(
     problems: list[str],
     cross_checks: list[dict] = (),
     overfitting: list[str] = (),
+    lead: str = MODELS,
 ) -> str:
     main = main_results(frame)
     n = main["n"].max()
@@ -796,7 +823,7 @@ def summary_markdown(
     top = headline(judged, frame)
     if top is not None:
         doubt = list(dict.fromkeys(d.why for d in doubted if d.covers(top)))
-        lines += [*_headline_lines(top, doubt), ""]
+        lines += [*_headline_lines(top, doubt, lead), ""]
     seeds = seeds_of(main)
     lines += [
         (
@@ -836,10 +863,7 @@ def summary_markdown(
             else ""
         )
         lines += [
-            (
-                f"- **The method: {VERDICT_WORDS[claim.verdicts[METHOD]]}; these trained models: "
-                f"{VERDICT_WORDS[claim.verdicts[MODELS]]}.** {claim.statement}{metric}"
-            ),
+            f"- **{_verdicts_text(claim, lead)}.** {claim.statement}{metric}",
             (
                 f"  {claim.evidence[MODELS]}.{flag}"
                 if claim.evidence[METHOD] == claim.evidence[MODELS]
