@@ -12,8 +12,10 @@ from atop.config import (
     ConfigError,
     attack_defenses,
     check_config,
+    full_seeds,
     number,
     purifier_variant,
+    seed_plan,
 )
 from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
 from atop.code_closure import command_code_version
@@ -24,16 +26,15 @@ except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}")
 
 EXPERIMENT = config["experiment"]
-# Training-seed replicates: each seed trains and evaluates its own models on the same images.
+# Training-seed replicates: each seed trains and evaluates its own models on the same images;
+# with config `replicates`, the seeds after the first train and evaluate only what it names
+# (seed_defenses / seed_attacks) and sweeps, checks and diagnostics run on FULL_SEEDS only.
 SEEDS = config["seeds"]
+FULL_SEEDS = full_seeds(config)
 DEFENSES = config["evaluation"]["defenses"]
 ATTACKS = list(config["evaluation"]["attacks"])
 SWEEPS = config["evaluation"]["sweeps"]
 PURIFIERS = config["purifiers"]
-# Only the variants some evaluated defense puts in front of the classifier are built.
-VARIANTS = sorted(
-    {purifier_variant(config, d) for d in DEFENSES} - {None},
-)
 # Jobs run `python -m atop` from this checkout's src/ (so --use-conda envs need only
 # the dependencies), with the environment running Snakemake first on PATH (so
 # `.venv/bin/snakemake` works without activating the environment).
@@ -225,7 +226,16 @@ def sweep_attack_name(wildcards):
     return f"{sweep_config['attack']}@{sweep_config['param']}={value}"
 
 
-def sweep_results(experiment, seeds=SEEDS):
+def seed_defenses(seed):
+    """The evaluated defenses the training seed trains and evaluates."""
+    return seed_plan(config, seed)[0]
+
+
+def seed_attacks(seed):
+    return seed_plan(config, seed)[1]
+
+
+def sweep_results(experiment, seeds=FULL_SEEDS):
     return [
         f"results/{experiment}/sweeps/seed{seed}/{name}/{defense}/{point}.json"
         for seed in seeds
@@ -240,25 +250,33 @@ def evaluation_results(experiment, seeds=SEEDS):
     return [
         f"results/{experiment}/eval/seed{seed}/{defense}/{attack}.json"
         for seed in seeds
-        for attack in ATTACKS
+        for attack in seed_attacks(seed)
         for defense in attack_defenses(config, attack)
+        if defense in seed_defenses(seed)
     ]
 
 
-# Whether some evaluated defense is the AT baseline (its classifier is trained only then).
-NEEDS_ADVERSARIAL = any(
-    DEFENSE_KINDS[split_defense(d)[0]].classifier == "adversarial" for d in DEFENSES
-)
-
-
-def finetuned_variants():
-    """The variants some atop defense fine-tunes (stage_finetuning's targets)."""
+def finetuned_variants(seed):
+    """The variants the seed's atop defenses fine-tune (stage_finetuning's targets)."""
+    defenses = seed_defenses(seed)
     return sorted(
         {
             purifier_variant(config, d)
-            for d in DEFENSES
+            for d in defenses
             if DEFENSE_KINDS[split_defense(d)[0]].purifier_stage == "finetuned"
         }
+    )
+
+
+def pretrained_variants(seed):
+    """Only the variants some of the seed's defenses put in front of the classifier are built."""
+    return sorted({purifier_variant(config, d) for d in seed_defenses(seed)} - {None})
+
+
+def needs_adversarial(seed):
+    return any(
+        DEFENSE_KINDS[split_defense(d)[0]].classifier == "adversarial"
+        for d in seed_defenses(seed)
     )
 
 
@@ -267,7 +285,7 @@ def training_curves(experiment, seeds=SEEDS):
     curves = []
     for seed in seeds:
         curves.append(f"classifier/seed{seed}")
-        for defense in DEFENSES:
+        for defense in seed_defenses(seed):
             kind = DEFENSE_KINDS[split_defense(defense)[0]]
             variant = purifier_variant(config, defense)
             if kind.classifier == "adversarial":
@@ -279,7 +297,7 @@ def training_curves(experiment, seeds=SEEDS):
     return [f"results/{experiment}/curves/{c}.csv" for c in dict.fromkeys(curves)]
 
 
-def obfuscation_checks(experiment, seeds=SEEDS):
+def obfuscation_checks(experiment, seeds=FULL_SEEDS):
     """The cross-attack and sweep checks, one file per seed (rules/evaluate.smk)."""
     return [
         f"results/{experiment}/obfuscation_checks/seed{seed}.json" for seed in seeds

@@ -150,7 +150,7 @@ rule stage_diagnostics:
         expand(
             f"{DIAGNOSTICS}/{{part}}/{{defense}}.json",
             experiment=EXPERIMENT,
-            seed=SEEDS,
+            seed=FULL_SEEDS,
             part=["gradient_concentration", "measures"],
             defense=DEFENSES,
         ),

@@ -102,7 +102,7 @@ def picture_inputs(wildcards):
     )
 
 
-def diagnostics_targets(experiment, seeds=SEEDS):
+def diagnostics_targets(experiment, seeds=FULL_SEEDS):
     targets = []
     for seed in seeds:
         folder = DIAGNOSTICS.format(experiment=experiment, seed=seed)
@@ -114,7 +114,7 @@ def diagnostics_targets(experiment, seeds=SEEDS):
     return targets
 
 
-def eot_checks(experiment, seeds=SEEDS):
+def eot_checks(experiment, seeds=FULL_SEEDS):
     """The EOT-sufficiency checks of every seed (the report reads them)."""
     return [
         f"{DIAGNOSTICS.format(experiment=experiment, seed=seed)}/eot_checks.json"

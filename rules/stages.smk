@@ -5,52 +5,51 @@
 
 rule stage_classifiers:
     input:
-        expand(
-            (
-                [
-                    "models/{experiment}/classifier/seed{seed}.pt",
-                    "results/{experiment}/curves/classifier/seed{seed}.csv",
-                    "models/{experiment}/classifier_adversarial/seed{seed}.pt",
-                    "results/{experiment}/curves/classifier_adversarial/seed{seed}.csv",
-                ]
-                if NEEDS_ADVERSARIAL
-                else [
-                    "models/{experiment}/classifier/seed{seed}.pt",
-                    "results/{experiment}/curves/classifier/seed{seed}.csv",
-                ]
-            ),
-            experiment=EXPERIMENT,
-            seed=SEEDS,
-        ),
+        [
+            target.format(experiment=EXPERIMENT, seed=seed)
+            for seed in SEEDS
+            for target in [
+                "models/{experiment}/classifier/seed{seed}.pt",
+                "results/{experiment}/curves/classifier/seed{seed}.csv",
+                *(
+                    [
+                        "models/{experiment}/classifier_adversarial/seed{seed}.pt",
+                        "results/{experiment}/curves/classifier_adversarial/seed{seed}.csv",
+                    ]
+                    if needs_adversarial(seed)
+                    else []
+                ),
+            ]
+        ],
     localrule: True
 
 
 rule stage_purifiers:
     input:
-        expand(
-            [
+        [
+            target.format(experiment=EXPERIMENT, seed=seed, variant=variant)
+            for seed in SEEDS
+            for variant in pretrained_variants(seed)
+            for target in [
                 "models/{experiment}/purifier_pretrained/seed{seed}/{variant}.pt",
                 "results/{experiment}/curves/purifier_pretrain/seed{seed}/{variant}.csv",
-            ],
-            experiment=EXPERIMENT,
-            seed=SEEDS,
-            variant=VARIANTS,
-        ),
+            ]
+        ],
     localrule: True
 
 
 rule stage_finetuning:
     input:
-        expand(
-            [
+        [
+            target.format(experiment=EXPERIMENT, seed=seed, variant=variant)
+            for seed in SEEDS
+            for variant in finetuned_variants(seed)
+            for target in [
                 "models/{experiment}/purifier_finetuned/seed{seed}/{variant}.pt",
                 "results/{experiment}/curves/purifier_finetune/seed{seed}/{variant}.csv",
                 "results/{experiment}/finetune_checks/seed{seed}/{variant}.json",
-            ],
-            experiment=EXPERIMENT,
-            seed=SEEDS,
-            variant=finetuned_variants(),
-        ),
+            ]
+        ],
     localrule: True
 
 

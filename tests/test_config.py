@@ -482,3 +482,30 @@ def test_a_method_verdict_of_one_seed_fails_the_dry_run_before_any_job(workflow_
     assert done.returncode != 0
     assert "verdicts.decide_on = 'method' needs at least 2 training seeds" in done.stdout + done.stderr
     assert not (workflow_dir / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("replicates", "match"),
+    [
+        ({"defenses": ["atop-gan"], "attacks": ["eot_pgd"]}, r"replicates.defenses \['atop-gan'\]"),
+        ({"defenses": ["atop"], "attacks": ["autoattack"]}, r"replicates.attacks \['autoattack'\] are not in"),
+        ({"defenses": ["standard"], "attacks": ["square"]}, r"'square' runs on none of the replicated defenses"),
+    ],
+)
+def test_check_config_rejects_bad_replicates(config, replicates, match):
+    config["seeds"] = [0, 1, 2]
+    config["replicates"] = replicates
+    with pytest.raises(ConfigError, match=match):
+        check_config(config)
+
+
+def test_replicated_seeds_run_only_what_replicates_names(config):
+    from atop.config import full_seeds, seed_plan
+
+    config["seeds"] = [3, 1, 2]
+    config["replicates"] = {"defenses": ["ap", "atop"], "attacks": ["eot_pgd"]}
+    check_config(config)
+    assert seed_plan(config, 3) == (config["evaluation"]["defenses"], list(config["evaluation"]["attacks"]))
+    assert seed_plan(config, 1) == (["ap", "atop"], ["eot_pgd"]) and full_seeds(config) == [3]
+    config["replicates"] = None
+    assert seed_plan(config, 2)[1] == list(config["evaluation"]["attacks"]) and full_seeds(config) == [3, 1, 2]

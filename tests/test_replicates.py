@@ -86,7 +86,7 @@ def test_across_seeds_the_image_is_the_unit_and_the_seed_decides_the_method():
     assert test.n == 20 and test.seeds == 3 and test.units() == "20 images x 3 seeds"
     assert test.method.seed_means == pytest.approx([5 / 20, 3 / 20, 7 / 20])
     assert test.method.df == 2 and test.method.low < 0.25 < test.method.high
-    assert "3 seeds:" in test.method_text() and "per seed +25.0, +15.0, +35.0" in test.method_text()
+    assert "3 seeds, 20 images:" in test.method_text() and "per seed +25.0, +15.0, +35.0" in test.method_text()
 
 
 # --------------------------------------------------------------------------- the report across seeds
@@ -130,3 +130,32 @@ def test_a_seed_that_disagrees_keeps_the_method_undecided_and_says_what_would_de
     assert "The method: supported" not in summary and metrics["decided_on"] == METHOD
     method_line = next(line for line in summary.splitlines() if line.startswith("- *The method*"))
     assert method_line.endswith("*(leads the verdict)*")
+
+
+def test_replicates_decide_the_method_on_the_attacks_every_seed_ran(tmp_path):
+    """config replicates: seed 0 runs everything, seeds 1-3 only ap / atop under eot_pgd."""
+    for seed in range(4):
+        for result in digits_like_results(atop_shift=2.0, n=128, seed=seed):
+            if seed and (result["defense"] not in ("ap", "atop") or result["attack"] != "eot_pgd"):
+                continue
+            result["seed"] = seed
+            path = tmp_path / "eval" / f"seed{seed}" / result["defense"] / f"{result['attack']}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result))
+    metrics = write_report(
+        [tmp_path / "eval"],
+        tmp_path / "report",
+        "digits",
+        "digits",
+        purifier="gan_unet",
+        transform="rt2",
+        verdicts={"decide_on": "method"},
+    )
+    headline = metrics["headline"]
+    assert headline["seeds"] == 1 and headline["images"] == 128, "these models: seed 0, every attack"
+    assert headline["method"]["seeds"] == 4 and len(headline["method"]["per_seed"]) == 4
+    assert headline["method"]["outcome"] == "higher" and metrics["claims"]["ft_improves_over_ap"][METHOD] == SUPPORTED
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "4 seeds on eot_pgd (the attacks every seed ran)" in summary
+    # claims whose defenses ran under one seed only stay undecided for the method
+    assert metrics["claims"]["atop_over_standard"][METHOD] == "undecided"

@@ -73,7 +73,56 @@ def check_config(config: dict) -> None:
                 f"purifiers.{variant}.transform_params.grid = {grid} is larger than data.image_size = {size}"
             )
     _check_defenses(config)
+    _check_replicates(config)
     _check_verdicts(config)
+
+
+def seed_plan(config: dict, seed: int) -> tuple[list[str], list[str]]:
+    """(defenses, attacks) a training seed trains and evaluates.
+
+    The first seed runs everything. Without ``replicates`` so does every other seed; with it,
+    the other seeds train and evaluate only the defenses (names or kinds) and attacks it names:
+    the replicates the method-level test needs (docs/verdicts.md), while sweeps, checks and
+    diagnostics stay on the first seed.
+    """
+    defenses, attacks = list(config["evaluation"]["defenses"]), list(config["evaluation"]["attacks"])
+    replicates = config.get("replicates")
+    if replicates is None or int(seed) == int(config["seeds"][0]):
+        return defenses, attacks
+    return _replicated(config), [a for a in attacks if a in replicates["attacks"]]
+
+
+def _replicated(config: dict) -> list[str]:
+    selectors = config["replicates"]["defenses"]
+    return [d for d in config["evaluation"]["defenses"] if d in selectors or split_defense(d)[0] in selectors]
+
+
+def full_seeds(config: dict) -> list[int]:
+    """The seeds that run sweeps, cross-attack checks and diagnostics: all, or the first with ``replicates``."""
+    return list(config["seeds"]) if config.get("replicates") is None else list(config["seeds"][:1])
+
+
+def _check_replicates(config: dict) -> None:
+    replicates = config.get("replicates")
+    if replicates is None:
+        return
+    defenses, attacks = config["evaluation"]["defenses"], config["evaluation"]["attacks"]
+    unknown = [d for d in replicates["defenses"] if d not in defenses and d not in DEFENSES]
+    if unknown:
+        raise ConfigError(f"replicates.defenses {unknown} are neither defense kinds nor in evaluation.defenses")
+    unknown = [a for a in replicates["attacks"] if a not in attacks]
+    if unknown:
+        raise ConfigError(f"replicates.attacks {unknown} are not in evaluation.attacks ({', '.join(attacks)})")
+    chosen = _replicated(config)
+    if not chosen:
+        raise ConfigError(f"replicates.defenses {replicates['defenses']} select none of evaluation.defenses")
+    for attack in replicates["attacks"]:
+        if not set(attack_defenses(config, attack)) & set(chosen):
+            raise ConfigError(
+                f"replicates.attacks: {attack!r} runs on none of the replicated defenses "
+                f"({', '.join(chosen)}; evaluation.attacks.{attack}.defenses selects "
+                f"{', '.join(attack_defenses(config, attack))})"
+            )
 
 
 def _check_verdicts(config: dict) -> None:

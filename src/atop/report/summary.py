@@ -112,6 +112,7 @@ class Paired:
     method_holm: float = math.nan
     method_mean_holm: float = math.nan
     family: int = 1  # comparisons in the model-level family (Holm)
+    method_attacks: tuple[str, ...] = ()  # the attacks every seed ran, when fewer than the model level's
 
     @property
     def n(self) -> int:
@@ -155,25 +156,48 @@ class Paired:
             return "one training seed"
         t, m = self.method, self.method_mean
         seeds = ", ".join(pp(d) for d in t.seed_means)
+        on = f" on {', '.join(self.method_attacks)} (the attacks every seed ran)" if self.method_attacks else ""
         return (
-            f"{t.seeds} seeds: {PRIMARY} {pp(t.mean)} pp [{pp(t.low)}, {pp(t.high)}] (per seed {seeds}; "
+            f"{t.seeds} seeds{on}, {t.images} images: {PRIMARY} {pp(t.mean)} pp [{pp(t.low)}, {pp(t.high)}] (per seed {seeds}; "
             f"t on {t.df:.0f} df, Holm p {p_text(self.method_holm)}); {SECONDARY} {pp(m.mean)} pp "
             f"[{pp(m.low)}, {pp(m.high)}] (Holm p {p_text(self.method_mean_holm)})"
         )
 
 
-def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | None:
-    """Both questions' tests of ``a`` against ``b`` on the images and seeds both have; None without per-image outcomes."""
+def _shared(a: Outcomes | None, b: Outcomes | None) -> tuple[Outcomes, Outcomes] | None:
+    """``a`` and ``b`` on the images and seeds both have (None: nothing shared)."""
     if a is None or b is None:
         return None
     images = [i for i in a.images if i in set(b.images)]
     seeds = [s for s in a.seeds if s in set(b.seeds)]
     if not images or not seeds:
         return None
-    a, b = a.on(images).restricted_to(seeds), b.on(images).restricted_to(seeds)
+    return a.on(images).restricted_to(seeds), b.on(images).restricted_to(seeds)
+
+
+def paired(
+    a: Outcomes | None, b: Outcomes | None, seed: int = 0, method: tuple[Outcomes, Outcomes] | None = None
+) -> Paired | None:
+    """Both questions' tests of ``a`` against ``b`` on the images and seeds both have; None without per-image outcomes.
+
+    ``method`` (outcomes of the attacks every seed ran, when the other seeds ran fewer: config
+    ``replicates``) is what the method-level test reads; by default ``a`` and ``b`` themselves.
+    """
+    shared = _shared(a, b)
+    if shared is None:
+        return None
+    a, b = shared
+    images, seeds = a.images, a.seeds
     strict_a, strict_b = a.per_image(ALL_DRAWS), b.per_image(ALL_DRAWS)
     mean_a, mean_b = a.per_image(DRAW_MEAN), b.per_image(DRAW_MEAN)
-    several = len(seeds) > 1 and len(images) > 1
+    method_pair = _shared(*method) if method is not None else (a, b)
+    method_attacks: tuple[str, ...] = ()
+    if method_pair is not None and method is not None:
+        method_attacks = tuple(dict.fromkeys((*method_pair[0].attacks, *method_pair[1].attacks)))
+    several = method_pair is not None and len(method_pair[0].seeds) > 1 and len(method_pair[0].images) > 1
+    if several:
+        method_strict = method_pair[0].per_image(ALL_DRAWS) - method_pair[1].per_image(ALL_DRAWS)
+        method_mean = method_pair[0].per_image(DRAW_MEAN) - method_pair[1].per_image(DRAW_MEAN)
     return Paired(
         images=len(images),
         seeds=len(seeds),
@@ -186,8 +210,9 @@ def paired(a: Outcomes | None, b: Outcomes | None, seed: int = 0) -> Paired | No
         interval=image_bootstrap(a.metric(ALL_DRAWS), b.metric(ALL_DRAWS), a.how, b.how, RESAMPLES, seed),
         mean_interval=image_bootstrap(a.metric(DRAW_MEAN), b.metric(DRAW_MEAN), a.how, b.how, RESAMPLES, seed),
         differences=tuple((strict_a - strict_b).mean(axis=0).tolist()),
-        method=method_test(strict_a - strict_b) if several else None,
-        method_mean=method_test(mean_a - mean_b) if several else None,
+        method=method_test(method_strict) if several else None,
+        method_mean=method_test(method_mean) if several else None,
+        method_attacks=method_attacks if several else (),
     )
 
 
@@ -231,9 +256,7 @@ class Comparison:
         elif outcome == "none":
             power, needed = p.method_power()
             more = f"about {needed} seeds would give 80 %" if needed else "more than 64 seeds would be needed"
-            text = (
-                f"no detectable difference ({p.seeds} seeds give power {power:.2f} at the observed difference; {more})"
-            )
+            text = f"no detectable difference ({p.method.seeds} seeds give power {power:.2f} at the observed difference; {more})"
         else:
             text = {"higher": "higher", "lower": "LOWER"}[outcome]
         secondary = p.outcome(level, DRAW_MEAN)
@@ -356,8 +379,7 @@ def judge(key: str, statement: str, comparisons: list[Comparison], why_not: str)
     if verdicts[MODELS] == PARTLY:
         counts = f"partly supported, {counts.split(' comparisons')[0]} comparisons; " + counts
     evidence[MODELS] = counts + "; " + _shown(comparisons, MODELS)
-    seeds = min((c.paired.seeds for c in comparisons if c.paired is not None), default=1)
-    if seeds < 2:
+    if not any(c.paired is not None and c.paired.method is not None for c in comparisons):
         verdicts[METHOD] = UNDECIDED
         evidence[METHOD] = (
             "one training seed: it compares two trained models, not the training methods behind them (weights "
@@ -381,8 +403,30 @@ def _compare(label: str, defenses, attacks, rows_a: pd.DataFrame, rows_b: pd.Dat
     ea, eb = estimate(rows_a), estimate(rows_b)
     if not (ea and eb):
         return None
-    test = paired(outcomes(rows_a), outcomes(rows_b), _seed(label))
+    method = None
+    every_seed = _attacks_of_every_seed(rows_a, rows_b)
+    if not clean and every_seed is not None:
+        keep_a, keep_b = rows_a[rows_a["attack"].isin(every_seed)], rows_b[rows_b["attack"].isin(every_seed)]
+        method = (outcomes(keep_a), outcomes(keep_b))
+    test = paired(outcomes(rows_a), outcomes(rows_b), _seed(label), method)
     return Comparison(label, ea, eb, test, tuple(defenses), tuple(attacks))
+
+
+def _attacks_of_every_seed(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> list[str] | None:
+    """The attacks both defenses ran under every seed, when some ran under fewer (config replicates);
+    None when every attack ran under every seed (the method test reads the same outcomes)."""
+    rows = pd.concat([rows_a, rows_b])
+    seeds = set(seeds_of(rows))
+    if len(seeds) < 2:
+        return None
+    complete = [
+        attack
+        for attack in dict.fromkeys(rows["attack"])
+        if all(set(r[r["attack"] == attack]["seed"]) >= seeds for r in (rows_a, rows_b))
+    ]
+    if len(complete) == rows["attack"].nunique():
+        return None
+    return complete or None
 
 
 def _pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
@@ -713,7 +757,9 @@ def comparison_metrics(comparison: Comparison | None, doubted: bool = False) -> 
         power, needed = p.method_power()
         method = {
             "question": "the method (training seeds are the unit)",
-            "seeds": p.seeds,
+            "seeds": p.method.seeds,
+            "images": p.method.images,
+            "attacks": list(p.method_attacks),
             "all_draws_difference": round(p.method.mean, 4),
             "all_draws_ci95": [round(p.method.low, 4), round(p.method.high, 4)],
             "per_seed": [round(d, 4) for d in p.method.seed_means],
@@ -759,7 +805,7 @@ def _headline_lines(comparison: Comparison, doubt: list[str], lead: str = MODELS
             power, needed = p.method_power()
             more = f"about {needed} seeds would give 80 %" if needed else "more than 64 seeds would be needed"
             decided = (
-                f"**undecided**: no detectable difference; {p.seeds} seeds give power {power:.2f} at the observed "
+                f"**undecided**: no detectable difference; {p.method.seeds} seeds give power {power:.2f} at the observed "
                 f"difference ({more})"
             )
         method = f"{decided}. {p.method_text()}."
