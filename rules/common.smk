@@ -193,7 +193,7 @@ def evaluation_spec(attack, seed):
     return spec(
         seed=seed,
         attack=attack_params(attack),
-        evaluation=evaluation_settings(),
+        evaluation=evaluation_settings(n_samples=seed_images(seed)),
         finetune_attack=config["finetune"]["attack"],
         performance=performance("evaluation"),
     )
@@ -233,6 +233,14 @@ def seed_defenses(seed):
 
 def seed_attacks(seed):
     return seed_plan(config, seed)[1]
+
+
+def seed_images(seed):
+    """Test images the seed's evaluations score: the first of the same seeded subset for replicates."""
+    replicates = config["replicates"]
+    if replicates is None or int(seed) in FULL_SEEDS:
+        return config["evaluation"]["n_samples"]
+    return replicates.get("n_samples", config["evaluation"]["n_samples"])
 
 
 def sweep_results(experiment, seeds=FULL_SEEDS):

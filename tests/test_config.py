@@ -118,7 +118,8 @@ def test_schema_attack_parameters_match_the_builders(schema):
 
 
 def test_shipped_config_validates_with_snakemake_and_fills_defaults(config):
-    assert config["seeds"] == [0]
+    assert config["seeds"] == [0, 1, 2] and config["replicates"]["defenses"] == ["ap", "atop"]
+    assert config["verdicts"] == {"decide_on": "auto", "equivalence_margin": 0.05}
     assert config["classifier"]["weight_decay"] == 0
     assert config["finetune"]["alpha"] == "2/255"
     check_config(config)  # and passes the checks the schema cannot express
@@ -462,6 +463,7 @@ def test_schema_rejects_bad_verdict_settings(schema, verdicts, where):
 
 def test_a_method_verdict_asked_of_one_seed_is_refused(config):
     config["verdicts"] = {"decide_on": "method"}
+    config["seeds"] = [0]
     with pytest.raises(ConfigError, match=r"verdicts.decide_on = 'method' needs at least 2 training seeds.*\[0\]"):
         check_config(config)
     config["seeds"] = [0, 1]
@@ -477,6 +479,7 @@ def test_a_method_verdict_of_one_seed_fails_the_dry_run_before_any_job(workflow_
 
     cfg = yaml.safe_load(CONFIG_PATH.read_text())
     cfg["verdicts"] = {"decide_on": "method"}
+    cfg["seeds"], cfg["replicates"] = [0], None
     path = write_config(workflow_dir, cfg)
     done = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(path), timeout=300)
     assert done.returncode != 0
@@ -497,6 +500,13 @@ def test_check_config_rejects_bad_replicates(config, replicates, match):
     config["replicates"] = replicates
     with pytest.raises(ConfigError, match=match):
         check_config(config)
+
+
+def test_replicates_score_the_first_images_of_the_first_seeds_subset():
+    from atop.evaluate import sample_indices
+
+    first, replicate = sample_indices(397, 256, 0), sample_indices(397, 128, 0)
+    assert set(replicate.tolist()) < set(first.tolist())
 
 
 def test_replicated_seeds_run_only_what_replicates_names(config):

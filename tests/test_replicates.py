@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_seeds_config_mirrors_the_default():
-    """config/digits-seeds.yaml is the default with three seeds: nothing else may drift."""
+    """config/digits-seeds.yaml is the default with more seeds: nothing else may drift."""
     default = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     seeds = yaml.safe_load((REPO / "config" / "digits-seeds.yaml").read_text())
-    assert seeds.pop("seeds") == [0, 1, 2] and default.pop("seeds") == [0]
+    more, fewer = seeds.pop("seeds"), default.pop("seeds")
+    assert fewer == [0, 1, 2] and len(more) > len(fewer) and more[: len(fewer)] == fewer
     assert seeds.pop("experiment") == "digits-seeds" and default.pop("experiment") == "digits"
     assert seeds == default
 
@@ -46,23 +47,38 @@ def _job_counts(output: str) -> dict[str, int]:
 
 
 @pytest.mark.workflow
-def test_three_seeds_fan_out_every_training_and_evaluation_job(workflow_dir):
-    one = run_snakemake(workflow_dir, "-n", "all", timeout=300)
-    three = run_snakemake(workflow_dir, "-n", "all", "--configfile", "config/digits-seeds.yaml", timeout=300)
-    assert one.returncode == 0 and three.returncode == 0, three.stderr[-2000:]
-    single, triple = _job_counts(one.stdout + one.stderr), _job_counts(three.stdout + three.stderr)
+def test_seeds_fan_out_every_job_and_replicates_only_what_they_name(workflow_dir):
+    one_seed = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    one_seed["seeds"], one_seed["replicates"] = [0], None
+    single_path = workflow_dir / "one-seed.yaml"
+    single_path.write_text(yaml.safe_dump(one_seed))
+    full = yaml.safe_load((REPO / "config" / "digits-seeds.yaml").read_text())
+    full["seeds"], full["replicates"] = [0, 1, 2], None
+    full_path = workflow_dir / "full.yaml"
+    full_path.write_text(yaml.safe_dump(full))
+    runs = {
+        name: run_snakemake(workflow_dir, "-n", "all", *(["--configfile", str(path)] if path else []), timeout=300)
+        for name, path in (("one", single_path), ("full", full_path), ("default", None))
+    }
+    for name, run in runs.items():
+        assert run.returncode == 0, (name, run.stderr[-2000:])
+    single, triple, default = (_job_counts(runs[n].stdout + runs[n].stderr) for n in ("one", "full", "default"))
     shared = {"prepare_data", "report", "all", "total"}  # the data and the report are shared by the seeds
     for rule, count in single.items():
         if rule not in shared:
             assert triple[rule] == 3 * count, (rule, count, triple[rule])
-    for rule in ("train_classifier", "train_adversarial", "pretrain_purifier", "finetune_purifier"):
-        assert triple[rule] == 3
-    assert triple["prepare_data"] == triple["report"] == 1
-    assert triple["total"] == 3 * (single["total"] - 3) + 3
-    listing = three.stdout + three.stderr
-    for seed in (0, 1, 2):
-        assert f"models/digits-seeds/classifier/seed{seed}.pt" in listing
-        assert f"results/digits-seeds/eval/seed{seed}/atop/eot_pgd.json" in listing
+    # the default's replicates: seeds 1 and 2 train the classifier and the purifier chain and score
+    # ap and atop under eot_pgd; the AT baseline, sweeps, checks and diagnostics stay on seed 0
+    for rule in ("train_classifier", "pretrain_purifier", "finetune_purifier"):
+        assert default[rule] == 3, rule
+    assert default["train_adversarial"] == 1 and default["evaluate"] == single["evaluate"] + 2 * 2
+    for rule in ("evaluate_sweep", "obfuscation_checks", "gradient_concentration", "diagnostics_summary"):
+        assert default[rule] == single[rule], rule
+    listing = runs["default"].stdout + runs["default"].stderr
+    for seed in (1, 2):
+        assert f"results/digits/eval/seed{seed}/atop/eot_pgd.json" in listing
+        assert f"results/digits/eval/seed{seed}/atop/square.json" not in listing
+        assert f"models/digits/classifier_adversarial/seed{seed}.pt" not in listing
 
 
 # --------------------------------------------------------------------------- statistics across seeds

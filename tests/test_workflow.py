@@ -114,8 +114,9 @@ def test_tiny_workflow_end_to_end(workflow_dir):
     assert "| atop" in (report / "robustness.md").read_text()
     summary = (report / "summary.md").read_text()
     assert "Dataset differs from the paper" in summary and "Nothing: every expected result is here" in summary
-    assert "**2 training seeds** (0, 1)" in summary and "stratified by seed" in summary
-    assert "images x 2 seeds" in summary, "comparisons pool the seeds and say so"
+    assert "2 training seeds" in summary and "- *The method*" in summary
+    assert "images x 2 seeds" in summary, "comparisons cluster the seeds by image and say so"
+    assert metrics["headline"]["method"]["seeds"] == 2, "two seeds: the method gets its own test"
     reference = pd.read_csv(report / "tables" / "reference.csv")
     assert not (reference["status"] == "comparable").any(), "a digits run must never be compared to CIFAR numbers"
 

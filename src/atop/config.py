@@ -113,6 +113,12 @@ def _check_replicates(config: dict) -> None:
     unknown = [a for a in replicates["attacks"] if a not in attacks]
     if unknown:
         raise ConfigError(f"replicates.attacks {unknown} are not in evaluation.attacks ({', '.join(attacks)})")
+    images = replicates.get("n_samples")
+    if images is not None and images > config["evaluation"]["n_samples"]:
+        raise ConfigError(
+            f"replicates.n_samples = {images} exceeds evaluation.n_samples = {config['evaluation']['n_samples']}: "
+            "the replicate seeds score the first of the first seed's images"
+        )
     chosen = _replicated(config)
     if not chosen:
         raise ConfigError(f"replicates.defenses {replicates['defenses']} select none of evaluation.defenses")

@@ -112,6 +112,7 @@ class Paired:
     method_holm: float = math.nan
     method_mean_holm: float = math.nan
     family: int = 1  # comparisons in the model-level family (Holm)
+    method_family: int = 1  # comparisons with a method-level test (its Holm family)
     method_attacks: tuple[str, ...] = ()  # the attacks every seed ran, when fewer than the model level's
 
     @property
@@ -134,7 +135,7 @@ class Paired:
         """Power of the method-level test at the observed difference, and the seeds that would give 80 %."""
         if self.method is None:
             return math.nan, None
-        alpha = ALPHA / max(self.family, 1)
+        alpha = ALPHA / max(self.method_family, 1)
         effect = self.method.mean
         return self.method.power(effect, alpha=alpha), self.method.seeds_for_power(effect, POWER, alpha)
 
@@ -291,7 +292,9 @@ def with_holm(comparisons: list[Comparison]) -> list[Comparison]:
     out = list(comparisons)
     for position, i in enumerate(at):
         fields = {name: values[position] for name, values in adjusted.items()}
-        out[i] = replace(out[i], paired=replace(out[i].paired, family=len(at), **fields))
+        out[i] = replace(
+            out[i], paired=replace(out[i].paired, family=len(at), method_family=max(len(method_at), 1), **fields)
+        )
     return out
 
 
