@@ -6,8 +6,9 @@ every job's exact CPU seconds, loaded wall seconds and peak memory (max RSS),
 recorded by the job itself (benchmarks/jobcpu.py: Snakemake's benchmark TSVs
 sample CPU time only every 30 s), the total CPU seconds of Snakemake and all
 jobs, the whole-DAG wall time, the estimated wall time on an idle 2-core machine
-(target <= 420 s; jobcpu.two_core_estimate replays the DAG from the CPU seconds,
-so it holds on a shared machine, where the wall time does not), the no-op times
+(jobcpu.two_core_estimate replays the DAG from the CPU seconds, so it holds on a
+shared machine, where the wall time does not; the target is the measured wall time
+on 2 idle cores, <= 600 s), the no-op times
 after the run of `snakemake -n all` and `dvc status` (target <= 5 s each), and
 the headline accuracies. For `dvc status` the copy becomes a git + DVC repository
 (`git init`, `dvc init`) with this checkout's dvc.yaml, and `dvc commit`
@@ -37,6 +38,7 @@ from jobcpu import job_name, read_records, replicate_seeds, two_core_estimate, w
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+WALL_LIMIT_S = 600  # `make run` on 2 idle cores (DEVELOPERS.md)
 DVC = str(Path(sys.executable).with_name("dvc"))
 FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "dvc.yaml", "params.yaml")
 
@@ -77,7 +79,7 @@ def children_cpu() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cores", default="2", help="the 420 s target is for 2 cores")
+    parser.add_argument("--cores", default="2", help="the 600 s target is for 2 idle cores")
     parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it")
     parser.add_argument("--configfile", help="another experiment (default: the workflow's config/config.yaml)")
     args = parser.parse_args()
@@ -114,11 +116,11 @@ def main() -> None:
     print(f"jobs: {len(jobs)}; their CPU s: {jobs_cpu:.1f}; Snakemake + all jobs CPU s: {cpu:.1f}")
     print(f"CPU s / 2: {cpu / 2:.1f}; critical path s: {critical:.1f}")
     print(f"\n{'target':<52}{'measured':>10}{'limit':>8}")
-    print(f"{'estimated idle 2-core wall time (s)':<52}{estimate:>10.1f}{420:>8}")
+    print(f"{'estimated idle 2-core wall time (s)':<52}{estimate:>10.1f}{'':>8}")
     if config.get("seeds", [0]) == [0]:  # the same jobs once per seed: config/digits-seeds.yaml's DAG
         three, _ = two_core_estimate(replicate_seeds(jobs, [0, 1, 2]))
         print(f"{'the same with seeds 0, 1, 2 (digits-seeds.yaml), est. (s)':<52}{three:>10.1f}{'':>8}")
-    print(f"{'whole DAG wall time, this (possibly loaded) run (s)':<52}{wall:>10.1f}{'':>8}")
+    print(f"{'whole DAG wall time, this (possibly loaded) run (s)':<52}{wall:>10.1f}{WALL_LIMIT_S:>8}")
     print(f"{'snakemake -n all after the run (s, median of 3)':<52}{sorted(noop)[1]:>10.2f}{5:>8}")
     print(f"{'dvc status after the run (s, median of 3)':<52}{sorted(dvc_status)[1]:>10.2f}{5:>8}")
     says = noop_runs[-1][1].strip().splitlines()

@@ -56,7 +56,8 @@ def distortion_spec(seed):
 
 
 def eot_results(experiment, seed):
-    """The results the EOT-sufficiency checks judge: full-gradient EOT attacks on randomized defenses."""
+    """The results the EOT-sufficiency checks judge (full-gradient EOT attacks on randomized defenses)
+    and the EOT sweep points they are judged by."""
     attacks = config["evaluation"]["attacks"]
     judged = [
         name
@@ -64,12 +65,21 @@ def eot_results(experiment, seed):
         if "eot" in attacks[name]
         and attacks[name]["method"] not in PARTIAL_GRADIENT_METHODS
     ]
-    return [
+    evaluations = [
         f"results/{experiment}/eval/seed{seed}/{defense}/{attack}.json"
         for attack in judged
         for defense in attack_defenses(config, attack)
         if DEFENSE_KINDS[split_defense(defense)[0]].purifier_stage is not None
     ]
+    # the EOT sweeps of those attacks: the check decides on whether a larger EOT lowers accuracy
+    sweeps = [
+        f"results/{experiment}/sweeps/seed{seed}/{name}/{defense}/{point}.json"
+        for name, sweep in SWEEPS.items()
+        if sweep["param"] == "eot" and sweep["attack"] in judged
+        for defense in sweep.get("defenses", DEFENSES)
+        for point in range(len(sweep["values"]))
+    ]
+    return evaluations + sweeps
 
 
 def picture_defenses(wildcards):

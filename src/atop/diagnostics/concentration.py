@@ -6,18 +6,19 @@ the mean resultant length R = || (1/n) sum_i u_i || lies in [0, 1]: 1 when every
 points the same way (a deterministic model), about 1 / sqrt(n) for directions drawn at
 random. The mean pairwise cosine (n R^2 - 1) / (n - 1) carries the same information.
 
-EOT sufficiency: the cosine between the mean gradient of k draws and that of an
-independent reference of K draws, for k = 1, 2, 4, ..., K (the k draws are the first k
-of a pool of K, so the curve costs 2K gradients per image). That measured curve is
-capped by the reference's own noise (with scattered gradients it stays below 1 even at
-k = K), so the EOT an attack needs is read from the expected cosine between a k-draw
-mean and the expected gradient itself: with per-draw gradients g = mu + noise, the pool
-estimates |mu|^2 without bias (its mean pairwise dot product) and the noise power s^2
-(mean |g|^2 - |mu|^2), and a k-draw mean has expected cosine
-sqrt(|mu|^2 / (|mu|^2 + s^2 / k)) to mu (the measured curve is this times its value at K).
-The smallest k whose expected cosine, averaged over images, reaches the threshold is the
-EOT an attack needs (k up to MAX_EOT, else None); an evaluation with fewer EOT samples
-fails the check (``summary.eot_sufficiency_checks``).
+EOT need, measured (not extrapolated): from a pool of K draws per image, the cosine
+between the means of two disjoint sets of k draws, averaged over the K // (2k) disjoint
+pairs, for k = 1, 2, 4, ... up to K / 2. Two independent k-draw means A and B of
+gradients mu + noise have cos(A, B) ~ cos(A, mu)^2, so sqrt(cos(A, B)) estimates the
+cosine of a k-draw mean to the expected gradient, whatever the sizes of the draws'
+gradients (predicting it from averaged raw gradients, sqrt(S / (S + N / k)), assumes
+equal sizes: behind a random mask one draw can carry most of the squared norm, and the
+prediction then depends on the pool). The curve is summarised by its median over images
+(robust to a few images with huge gradients); the EOT needed is the smallest k whose
+median reaches the threshold, or None: "more than K / 2", the most the pool can show.
+Images whose every draw has a zero gradient have no direction to concentrate: R = 1 and
+no cosine. This explains; the EOT-sufficiency check decides on accuracy
+(``summary.eot_sufficiency_checks``: raising EOT must not lower robust accuracy).
 """
 
 from __future__ import annotations
@@ -26,30 +27,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .settings import MAX_EOT
 
+def disjoint_cosine(pool: torch.Tensor, ks: list[int]) -> torch.Tensor:
+    """(len(ks), N): sqrt of the mean cosine between disjoint k-draw means of a (K, N, D) pool, per image.
 
-def expected_cosine(pool: torch.Tensor, ks: list[int]) -> torch.Tensor:
-    """(len(ks), N): expected cosine between the mean of k draws and the expected gradient, from a (K, N, D) pool."""
+    NaN where an image's gradients are all zero (no direction) or k > K / 2.
+    """
     draws = pool.shape[0]
     if draws < 2:
-        raise ValueError(f"draws = {draws}: the expected cosine needs at least 2 draws")
+        raise ValueError(f"draws = {draws}: disjoint k-draw means need at least 2 draws")
     pool = pool.double()
-    squared = pool.pow(2).sum(dim=2)  # (K, N)
-    total = pool.sum(dim=0)  # (N, D)
-    signal = ((total.pow(2).sum(dim=1) - squared.sum(dim=0)) / (draws * (draws - 1))).clamp_min(0)
-    noise = (squared.mean(dim=0) - signal).clamp_min(0)
-    rows = [(signal / (signal + noise / k).clamp_min(1e-300)).sqrt() for k in ks]
-    return torch.stack(rows).nan_to_num(0.0)
+    rows = []
+    for k in ks:
+        pairs = draws // (2 * k)
+        if pairs < 1:
+            rows.append(torch.full(pool.shape[1:2], float("nan"), dtype=torch.float64))
+            continue
+        blocks = pool[: 2 * k * pairs].view(pairs, 2, k, *pool.shape[1:]).mean(dim=2)  # (pairs, 2, N, D)
+        cosines = F.cosine_similarity(blocks[:, 0], blocks[:, 1], dim=2, eps=1e-300)  # (pairs, N)
+        rows.append(cosines.mean(dim=0).clamp_min(0).sqrt())
+    curve = torch.stack(rows)
+    silent = pool.abs().sum(dim=(0, 2)) == 0  # every draw's gradient is exactly zero
+    curve[:, silent] = float("nan")
+    return curve
 
 
 def sufficiency_grid(reference_draws: int) -> list[int]:
-    """k = 1, 2, 4, ... below K, then K itself."""
+    """k = 1, 2, 4, ... up to K / 2 (the most two disjoint sets of a K-draw pool can show)."""
     grid, k = [], 1
-    while k < reference_draws:
+    while 2 * k <= reference_draws:
         grid.append(k)
         k *= 2
-    return [*grid, reference_draws]
+    return grid
 
 
 def per_draw_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, chunk: int) -> torch.Tensor:
@@ -70,22 +79,15 @@ def per_draw_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws
 
 
 def mean_resultant_length(gradients: torch.Tensor) -> torch.Tensor:
-    """R per image from (n, N, D) gradients; a zero gradient counts as a unit vector of no direction (it lowers R)."""
+    """R per image from (n, N, D) gradients. A zero gradient among non-zero ones counts as a unit vector
+    of no direction (it lowers R); an image whose every draw is zero has no spread at all: R = 1."""
     if gradients.shape[0] < 2:
         raise ValueError(f"draws = {gradients.shape[0]}: the mean resultant length needs at least 2 draws")
-    units = gradients / gradients.norm(dim=2, keepdim=True).clamp_min(1e-30)
-    return units.mean(dim=0).norm(dim=1)
-
-
-def _draw_mean(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int, chunk: int) -> torch.Tensor:
-    """(N, D) mean gradient over ``draws`` draws, summed chunk by chunk (no (draws, N, D) tensor kept)."""
-    total, remaining = None, draws
-    while remaining > 0:
-        k = min(chunk, remaining)
-        part = per_draw_gradients(model, x, y, k, k).sum(dim=0)
-        total = part if total is None else total + part
-        remaining -= k
-    return total / draws
+    norms = gradients.norm(dim=2, keepdim=True)
+    units = gradients / norms.clamp_min(1e-30)
+    r = units.mean(dim=0).norm(dim=1)
+    silent = (norms.squeeze(2) == 0).all(dim=0)
+    return torch.where(silent, torch.ones_like(r), r)
 
 
 def gradient_concentration(
@@ -98,7 +100,7 @@ def gradient_concentration(
     chunk: int = 16,
     batch_size: int = 32,
 ) -> dict:
-    """R over ``draws`` draws and the EOT-sufficiency curve against ``reference_draws``, per image and averaged.
+    """R over ``draws`` draws, and the measured EOT curve from a pool of ``reference_draws`` draws, per image.
 
     Images go ``batch_size`` at a time: the pool of gradients is (K, batch, D).
     """
@@ -109,39 +111,37 @@ def gradient_concentration(
     if not 0 < cosine <= 1:
         raise ValueError(f"cosine = {cosine} must lie in (0, 1]")
     grid = sufficiency_grid(reference_draws)
-    resultant, norms, zeros, curves, expected = [], [], [], [], []
-    expected_grid = sufficiency_grid(MAX_EOT)
+    resultant, norms, zeros, curves = [], [], [], []
     for start in range(0, len(y), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         pool = per_draw_gradients(model, xb, yb, reference_draws, chunk)
-        reference = _draw_mean(model, xb, yb, reference_draws, chunk)
         resultant.append(mean_resultant_length(pool[:draws]))
         pool_norms = pool.norm(dim=2)
         norms.append(pool_norms.mean(dim=0))
         zeros.append((pool_norms == 0).float().mean(dim=0))
-        curves.append(torch.stack([F.cosine_similarity(pool[:k].mean(dim=0), reference, dim=1) for k in grid]))
-        expected.append(expected_cosine(pool, expected_grid))
+        curves.append(disjoint_cosine(pool, grid))
     r = torch.cat(resultant).double().cpu()
-    curve = torch.cat(curves, dim=1).double().cpu()  # (len(grid), N)
-    mean_curve = curve.mean(dim=1)
-    expected_curve = torch.cat(expected, dim=1).cpu().mean(dim=1)
-    reached = [k for k, value in zip(expected_grid, expected_curve.tolist(), strict=True) if value >= cosine]
+    curve = torch.cat(curves, dim=1).double().cpu()  # (len(grid), N), NaN: no gradient at all
+    directed = ~curve[0].isnan()
+    median = curve[:, directed].median(dim=1).values if directed.any() else torch.ones(len(grid), dtype=torch.float64)
+    reached = [k for k, value in zip(grid, median.tolist(), strict=True) if value >= cosine]
     return {
         "draws": draws,
         "reference_draws": reference_draws,
         "n_images": len(y),
         "mean_resultant_length": r.mean().item(),
         "mean_resultant_length_per_image": r.tolist(),
-        "mean_pairwise_cosine": ((draws * r.pow(2) - 1) / (draws - 1)).mean().item(),
+        "mean_pairwise_cosine": ((draws * r.pow(2) - 1) / (draws - 1)).clamp(max=1).mean().item(),
         "zero_gradient_fraction": torch.cat(zeros).double().mean().item(),
         "gradient_norm": torch.cat(norms).double().mean().item(),
         "cosine_threshold": cosine,
         "sufficiency": {
             "k": grid,
-            "cosine": mean_curve.tolist(),
-            "cosine_min_over_images": curve.min(dim=1).values.tolist(),
-            "expected_k": expected_grid,
-            "expected_cosine": expected_curve.tolist(),
+            # sqrt of the cosine between disjoint k-draw means: the k-draw mean's cosine to the expected gradient
+            "cosine": median.tolist(),
+            "cosine_mean": curve[:, directed].mean(dim=1).tolist() if directed.any() else [1.0] * len(grid),
+            "images_with_gradient": int(directed.sum()),
         },
         "eot_needed": reached[0] if reached else None,
+        "eot_needed_above": None if reached else grid[-1],  # None means "more than this": all the pool can show
     }
