@@ -87,7 +87,7 @@ def test_tiny_workflow_end_to_end(workflow_dir):
 
     report = results / "report"
     table = pd.read_csv(report / "robustness.csv")
-    assert len(table) == 2 * (8 + 2), "per seed: eight (defense, attack) results and two sweep points"
+    assert len(table) == 2 * (8 + 4), "per seed: eight (defense, attack) results and four sweep points"
     assert sorted(table["seed"].unique()) == [0, 1]
     for seed in (0, 1):
         for point, eps in ((0, 0.0), (1, 128 / 255)):
@@ -96,11 +96,11 @@ def test_tiny_workflow_end_to_end(workflow_dir):
         assert swept["robust"]["accuracy"] <= swept["clean"]["accuracy"]
         checks = json.loads((results / "obfuscation_checks" / f"seed{seed}.json").read_text())
         assert {"per_result", "cross_attack", "sweeps", "passed", "failed"} <= set(checks)
-        assert len(checks["per_result"]) >= 10 and len(checks["sweeps"]) == 2
+        assert len(checks["per_result"]) >= 12 and len(checks["sweeps"]) == 3  # eps: 2, eot: 1
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["defenses"]) == {"standard", "at", "ap", "atop"}
     assert all(m["worst_case"] <= m["clean"] for m in metrics["defenses"].values())
-    assert metrics["missing"] == 0 and metrics["results"] == 2 * (8 + 2)
+    assert metrics["missing"] == 0 and metrics["results"] == 2 * (8 + 4)
     # each number is the mean over the two seeds: the table says so with its spread across seeds
     defenses = pd.read_csv(report / "tables" / "defenses.csv").set_index("defense")
     per_seed = table[~table["sweep"] & (table["attack"] == "eot_pgd")].set_index(["defense", "seed"])
@@ -142,6 +142,9 @@ def test_tiny_workflow_end_to_end(workflow_dir):
         assert not (diagnostics / "distortion" / "ap.json").exists(), "distortion is measured on fine-tuned defenses"
         eot_checks = json.loads((diagnostics / "eot_checks.json").read_text())["checks"]
         assert {(c["defense"], c["attack"]) for c in eot_checks} == {("ap", "eot_pgd"), ("atop", "eot_pgd")}
+        tested = {c["defense"]: c for c in eot_checks}
+        assert tested["atop"]["passed"] in (True, False) and tested["atop"]["larger_eot"] == 4, "atop has a sweep"
+        assert tested["ap"]["passed"] is None and "not tested" in tested["ap"]["detail"], "no EOT sweep on ap"
         for figure in ("pictures", "measures_vs_robust_accuracy", "eot_sufficiency"):
             assert (diagnostics / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Overfitting of adversarial training" in summary
