@@ -196,7 +196,11 @@ def test_dvc_exp_run_set_param_reruns_only_that_attacks_jobs(built):
     run(repo, "dvc", "exp", "run", "-S", "config/tiny.yaml:evaluation.attacks.eot_pgd.steps=4")
     changed = _rewritten(before, _stamps(repo))
     evaluations = {path for path in changed if "/eval/" in path or "/sweeps/" in path}
-    assert evaluations == {f"results/tiny/eval/seed0/{d}/eot_pgd.json" for d in ("standard", "at", "ap", "atop")}
+    # eot_pgd's results, and the EOT sweep built on eot_pgd (its points inherit the steps); not the eps sweep
+    sweep = {f"results/tiny/sweeps/seed0/eot/atop/{point}.json" for point in (0, 1)}
+    assert (
+        evaluations == {f"results/tiny/eval/seed0/{d}/eot_pgd.json" for d in ("standard", "at", "ap", "atop")} | sweep
+    )
     assert not {path for path in changed if path.startswith("models/")}
 
 

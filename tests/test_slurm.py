@@ -108,9 +108,9 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
 
     # Every job went through sbatch: Snakemake's SLURM job ids are the controller's jobs.
     submitted = {int(job_id): Path(log) for job_id, log in SUBMITTED.findall(output)}
-    # prepare, classifier, AT, pre-train, fine-tune, 2 evaluations, 2 sweep points, checks, report,
-    # and the diagnostics: 2 gradient concentrations, 2 measures, atop's distortion, pictures, summary
-    assert len(submitted) == 18, output[-4000:]
+    # prepare, classifier, AT, pre-train, fine-tune, 2 evaluations, 4 sweep points (eps, EOT), checks,
+    # report, and the diagnostics: 2 gradient concentrations, 2 measures, atop's distortion, pictures, summary
+    assert len(submitted) == 20, output[-4000:]
     jobs = {int(job["JobID"]): job for job in local_slurm.jobs()}
     assert set(submitted) <= set(jobs)
     for job_id, log in submitted.items():
@@ -121,7 +121,7 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
         assert (job["tres-per-job"] == "gres:gpu:1") == (rule in GPU_RULES), job
         assert log.is_file() and f"rule {rule}:" in log.read_text(), log
     rules = sorted(re.match(r"rule_(\w+?)_wildcards", jobs[i]["Comment"]).group(1) for i in submitted)
-    assert rules.count("evaluate") == 2 and rules.count("evaluate_sweep") == 2 and rules.count("report") == 1
+    assert rules.count("evaluate") == 2 and rules.count("evaluate_sweep") == 4 and rules.count("report") == 1
     assert set(rules) == {*GPU_RULES, "prepare_data", "obfuscation_checks", "diagnostics_summary", "report"}
 
     again = run_snakemake(workflow_dir, "-n", "all", "--configfile", str(configfile))

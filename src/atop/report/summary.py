@@ -809,7 +809,7 @@ def _headline_lines(comparison: Comparison, doubt: list[str], lead: str = MODELS
             more = f"about {needed} seeds would give 80 %" if needed else "more than 64 seeds would be needed"
             decided = (
                 f"**undecided**: no detectable difference; {p.method.seeds} seeds give power {power:.2f} at the observed "
-                f"difference ({more})"
+                f"difference ({more}; `{SEEDS_CONFIG}` trains more)"
             )
         method = f"{decided}. {p.method_text()}."
     model_outcome = p.outcome(MODELS)
