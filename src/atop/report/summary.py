@@ -49,6 +49,7 @@ from .tables import (
     headline_rt,
     robust_outcomes,
     seeds_of,
+    shared,
     worst_case,
 )
 
@@ -165,17 +166,6 @@ class Paired:
         )
 
 
-def _shared(a: Outcomes | None, b: Outcomes | None) -> tuple[Outcomes, Outcomes] | None:
-    """``a`` and ``b`` on the images and seeds both have (None: nothing shared)."""
-    if a is None or b is None:
-        return None
-    images = [i for i in a.images if i in set(b.images)]
-    seeds = [s for s in a.seeds if s in set(b.seeds)]
-    if not images or not seeds:
-        return None
-    return a.on(images).restricted_to(seeds), b.on(images).restricted_to(seeds)
-
-
 def paired(
     a: Outcomes | None, b: Outcomes | None, seed: int = 0, method: tuple[Outcomes, Outcomes] | None = None
 ) -> Paired | None:
@@ -184,14 +174,14 @@ def paired(
     ``method`` (outcomes of the attacks every seed ran, when the other seeds ran fewer: config
     ``replicates``) is what the method-level test reads; by default ``a`` and ``b`` themselves.
     """
-    shared = _shared(a, b)
-    if shared is None:
+    pair = shared(a, b)
+    if pair is None:
         return None
-    a, b = shared
+    a, b = pair
     images, seeds = a.images, a.seeds
     strict_a, strict_b = a.per_image(ALL_DRAWS), b.per_image(ALL_DRAWS)
     mean_a, mean_b = a.per_image(DRAW_MEAN), b.per_image(DRAW_MEAN)
-    method_pair = _shared(*method) if method is not None else (a, b)
+    method_pair = shared(*method) if method is not None else (a, b)
     method_attacks: tuple[str, ...] = ()
     if method_pair is not None and method is not None:
         method_attacks = tuple(dict.fromkeys((*method_pair[0].attacks, *method_pair[1].attacks)))
@@ -606,16 +596,10 @@ def _reproduces(joined: pd.DataFrame, dataset: str, seeds: int) -> Claim:
     calls = comparable["equivalence"].tolist()
     equivalent, different = calls.count("equivalent"), calls.count("different")
     n = len(calls)
-    if equivalent == n:
-        verdict = SUPPORTED
-    elif different == n:
-        verdict = CONTRADICTED
-    elif different:
-        verdict = MIXED
-    elif equivalent:
-        verdict = PARTLY
-    else:
-        verdict = UNDECIDED
+    # the claim holds only if every number is equivalent; an interval too wide for the margin decides nothing
+    as_outcomes = {"equivalent": "higher", "different": "lower"}
+    verdict, _ = universal([as_outcomes.get(call, "none") for call in calls])
+    verdict = UNDECIDED if verdict == NOISE else verdict
     shown_rows = comparable[comparable["equivalence"] != "equivalent"].head(SHOWN)
     details = "; ".join(
         f"{r.paper_setting} / {r.run_defense} ({r.metric}): run {r.run_value:.2f} [{r.run_ci95_low:.2f}, "

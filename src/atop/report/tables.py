@@ -258,16 +258,23 @@ def worst_case(rows: pd.DataFrame) -> Estimate | None:
     return outcomes_estimate(outcomes, attacks, basis)
 
 
-def paired_all_draws(a: Outcomes | None, b: Outcomes | None) -> PairedTest | None:
-    """Image-level sign test (exact McNemar on one seed) of right-on-every-draw outcomes on shared images."""
+def shared(a: Outcomes | None, b: Outcomes | None) -> tuple[Outcomes, Outcomes] | None:
+    """``a`` and ``b`` on the images and seeds both have (None: nothing shared)."""
     if a is None or b is None:
         return None
-    common = [i for i in a.images if i in set(b.images)]
+    images = [i for i in a.images if i in set(b.images)]
     seeds = [s for s in a.seeds if s in set(b.seeds)]
-    if not common or not seeds:
+    if not images or not seeds:
         return None
-    a, b = a.on(common).restricted_to(seeds), b.on(common).restricted_to(seeds)
-    return clustered_sign_test(a.per_image(ALL_DRAWS), b.per_image(ALL_DRAWS))
+    return a.on(images).restricted_to(seeds), b.on(images).restricted_to(seeds)
+
+
+def paired_all_draws(a: Outcomes | None, b: Outcomes | None) -> PairedTest | None:
+    """Image-level sign test (exact McNemar on one seed) of right-on-every-draw outcomes on shared images."""
+    pair = shared(a, b)
+    if pair is None:
+        return None
+    return clustered_sign_test(pair[0].per_image(ALL_DRAWS), pair[1].per_image(ALL_DRAWS))
 
 
 def full_gradient(frame: pd.DataFrame) -> pd.DataFrame:
