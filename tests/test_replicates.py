@@ -154,6 +154,10 @@ def test_replicates_decide_the_method_on_the_attacks_every_seed_ran(tmp_path):
         for result in digits_like_results(atop_shift=2.0, n=128, seed=seed):
             if seed and (result["defense"] not in ("ap", "atop") or result["attack"] != "eot_pgd"):
                 continue
+            if seed:  # replicates.n_samples: the first 64 of seed 0's images
+                result["sample_indices"] = result["sample_indices"][:64]
+                for key in ("clean_correct_fraction", "robust_correct_fraction"):
+                    result["per_sample"][key] = result["per_sample"][key][:64]
             result["seed"] = seed
             path = tmp_path / "eval" / f"seed{seed}" / result["defense"] / f"{result['attack']}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +176,14 @@ def test_replicates_decide_the_method_on_the_attacks_every_seed_ran(tmp_path):
     assert headline["method"]["seeds"] == 4 and len(headline["method"]["per_seed"]) == 4
     assert headline["method"]["outcome"] == "higher" and metrics["claims"]["ft_improves_over_ap"][METHOD] == SUPPORTED
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "4 seeds on eot_pgd (the attacks every seed ran)" in summary
+    assert "4 seeds on eot_pgd (the attacks every seed ran), 64 images" in summary
+    # the image level pairs the seeds both defenses ran: seed 0's 128 images, not the replicates' 64
+    from atop.report.results import load_results
+    from atop.report.summary import _compare
+
+    frame, _ = load_results([tmp_path / "eval"], "gan_unet", "rt2")
+    rows_a, rows_b = frame[frame["defense"] == "atop"], frame[frame["defense"] == "standard"]
+    clean = _compare("atop vs standard, clean", ("atop", "standard"), (), rows_a, rows_b, clean=True)
+    assert clean.paired.images == 128 and clean.paired.seeds == 1
     # claims whose defenses ran under one seed only stay undecided for the method
     assert metrics["claims"]["atop_over_standard"][METHOD] == "undecided"

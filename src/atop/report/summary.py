@@ -401,6 +401,11 @@ def _compare(label: str, defenses, attacks, rows_a: pd.DataFrame, rows_b: pd.Dat
     if not clean and every_seed is not None:
         keep_a, keep_b = rows_a[rows_a["attack"].isin(every_seed)], rows_b[rows_b["attack"].isin(every_seed)]
         method = (outcomes(keep_a), outcomes(keep_b))
+    # the image level pairs the seeds both defenses have: a seed only one of them ran (replicates)
+    # must not shrink the other's images
+    both = set(seeds_of(rows_a)) & set(seeds_of(rows_b))
+    if "seed" in rows_a.columns and "seed" in rows_b.columns and both != {None}:
+        rows_a, rows_b = rows_a[rows_a["seed"].isin(both)], rows_b[rows_b["seed"].isin(both)]
     test = paired(outcomes(rows_a), outcomes(rows_b), _seed(label), method)
     return Comparison(label, ea, eb, test, tuple(defenses), tuple(attacks))
 
