@@ -288,3 +288,10 @@ def test_html_report_opens_on_the_verdicts_then_the_figure_then_the_config(tmp_p
     assert "System Message" not in page and "eot_pgd" in page, "the summary must be valid reStructuredText"
     empty = _render_workflow_page([], tmp_path, monkeypatch)
     assert "No verdicts yet" in empty and "data:image" not in empty
+
+
+def test_an_equivalence_margin_out_of_range_is_refused_before_any_output(tmp_path):
+    write_results(tmp_path, digits_like_results())
+    with pytest.raises(ValueError, match=r"verdicts.equivalence_margin = 0.7 must lie in \(0, 0.5\]"):
+        write_report([tmp_path / "eval"], tmp_path / "report", "d", "digits", verdicts={"equivalence_margin": 0.7})
+    assert not (tmp_path / "report").exists()

@@ -143,8 +143,9 @@ def _common_outcomes(rows: pd.DataFrame, column: str, how: str) -> Outcomes | No
         return None
     seeds = rows["seed"].tolist() if "seed" in rows.columns else [None] * len(rows)
     seeds = [None if pd.isna(s) else s for s in seeds]
-    keys = list(rows["attack"]) if how == WEAKEST else list(range(len(rows)))
-    if how == AVERAGE:  # replicate files: numbered within each seed
+    if how == WEAKEST:
+        keys = list(rows["attack"])
+    else:  # replicate files: numbered within each seed
         counter: dict = {}
         keys = []
         for seed in seeds:
