@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -43,55 +45,161 @@ def _classifier(seed: int = 0) -> nn.Module:
 # ---------------------------------------------------------------- detectors on synthetic curves
 
 
-def _curve(**columns):
+def _curve(images: int | None = 100, **columns):
+    """A curve's rows; ``images`` fixed images per batch (the monitor writes it beside the accuracies)."""
     n = len(next(iter(columns.values())))
-    return [{"epoch": i + 1, **{k: v[i] for k, v in columns.items()}} for i in range(n)]
+    sizes = {} if images is None else {"train_images": images, "val_images": images}
+    return [{"epoch": i + 1, **sizes, **{k: v[i] for k, v in columns.items()}} for i in range(n)]
 
 
 def test_catastrophic_overfitting_fires_on_the_fgsm_spike_with_pgd_collapse():
     # Kim et al.'s picture: FGSM accuracy jumps while PGD accuracy falls to ~0 at epoch 4
     rows = _curve(train_fgsm=[0.30, 0.35, 0.40, 0.85, 0.90], train_pgd=[0.25, 0.30, 0.33, 0.02, 0.01])
     result = catastrophic_overfitting(rows, fgsm_rise=0.1, pgd_drop=0.2, split="train")
-    assert result == {"split": "train", "monitored": True, "detected": True, "epochs": [4]}
+    assert result["detected"] and result["epochs"] == [4] and result["images"] == 100
+    assert result["level"] == pytest.approx(0.05 / (2 * 4)), "alpha split over 2 batches x 4 epoch changes"
+    # the same picture on 8 images is within what chance does over 4 epoch changes
+    assert not catastrophic_overfitting(_curve(images=8, **{k: r for k, r in _columns(rows).items()}), 0.1, 0.2)[
+        "detected"
+    ]
+
+
+def _columns(rows):
+    return {k: [r[k] for r in rows] for k in rows[0] if k not in ("epoch", "train_images", "val_images")}
 
 
 def test_catastrophic_overfitting_stays_quiet_on_healthy_training():
     # both rise together; a small PGD dip (0.05) and an FGSM rise without a PGD fall do not count
     rows = _curve(train_fgsm=[0.30, 0.45, 0.50, 0.62, 0.64], train_pgd=[0.20, 0.30, 0.25, 0.34, 0.36])
     assert not catastrophic_overfitting(rows, 0.1, 0.2, "train")["detected"]
-    # no monitor columns: not monitored, nothing detected
-    assert catastrophic_overfitting(_curve(train_loss=[1.0, 0.5]), 0.1, 0.2) == {
-        "split": "train",
-        "monitored": False,
-        "detected": False,
-        "epochs": [],
-    }
+    # no monitor columns, or no image counts: not monitored, nothing detected
+    for unmonitored in (_curve(train_loss=[1.0, 0.5]), _curve(images=None, train_fgsm=[0.3, 0.9], train_pgd=[0.3, 0.0])):
+        assert catastrophic_overfitting(unmonitored, 0.1, 0.2) == {
+            "split": "train",
+            "monitored": False,
+            "detected": False,
+            "epochs": [],
+        }
     with pytest.raises(ValueError, match="positive"):
         catastrophic_overfitting(rows, 0.0, 0.2)
 
 
 def test_robust_overfitting_fires_when_val_pgd_falls_while_train_pgd_rises():
-    rows = _curve(val_pgd=[0.30, 0.42, 0.40, 0.35, 0.33], train_pgd=[0.30, 0.45, 0.55, 0.65, 0.75])
+    rows = _curve(1000, val_pgd=[0.30, 0.42, 0.40, 0.35, 0.33], train_pgd=[0.30, 0.45, 0.55, 0.65, 0.75])
     result = robust_overfitting(rows, robust_drop=0.05, train_rise=0.0)
-    assert result["detected"] and result["best_epoch"] == 2
+    assert result["detected"] and result["best_epoch"] == 2 and result["p_value"] < 1e-3
     assert result["val_pgd_drop"] == pytest.approx(0.09) and result["train_pgd_rise"] == pytest.approx(0.30)
+    # the same fall on 32 images is within what chance does over 5 epochs: not detected, and the power said
+    small_n = robust_overfitting(_curve(32, **_columns(rows)), 0.05, 0.0)
+    assert not small_n["detected"] and small_n["detectable_drop"] > 0.09
     # the same validation fall with training robustness falling too is not overfitting
-    falling = _curve(val_pgd=[0.30, 0.42, 0.40, 0.35, 0.33], train_pgd=[0.30, 0.45, 0.40, 0.38, 0.36])
+    falling = _curve(1000, val_pgd=[0.30, 0.42, 0.40, 0.35, 0.33], train_pgd=[0.30, 0.45, 0.40, 0.38, 0.36])
     assert not robust_overfitting(falling, 0.05, 0.0)["detected"]
-    # a fall smaller than robust_drop is noise
-    small = _curve(val_pgd=[0.30, 0.42, 0.41, 0.40, 0.39], train_pgd=[0.30, 0.45, 0.55, 0.65, 0.75])
-    assert not robust_overfitting(small, 0.05, 0.0)["detected"]
+    # a fall smaller than robust_drop is not flagged, however significant
+    small = _curve(100000, val_pgd=[0.30, 0.42, 0.41, 0.40, 0.39], train_pgd=[0.30, 0.45, 0.55, 0.65, 0.75])
+    assert robust_overfitting(small, 0.05, 0.0)["p_value"] < 1e-6 and not robust_overfitting(small, 0.05, 0.0)["detected"]
 
 
-def test_overfitting_flags_combine_both_splits():
+def test_exact_thresholds_count_in_whole_images():
+    """0.85 -> 0.80 is a drop of exactly 0.05 (0.04999999999999993 in floats): it meets robust_drop 0.05."""
+    assert 0.85 - 0.80 < 0.05
+    rows = _curve(2000, val_pgd=[0.85, 0.80], train_pgd=[0.5, 0.6])
+    assert robust_overfitting(rows, robust_drop=0.05, train_rise=0.0)["detected"]
+    assert not robust_overfitting(rows, robust_drop=0.0501, train_rise=0.0)["detected"]
+    # train_rise: "more than", so a rise of exactly train_rise does not count
+    assert not robust_overfitting(rows, robust_drop=0.05, train_rise=0.1)["detected"]
+    # catastrophic: a rise of exactly fgsm_rise and a fall of exactly pgd_drop count
+    co = _curve(2000, train_fgsm=[0.3, 0.4], train_pgd=[0.7, 0.5])
+    assert catastrophic_overfitting(co, fgsm_rise=0.1, pgd_drop=0.2)["epochs"] == [2]
+    assert not catastrophic_overfitting(co, fgsm_rise=0.1001, pgd_drop=0.2)["detected"]
+
+
+def test_overfitting_flags_combine_both_splits_and_warn_of_a_weak_pgd():
     rows = _curve(
         train_fgsm=[0.3, 0.3, 0.3],
-        train_pgd=[0.2, 0.2, 0.2],
+        train_pgd=[0.2, 0.25, 0.2],
         val_fgsm=[0.3, 0.5, 0.9],
-        val_pgd=[0.3, 0.35, 0.05],
+        val_pgd=[0.35, 0.35, 0.05],
     )
     flags = overfitting_flags(rows, OVERFITTING_DEFAULTS)
     assert flags["monitored"] and flags["catastrophic"] == {"detected": True, "epochs": {"train": [], "val": [3]}}
+    assert flags["pgd_above_fgsm"] == {"train": [], "val": [1]} and flags["epochs_run"] == 3
+
+
+# ---------------------------------------------------------------- the detectors' false-alarm rates, simulated
+
+SIMULATIONS = 1000
+MONITOR_IMAGES = 32  # the default experiment's monitor batches (config/config.yaml)
+EPOCHS = 30
+
+
+def _tolerance(rate: float = 0.05) -> float:
+    return 2 * (rate * (1 - rate) / SIMULATIONS) ** 0.5
+
+
+def _measured(rng, images: int, accuracy, correlation: float) -> list[float]:
+    """Accuracy of one batch per epoch around the true ``accuracy`` (one per epoch): each image's
+    outcome shares a fixed per-image part (the same images every epoch) with weight ``correlation``."""
+    easy = rng.random(images)  # fixed per image: the same images every epoch
+    rows = []
+    for p in accuracy:
+        fresh = rng.random(images)
+        u = np.where(rng.random(images) < correlation, easy, fresh)
+        rows.append(float((u < p).mean()))
+    return rows
+
+
+@pytest.mark.parametrize("correlation", [0.0, 0.7])
+def test_robust_overfitting_keeps_its_false_alarm_rate_on_flat_validation_curves(correlation):
+    """No overfitting: validation PGD flat at 0.8, training PGD rising; 32 images, 30 epochs."""
+    rng = np.random.default_rng(23)
+    flat = [0.8] * EPOCHS
+    rising = np.linspace(0.4, 0.95, EPOCHS)
+    alarms = 0
+    for _ in range(SIMULATIONS):
+        rows = _curve(
+            MONITOR_IMAGES,
+            val_pgd=_measured(rng, MONITOR_IMAGES, flat, correlation),
+            train_pgd=_measured(rng, MONITOR_IMAGES, rising, correlation),
+        )
+        alarms += robust_overfitting(rows, OVERFITTING_DEFAULTS["robust_drop"], OVERFITTING_DEFAULTS["train_rise"])[
+            "detected"
+        ]
+    assert alarms / SIMULATIONS <= 0.05 + _tolerance()
+
+
+@pytest.mark.parametrize("scenario", ["fgsm_rising", "both_flat", "pgd_drifting_down"])
+def test_catastrophic_overfitting_keeps_its_false_alarm_rate_without_a_collapse(scenario):
+    """No collapse, on both batches: FGSM rising steadily (healthy training), everything flat, or PGD
+    drifting down slowly; 32 images, 30 epochs, the per-image outcomes correlated across epochs."""
+    rng = np.random.default_rng({"fgsm_rising": 1, "both_flat": 2, "pgd_drifting_down": 3}[scenario])
+    fgsm = {"fgsm_rising": np.linspace(0.2, 0.9, EPOCHS), "both_flat": [0.5] * EPOCHS}.get(scenario, [0.5] * EPOCHS)
+    pgd = np.linspace(0.5, 0.2, EPOCHS) if scenario == "pgd_drifting_down" else [0.4] * EPOCHS
+    alarms = 0
+    for _ in range(SIMULATIONS):
+        columns = {}
+        for split in ("train", "val"):
+            columns[f"{split}_fgsm"] = _measured(rng, MONITOR_IMAGES, fgsm, 0.5)
+            columns[f"{split}_pgd"] = _measured(rng, MONITOR_IMAGES, pgd, 0.5)
+        flags = overfitting_flags(_curve(MONITOR_IMAGES, **columns), OVERFITTING_DEFAULTS)
+        alarms += flags["catastrophic"]["detected"]
+    assert alarms / SIMULATIONS <= 0.05 + _tolerance()
+
+
+def test_the_detectors_find_real_overfitting_at_the_default_sizes():
+    """Power, where it matters: Kim et al.'s collapse and Rice et al.'s decline, 32 images, 8 epochs."""
+    rng = np.random.default_rng(5)
+    co = ro = 0
+    for _ in range(200):
+        fgsm = [0.3, 0.35, 0.4, 0.42, 0.9, 0.92, 0.95, 0.95]
+        pgd = [0.25, 0.3, 0.33, 0.35, 0.0, 0.0, 0.0, 0.0]
+        rows = _curve(MONITOR_IMAGES, train_fgsm=_measured(rng, 32, fgsm, 0.5), train_pgd=_measured(rng, 32, pgd, 0.5))
+        co += catastrophic_overfitting(rows, 0.1, 0.2)["detected"]
+        val = [0.5, 0.7, 0.8, 0.75, 0.6, 0.5, 0.45, 0.4]
+        train = [0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99]
+        rows = _curve(MONITOR_IMAGES, val_pgd=_measured(rng, 32, val, 0.5), train_pgd=_measured(rng, 32, train, 0.5))
+        ro += robust_overfitting(rows, 0.05, 0.0)["detected"]
+    assert co / 200 > 0.75 and ro / 200 > 0.75  # 0.85 and 0.85 over 1000 curves (issue 23 closing note)
 
 
 # ---------------------------------------------------------------- settings refused with clear errors
@@ -219,7 +327,8 @@ def test_monitor_columns_are_ordered_and_repeatable():
     torch.manual_seed(7)
     first = monitor(model)
     assert torch.equal(torch.rand(2), expected_next), "the monitor hands the global RNG back"
-    assert tuple(first) == COLUMNS and first == monitor(model)
+    assert tuple(first) == COLUMNS + ("train_images", "val_images") and first == monitor(model)
+    assert first["train_images"] == first["val_images"] == 16
     for split in ("train", "val"):
         assert (
             0 <= first[f"{split}_pgd"] <= first[f"{split}_fgsm"] + 1 / 16
@@ -232,6 +341,31 @@ def test_monitor_columns_are_ordered_and_repeatable():
         {**settings, "train_images": 0, "val_images": 0},
     )
     assert not off.enabled and off(model) == {}
+
+
+def test_monitor_hands_back_every_modules_mode_and_its_pgd_reaches_the_boundary():
+    data = brightness_data(32, 32, 8, 0, SIZE)
+    batches = ((data.images("train"), data.labels("train")), (data.images("val"), data.labels("val")))
+    settings = {**MONITOR_DEFAULTS, "train_images": 32, "val_images": 32, "steps": 3, "eot": 1}
+    model = RandomClassifier(_classifier())
+    model.eval()
+    model.classifier.train()  # a part in train mode inside an eval-mode model
+    row = OverfittingMonitor(*batches, 16 / 255, settings)(model)
+    assert not model.training and model.classifier.training, "each module's own mode comes back"
+    # 3 steps of 2.5 eps / 3 travel 2.5 eps: PGD at least as strong as FGSM on every batch
+    assert OverfittingMonitor(*batches, 16 / 255, settings).attacks(model)["pgd"].alpha == pytest.approx(2.5 * 16 / 255 / 3)
+    for split in ("train", "val"):
+        assert row[f"{split}_pgd"] <= row[f"{split}_fgsm"]
+
+
+def test_monitor_warns_when_its_pgd_scores_above_fgsm(caplog):
+    from atop.report.overfitting import overfitting_lines
+
+    rows = _curve(32, train_fgsm=[0.5, 0.5], train_pgd=[0.6, 0.4], val_fgsm=[0.5, 0.5], val_pgd=[0.4, 0.4])
+    flags = [{"stage": "purifier finetune", **overfitting_flags(rows, OVERFITTING_DEFAULTS)}]
+    line = overfitting_lines(flags)[-1]
+    assert "WARNING: the monitor's PGD scored above its FGSM (train batch epoch 1)" in line
+    assert "a fall from the best" in line, "the robust-overfitting test's power is stated"
 
 
 AT_CLASSIFIER = {
@@ -260,27 +394,66 @@ def test_monitoring_changes_no_trained_weight(tmp_path):
 # ---------------------------------------------------------------- checked FGSM (Kim et al.'s fix)
 
 
-def test_checked_fgsm_takes_the_smallest_misclassified_point():
-    x = torch.full((2, 3, 8, 8), 0.5)
-    y = torch.zeros(2, dtype=torch.long)
-    model = Bump()
-    # c = 5 checks means 0.54, 0.58, 0.62, 0.66, 0.7: only 0.58 lies in the slab (0.56, 0.59)
-    checked = CheckedFGSM(model, eps=0.2, check_points=5)(x, y)
-    assert torch.allclose(checked, torch.full_like(x, 0.58), atol=1e-6)
-    assert (model(checked).argmax(1) == 1).all()
-    # c = 4 (0.55, 0.6, 0.65, 0.7) misses the slab: the full step
-    assert torch.allclose(CheckedFGSM(model, eps=0.2, check_points=4)(x, y), torch.full_like(x, 0.7))
-    # c = 1 is plain FGSM: the full step
-    assert torch.allclose(CheckedFGSM(model, eps=0.2, check_points=1)(x, y), torch.full_like(x, 0.7))
-    # where no point is misclassified, the full step
-    right = Linear(torch.zeros(2, 3 * 8 * 8), torch.tensor([1.0, 0.0]))
-    assert torch.equal(CheckedFGSM(right, eps=0.1, check_points=3)(x, y), x)  # zero gradient: sign 0, no step
+class Ramp(nn.Module):
+    """Class 0 while the mean pixel stays below ``edge``, class 1 above: the CE gradient of class 0
+    points to larger means, so one signed step raises every pixel."""
+
+    def __init__(self, edge: float) -> None:
+        super().__init__()
+        self.edge = nn.Parameter(torch.tensor(edge))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.flatten(1).mean(1)
+        return torch.stack([20 * (self.edge - m), torch.zeros_like(m)], dim=1)
+
+
+def test_checked_fgsm_as_published_random_start_step_alpha_and_checks():
+    """Kim et al.'s reference code: a random start, a step of alpha, the perturbation checked at c - 1
+    points, the clean image where the start is already misclassified; the model it is given is the
+    one it checks (the defense being fine-tuned)."""
+    x = torch.full((64, 1, 8, 8), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    eps = 0.1
+    # never misclassified in the ball: the full step, from a random start, which plain FGSM is not
+    far = Ramp(0.9)
+    torch.manual_seed(0)
+    first = CheckedFGSM(far, eps=eps, alpha=1.25 * eps, check_points=3)(x, y)
+    torch.manual_seed(1)
+    second = CheckedFGSM(far, eps=eps, alpha=1.25 * eps, check_points=3)(x, y)
+    assert not torch.equal(first, second), "the random start makes each call differ"
+    assert (first - x).abs().max() <= eps + 1e-6 and first.min() >= 0 and first.max() <= 1
+    # start in [0.4, 0.6], step +0.125, projected: every pixel ends in [0.525, 0.6]
+    assert first.min() >= 0.525 - 1e-6 and first.max() <= 0.6 + 1e-6
+    plain = (x + eps * torch.ones_like(x)).clamp(0, 1)  # plain FGSM from x: every pixel 0.6
+    assert not torch.allclose(first, plain), "it differs from plain FGSM"
+    # wrong beyond a mean of 0.56: the first check point x + d/3 or x + 2d/3 the model gets wrong is taken
+    edge = Ramp(0.56)
+    torch.manual_seed(0)
+    checked = CheckedFGSM(edge, eps=eps, alpha=1.25 * eps, check_points=3)(x, y)
+    torch.manual_seed(0)
+    full = CheckedFGSM(edge, eps=eps, alpha=1.25 * eps, check_points=1)(x, y)  # c = 1: no check point
+    wrong_earlier = (checked - full).flatten(1).abs().amax(1) > 1e-6
+    assert wrong_earlier.any(), "some images train on an interior point"
+    assert (edge(checked[wrong_earlier]).argmax(1) == 1).all(), "the point taken is misclassified"
+    for i in wrong_earlier.nonzero().flatten():
+        points = [x[i] + (k / 3) * (full[i] - x[i]) for k in (1, 2)]
+        assert any(torch.allclose(checked[i], p, atol=1e-6) for p in points), "a check point x + (k/c) d"
+    # already wrong at the random start (edge below every start): the clean image
+    assert torch.equal(CheckedFGSM(Ramp(0.3), eps=eps, alpha=1.25 * eps, check_points=3)(x, y), x)
     with pytest.raises(ValueError, match="check_points"):
-        CheckedFGSM(model, eps=0.1, check_points=0)
+        CheckedFGSM(far, eps=0.1, alpha=0.1, check_points=0)
+    with pytest.raises(ValueError, match="alpha"):
+        CheckedFGSM(far, eps=0.1, alpha=0.0, check_points=3)
+
+
+def test_checked_fgsm_is_built_on_the_defense_being_fine_tuned():
     entry = FINETUNE_ATTACKS["fgsm_checked"]
     assert entry.norm == "Linf"
-    built = entry.build(copy.deepcopy(model), None, {"eps": 0.2, "check_points": 4})
-    assert isinstance(built, CheckedFGSM) and built.check_points == 4
+    classifier, defense = Ramp(0.9), Ramp(0.56)
+    built = entry.build(classifier, defense, {"eps": 0.2, "check_points": 4})
+    assert isinstance(built, CheckedFGSM) and built.model is defense
+    assert built.check_points == 4 and built.alpha == pytest.approx(1.25 * 0.2)
+    assert entry.build(classifier, defense, {"eps": 0.2, "check_step": 1.0}).alpha == pytest.approx(0.2)
 
 
 # ---------------------------------------------------------------- the report's flags and figure
@@ -312,8 +485,8 @@ def test_report_flags_and_plots_the_monitored_stages(tmp_path):
     assert [f["stage"] for f in flags] == ["classifier adversarial", "purifier finetune gan"]
     assert flags[0]["catastrophic"]["epochs"] == {"train": [4], "val": []} and not flags[1]["catastrophic"]["detected"]
     lines = overfitting_lines(flags)
-    assert "- classifier adversarial: **CATASTROPHIC OVERFITTING** (train batch epoch 4)." in lines
-    assert "- purifier finetune gan: neither detected." in lines
+    assert any(line.startswith("- classifier adversarial: **CATASTROPHIC OVERFITTING** (train batch epoch 4)") for line in lines)
+    assert any(line.startswith("- purifier finetune gan: neither detected (on 100 validation images") for line in lines)
     assert overfitting_lines([])[-1] == "- No training stage of this run was monitored."
     with pytest.raises(ConfigError, match="pgd_drop"):
         stage_flags(paths, {"pgd_drop": 0})

@@ -1,21 +1,25 @@
 """Overfitting monitors of adversarial training, their detectors, and decision-boundary distortion.
 
 Monitors (per epoch, on fixed images; both adversarial training stages):
-  clean, FGSM (one eps step) and PGD (``steps`` steps of eps/4, random start) accuracy on a fixed
+  clean, FGSM (one eps step) and PGD (``steps`` steps of 2.5 eps / steps from a random start, so it
+  can cross the whole ball and back: Madry et al.'s rule) accuracy on a fixed
   training batch and a fixed validation batch, the images drawn once by ``monitor.seed``. For the AT
   baseline the attacks run on the classifier; for AToP fine-tuning through the whole defended model
   (RT + purifier + classifier) with ``eot`` samples per gradient and one scored draw, its randomness
   seeded the same every epoch. A monitor runs on its own RNG streams and hands every RNG (torch's
-  global ones and the RT's) back as it found it, so training is bitwise the same with or without it.
+  CPU one, every CUDA device's, and the RT's) back as it found it, and every module's train/eval
+  flag, so training is bitwise the same with or without it. The number of images per batch is
+  written beside the accuracies (``train_images``, ``val_images``): the detectors test counts.
 
-Detectors (pure functions on a curve's rows, torch-free in detectors.py; thresholds ``diagnostics.overfitting``):
+Detectors (pure functions on a curve's rows, torch-free in detectors.py, which states their tests and
+false-alarm rate ``alpha``; minimum sizes ``diagnostics.overfitting``):
   - catastrophic overfitting (Kim, Lee & Lee, "Understanding catastrophic overfitting in single-step
-    adversarial training", AAAI 2021): an epoch whose FGSM accuracy rose by at least ``fgsm_rise``
-    over the epoch before while its PGD accuracy is at least ``pgd_drop`` below the best PGD
-    accuracy of the earlier epochs; checked on the training and on the validation batch.
+    adversarial training", AAAI 2021): an epoch whose FGSM accuracy rose over the epoch before (by at
+    least ``fgsm_rise``) while its PGD accuracy fell over it (by at least ``pgd_drop``), both
+    significantly; checked on the training and on the validation batch.
   - robust overfitting (Rice, Wong & Kolter, "Overfitting in adversarially robust deep learning",
-    ICML 2020): the last epoch's validation PGD accuracy is at least ``robust_drop`` below its best
-    epoch's while the training PGD accuracy rose after that epoch by more than ``train_rise``.
+    ICML 2020): the last epoch's validation PGD accuracy is significantly, and at least ``robust_drop``,
+    below its best epoch's while the training PGD accuracy rose after that epoch by more than ``train_rise``.
 
 Decision-boundary distortion (Kim, Lee & Lee 2021, Sec. 4): among images classified correctly both
 clean and at the full FGSM step x_f = clip(x + eps sign(g), 0, 1), the fraction whose prediction is
@@ -28,6 +32,7 @@ alone would change labels); the figure is pooled over draws (distorted images / 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import torch
@@ -36,8 +41,19 @@ from torch import nn
 
 from ..attacks import build_attack
 from ..metrics import correct_per_draw
-from .detectors import ATTACKS, COLUMNS, SPLITS, catastrophic_overfitting, overfitting_flags, robust_overfitting
+from .detectors import (
+    ATTACKS,
+    COLUMNS,
+    IMAGE_COLUMNS,
+    SPLITS,
+    catastrophic_overfitting,
+    overfitting_flags,
+    pgd_above_fgsm,
+    robust_overfitting,
+)
 from .settings import check_distortion
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COLUMNS",
@@ -50,11 +66,23 @@ __all__ = [
 
 
 @contextlib.contextmanager
+def preserved_modes(model: nn.Module) -> Iterator[None]:
+    """Hand every module's train/eval flag back as found (a purifier in train mode inside an eval-mode
+    defense stays in train mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
 def preserved_rng(model: nn.Module) -> Iterator[None]:
     """Run the body on borrowed randomness: torch's global RNGs and every RT's seed and generator state."""
     transforms = [m for m in model.modules() if hasattr(m, "reseed") and hasattr(m, "_generator")]
     saved = [(t.seed, t._generator, None if t._generator is None else t._generator.get_state()) for t in transforms]
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         try:
             yield
@@ -88,19 +116,17 @@ class OverfittingMonitor:
     def attacks(self, model: nn.Module):
         eot = self.settings["eot"]
         fgsm = build_attack("fgsm", model, {"eps": self.eps, "eot": "auto"}, eot=eot)
-        pgd = build_attack(
-            "pgd_linf", model, {"eps": self.eps, "alpha": self.eps / 4, "steps": self.settings["steps"]}, eot=eot
-        )
+        steps = self.settings["steps"]
+        pgd = build_attack("pgd_linf", model, {"eps": self.eps, "alpha": pgd_step(self.eps, steps), "steps": steps}, eot=eot)
         return {"fgsm": fgsm, "pgd": pgd}
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        """The monitor's columns for ``model`` (left in eval mode); every RNG is handed back unchanged."""
+        """The monitor's columns for ``model``; every RNG and every module's mode is handed back unchanged."""
         if not self.enabled:
             return {}
         row: dict[str, float] = {}
-        was_training = model.training
         device = next(model.parameters()).device
-        with preserved_rng(model):
+        with preserved_modes(model), preserved_rng(model):
             model.eval()
             attacks = self.attacks(model)
             for split, (x, y) in self.batches.items():
@@ -125,8 +151,22 @@ class OverfittingMonitor:
                     row[f"{split}_{name}"] = (
                         correct_per_draw(model, inputs, y, 1, self.batch_size).float().mean().item()
                     )
-        model.train(was_training)
+        row |= {IMAGE_COLUMNS[split]: len(y) for split, (_, y) in self.batches.items()}
+        for split, epochs in pgd_above_fgsm([row]).items():
+            if epochs:
+                log.warning(
+                    "overfitting monitor: PGD scored above FGSM on the %s batch (%.3f vs %.3f): the monitor's "
+                    "PGD is weaker than one FGSM step here, so the catastrophic-overfitting signal is unreliable",
+                    split,
+                    row[f"{split}_pgd"],
+                    row[f"{split}_fgsm"],
+                )
         return row
+
+
+def pgd_step(eps: float, steps: int) -> float:
+    """2.5 eps / steps (Madry et al. 2018): the steps can travel across the eps-ball from any random start."""
+    return 2.5 * eps / steps
 
 
 def reseed(model: nn.Module, seed: int) -> None:

@@ -63,10 +63,11 @@ def check_flatness(xi: float, draws: int, prefix: str = "diagnostics.") -> None:
 
 # Overfitting monitors (diagnostics/overfitting.py): a ``monitor:`` section in each adversarial
 # training stage (adversarial_training, finetune). 0 images switch a batch off; both 0 switch the
-# monitor off. eps is the stage's training eps; PGD steps are eps/4 with a random start.
+# monitor off. eps is the stage's training eps; PGD steps are 2.5 eps / steps from a random start.
 MONITOR_DEFAULTS = {"train_images": 64, "val_images": 64, "steps": 5, "eot": 2, "seed": 0}
-# Thresholds of the detectors on the monitored curves (fractions, not percentage points).
-OVERFITTING_DEFAULTS = {"fgsm_rise": 0.1, "pgd_drop": 0.2, "robust_drop": 0.05, "train_rise": 0.0}
+# The detectors on the monitored curves: minimum changes (fractions, not percentage points) and the
+# false-alarm rate of each detector on one stage's curve (detectors.py).
+OVERFITTING_DEFAULTS = {"fgsm_rise": 0.1, "pgd_drop": 0.2, "robust_drop": 0.05, "train_rise": 0.0, "alpha": 0.05}
 # Decision-boundary distortion (Kim, Lee & Lee, AAAI 2021); eps null: the fine-tuning attack's eps.
 DISTORTION_DEFAULTS = {"n_images": 32, "points": 100, "eps": None, "draws": 2}
 
@@ -99,6 +100,8 @@ def overfitting_thresholds(section: dict | None, key: str = "diagnostics.overfit
     for name in ("fgsm_rise", "pgd_drop", "robust_drop"):
         if thresholds[name] == 0:
             raise ConfigError(f"{key}.{name} = 0 would flag every curve; use a positive change")
+    if not 0 < thresholds["alpha"] < 1:
+        raise ConfigError(f"{key}.alpha = {thresholds['alpha']!r} must be a false-alarm rate in (0, 1)")
     return thresholds
 
 

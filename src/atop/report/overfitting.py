@@ -41,16 +41,18 @@ def stage_flags(curve_paths, thresholds: dict | None = None) -> list[dict]:
 
 
 def overfitting_lines(flags: list[dict], thresholds: dict | None = None) -> list[str]:
-    """The summary's section: one line per monitored stage, the thresholds stated."""
+    """The summary's section: one line per monitored stage, the rules and their false-alarm rate stated."""
     t = {**OVERFITTING_DEFAULTS, **(thresholds or {})}
     lines = [
         (
             "Monitors: clean, FGSM and PGD accuracy on fixed training and validation batches after every epoch "
-            "(training-curves figure). Catastrophic overfitting (Kim, Lee & Lee, AAAI 2021): FGSM accuracy up "
-            f">= {100 * t['fgsm_rise']:.0f} pp in an epoch while PGD accuracy is >= {100 * t['pgd_drop']:.0f} pp "
-            "below its earlier best. Robust overfitting (Rice et al., ICML 2020): validation PGD accuracy "
-            f">= {100 * t['robust_drop']:.0f} pp below its best epoch at the end while training PGD accuracy rose "
-            f"by more than {100 * t['train_rise']:.0f} pp."
+            "(training-curves figure). Catastrophic overfitting (Kim, Lee & Lee, AAAI 2021): in one epoch FGSM "
+            f"accuracy rises (>= {100 * t['fgsm_rise']:.0f} pp) while PGD accuracy falls (>= {100 * t['pgd_drop']:.0f} pp). "
+            "Robust overfitting (Rice et al., ICML 2020): validation PGD accuracy at the end is below its best epoch "
+            f"(>= {100 * t['robust_drop']:.0f} pp) while training PGD accuracy rose by more than "
+            f"{100 * t['train_rise']:.0f} pp. Each change must also be significant (one-sided Fisher tests on the "
+            f"fixed images, the choice among epochs paid for): each detector raises a false alarm on at most "
+            f"{100 * t['alpha']:.0f} % of stages without overfitting."
         ),
         "",
     ]
@@ -65,10 +67,25 @@ def overfitting_lines(flags: list[dict], thresholds: dict | None = None) -> list
             )
             found.append(f"**CATASTROPHIC OVERFITTING** ({where})")
         robust = flag["robust"]
-        if robust["detected"]:
+        if robust.get("detected"):
             found.append(
                 f"**ROBUST OVERFITTING** (validation PGD accuracy {100 * robust['val_pgd_drop']:.1f} pp below its best "
-                f"epoch {robust['best_epoch']}, training PGD accuracy up {100 * robust['train_pgd_rise']:.1f} pp)"
+                f"epoch {robust['best_epoch']}, p = {robust['p_value']:.2g}; training PGD accuracy up "
+                f"{100 * robust['train_pgd_rise']:.1f} pp)"
             )
-        lines.append(f"- {flag['stage']}: " + ("; ".join(found) if found else "neither detected") + ".")
+        line = f"- {flag['stage']}: " + ("; ".join(found) if found else "neither detected")
+        if robust.get("monitored") and not robust.get("detected"):
+            size = robust.get("detectable_drop")
+            line += (
+                f" (on {robust['images']} validation images over {flag['epochs_run']} epochs a fall from the best "
+                + (f"of {100 * size:.0f} pp or more would be detected)" if size is not None else "could not be detected)")
+            )
+        weak = {split: epochs for split, epochs in flag.get("pgd_above_fgsm", {}).items() if epochs}
+        if weak:
+            where = "; ".join(f"{split} batch epoch {', '.join(map(str, e))}" for split, e in weak.items())
+            line += (
+                f". WARNING: the monitor's PGD scored above its FGSM ({where}): a PGD weaker than one FGSM step "
+                "cannot show catastrophic overfitting; raise the stage's monitor.steps or monitor.eot"
+            )
+        lines.append(line + ".")
     return lines
