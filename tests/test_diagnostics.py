@@ -265,6 +265,8 @@ def test_measures_of_a_randomized_defense_under_attack():
     assert result["robust_generalization_gap"] == pytest.approx(
         result["train"]["robust_accuracy"] - result["test"]["robust_accuracy"]
     )
+    low, high = result["robust_generalization_gap_interval"]
+    assert low <= result["robust_generalization_gap"] <= high and low <= 0 <= high, "3 images a split tell nothing"
     for split in ("train", "test"):
         assert 0 <= result[split]["robust_accuracy"] <= 1 and result[split]["kl"] > 0
         assert result[split]["input_gradient_norm"] > 0
@@ -355,8 +357,9 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
         "attack": "eot_pgd",
         "draws": 2,
         "robust_generalization_gap": 0.1,
-        "train": {"robust_accuracy": 0.6, "margin": 0.5, "input_gradient_norm": 1.0, "kl": 0.2},
-        "test": {"robust_accuracy": 0.5, "margin": 0.4, "input_gradient_norm": 1.1, "kl": 0.3},
+        "robust_generalization_gap_interval": [-0.37, 0.52],
+        "train": {"robust_accuracy": 0.6, "margin": 0.5, "input_gradient_norm": 1.0, "kl": 0.2, "n": 8},
+        "test": {"robust_accuracy": 0.5, "margin": 0.4, "input_gradient_norm": 1.1, "kl": 0.3, "n": 8},
         "flatness": {"classifier": {"flatness": 0.3}, "purifier": {"flatness": 0.1}},
     }
     standard = copy.deepcopy(measure) | {"defense": "standard", "randomized": False, "flatness": {}}
@@ -370,6 +373,7 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
     frame = pd.read_csv(tmp_path / "measures.csv").set_index("defense")
     assert frame.loc["atop", "boundary_distortion"] == 0.25 and pd.isna(frame.loc["standard", "boundary_distortion"])
     assert "| standard |" in (tmp_path / "measures.md").read_text()
+    assert "- atop: robust generalization gap +10.0 pp, 95 % interval [-37.0, +52.0]: cannot be told from no gap on 8 images per split." in (tmp_path / "measures.md").read_text()
     for figure in ("measures_vs_robust_accuracy", "eot_sufficiency"):
         assert (tmp_path / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "eot_checks.json").read_text())["passed"] is False, "untested is not passed"

@@ -441,3 +441,29 @@ def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[floa
     low = 0.0 if successes <= 0 else max(0.0, centre - half)
     high = 1.0 if successes >= n else min(1.0, centre + half)
     return (low, high)
+
+
+def wilson_interval_cc(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval with continuity correction (Newcombe 1998, method 4): conservative,
+    so it keeps its coverage at small n where the plain score interval dips below 95 %."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denominator = 2 * (n + z * z)
+    low = 0.0
+    if p > 0:
+        low = (2 * n * p + z * z - 1 - z * math.sqrt(max(z * z - 2 - 1 / n + 4 * p * (n * (1 - p) + 1), 0))) / denominator
+    high = 1.0
+    if p < 1:
+        high = (2 * n * p + z * z + 1 + z * math.sqrt(max(z * z + 2 - 1 / n + 4 * p * (n * (1 - p) - 1), 0))) / denominator
+    return (max(0.0, low), min(1.0, high))
+
+
+def difference_interval(p1: float, n1: int, p2: float, n2: int) -> tuple[float, float]:
+    """95 % interval for p1 - p2 of two independent proportions: Newcombe's square-and-add of the
+    continuity-corrected Wilson intervals (method 11). A proportion may be a mean of per-image fractions
+    in [0, 1] (draws of a randomized defense): their variance is at most p (1 - p), so it stays conservative."""
+    l1, u1 = wilson_interval_cc(p1 * n1, n1)
+    l2, u2 = wilson_interval_cc(p2 * n2, n2)
+    d = p1 - p2
+    return (d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2))

@@ -4,7 +4,9 @@ of Kim, Park, Choi & Lee, "Fantastic Robustness Measures", NeurIPS 2023).
 Per defense, on a seeded subset of training images and the evaluation's fixed test images,
 both attacked by the same attack at the same budget (``diagnostics.attack``):
 
-- robust generalization gap: robust accuracy on the training images minus on the test images;
+- robust generalization gap: robust accuracy on the training images minus on the test images, with
+  its 95 % interval (Newcombe's difference of two continuity-corrected Wilson intervals, stats.py):
+  on a few images per split the interval says the gap cannot be told from 0;
 - output margin f_y(x_adv) - max_{j != y} f_j(x_adv) (logits; negative when x_adv fools the model);
 - input-gradient norm ||grad_x CE(f(x_adv), y)||_2 at the adversarial example;
 - KL(p(x) || p(x_adv)) between the softmax predictions on the clean and adversarial image;
@@ -29,6 +31,8 @@ from collections.abc import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..stats import difference_interval
 
 # Normalisation layers keep their weights in flatness measures (Stutz et al. exclude them).
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
@@ -194,9 +198,13 @@ def robustness_measures(
         part: weight_flatness(model, network, attack, x, y, flatness_xi, flatness_draws, draws, seed + 1000)
         for part, network in (networks or {}).items()
     }
+    train_acc, test_acc = splits["train"]["robust_accuracy"], splits["test"]["robust_accuracy"]
     return {
         "draws": draws,
-        "robust_generalization_gap": splits["train"]["robust_accuracy"] - splits["test"]["robust_accuracy"],
+        "robust_generalization_gap": train_acc - test_acc,
+        "robust_generalization_gap_interval": list(
+            difference_interval(train_acc, splits["train"]["n"], test_acc, splits["test"]["n"])
+        ),
         "train": splits["train"],
         "test": splits["test"],
         "flatness": flatness,

@@ -42,6 +42,9 @@ def measures_table(measures: list[dict], concentration: list[dict], distortion: 
                 "train_robust_accuracy": entry["train"]["robust_accuracy"],
                 "test_robust_accuracy": entry["test"]["robust_accuracy"],
                 "robust_generalization_gap": entry["robust_generalization_gap"],
+                "gap_low": (entry.get("robust_generalization_gap_interval") or [None, None])[0],
+                "gap_high": (entry.get("robust_generalization_gap_interval") or [None, None])[1],
+                "images_per_split": entry["test"].get("n"),
                 "margin": entry["train"]["margin"],
                 "input_gradient_norm": entry["train"]["input_gradient_norm"],
                 "kl": entry["train"]["kl"],
@@ -62,7 +65,23 @@ def _markdown(table: pd.DataFrame) -> str:
         "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |\n"
         for row in shown.itertuples(index=False)
     )
-    return header + body
+    return header + body + "\n" + "\n".join(gap_lines(table)) + "\n"
+
+
+def gap_lines(table: pd.DataFrame) -> list[str]:
+    """What the robust generalization gaps can say: a gap whose 95 % interval contains 0 is not evidence
+    of a gap (Newcombe's interval; gap_low / gap_high in the table)."""
+    lines = []
+    for row in table.itertuples(index=False):
+        if row.gap_low is None or pd.isna(row.gap_low):
+            continue
+        span = f"{100 * row.robust_generalization_gap:+.1f} pp, 95 % interval [{100 * row.gap_low:+.1f}, {100 * row.gap_high:+.1f}]"
+        if row.gap_low <= 0 <= row.gap_high:
+            verdict = f"cannot be told from no gap on {row.images_per_split} images per split"
+        else:
+            verdict = "a gap" if row.gap_low > 0 else "test above train"
+        lines.append(f"- {row.defense}: robust generalization gap {span}: {verdict}.")
+    return lines
 
 
 EOT_ALPHA = 0.05  # one-sided: does a larger EOT lower robust accuracy?
@@ -179,6 +198,15 @@ def measures_figure(table: pd.DataFrame, path: Path) -> Path:
         shown = table[table[column].notna()]
         for row in shown.itertuples(index=False):
             ax.scatter(row.test_robust_accuracy, getattr(row, column), color=palette[row.defense], s=40)
+            if column == "robust_generalization_gap" and row.gap_low is not None and not pd.isna(row.gap_low):
+                value = row.robust_generalization_gap  # the 95 % interval: on a few images it spans the axis
+                ax.errorbar(
+                    row.test_robust_accuracy,
+                    value,
+                    yerr=[[value - row.gap_low], [row.gap_high - value]],
+                    color=palette[row.defense],
+                    capsize=3,
+                )
             ax.annotate(
                 row.defense,
                 (row.test_robust_accuracy, getattr(row, column)),
