@@ -501,3 +501,57 @@ def test_disjoint_cosine_measures_the_k_draw_cosine_to_the_expected_gradient():
     assert disjoint_cosine(pool[:8], [8]).isnan().all(), "k above K / 2: no measurement"
     with pytest.raises(ValueError, match="at least 2 draws"):
         disjoint_cosine(pool[:1], [1])
+
+
+class ShatteredLinear(nn.Module):
+    """A randomized toy defense whose gradients are mostly noise: a linear classifier plus, per forward
+    pass, a term a sin(w r.x) / w with a fresh r ~ N(0, I). The term moves a logit by at most a / w (too
+    little to change a prediction) but adds a r cos(w r.x) to the input gradient, whose expectation is
+    about zero: the true gradient is the linear one, and few EOT samples cannot find it."""
+
+    randomized = True
+
+    def __init__(self, weight: torch.Tensor, noise: float, frequency: float = 1000.0) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        self.noise, self.frequency = noise, frequency
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        r = torch.randn_like(flat)
+        shatter = self.noise * torch.sin(self.frequency * (r * flat).sum(1)) / self.frequency
+        margin = (flat - 0.5) @ self.weight + shatter
+        return torch.stack([margin, -margin], dim=1)
+
+
+def _eot_fractions(model, x, y, eot: int, seed: int) -> list[float]:
+    from atop.metrics import correct_per_draw
+
+    attack = build_attack("eot_pgd", model, {"eps": 0.1, "alpha": 0.025, "steps": 10, "eot": eot})
+    torch.manual_seed(seed)
+    adversarial = attack(x, y).detach()
+    return correct_per_draw(model, adversarial, y, 4, 256).float().mean(0).tolist()
+
+
+@pytest.mark.parametrize("noise, too_small", [(0.15, True), (0.0, False)])
+def test_eot_check_fails_where_eot_4_is_truly_too_small(noise, too_small):
+    """Real attacks on a constructed defense: with shattered gradients EOT-PGD at EOT 4 leaves images
+    that EOT 64 breaks, and the check says EOT TOO SMALL; with clean gradients (noise 0) it passes."""
+    torch.manual_seed(0)
+    dim = 64
+    weight = torch.ones(dim) / dim
+    x = (0.5 + 0.06 + 0.02 * torch.rand(96, 1, 8, 8)).clamp(0, 1)  # class 0, margin ~0.07 < eps 0.1
+    y = torch.zeros(96, dtype=torch.long)
+    model = ShatteredLinear(weight, noise)
+    at_4, at_64 = _eot_fractions(model, x, y, 4, 1), _eot_fractions(model, x, y, 64, 2)
+    results = [
+        _result("toy", "eot_pgd", 4, fractions=at_4),
+        _sweep_point("toy", 4, at_4),
+        _sweep_point("toy", 64, at_64),
+    ]
+    (record,) = eot_sufficiency_checks([], results)
+    if too_small:
+        assert record["accuracy"][0] > record["accuracy"][1] + 0.2
+        assert record["passed"] is False and "EOT TOO SMALL" in record["detail"]
+    else:
+        assert record["accuracy"] == [0.0, 0.0] and record["passed"] is True
