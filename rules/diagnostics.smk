@@ -1,4 +1,4 @@
-# Diagnostics of every evaluated defense (src/atop/diagnostics/; README "Diagnostics"):
+# Diagnostics of every evaluated defense (src/atop/diagnostics/; docs/diagnostics.md):
 # gradient concentration and EOT need, robust-generalization measures, pictures, and a
 # table with figures across defenses. Outputs under results/<experiment>/diagnostics/.
 

@@ -373,7 +373,10 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
     frame = pd.read_csv(tmp_path / "measures.csv").set_index("defense")
     assert frame.loc["atop", "boundary_distortion"] == 0.25 and pd.isna(frame.loc["standard", "boundary_distortion"])
     assert "| standard |" in (tmp_path / "measures.md").read_text()
-    assert "- atop: robust generalization gap +10.0 pp, 95 % interval [-37.0, +52.0]: cannot be told from no gap on 8 images per split." in (tmp_path / "measures.md").read_text()
+    assert (
+        "- atop: robust generalization gap +10.0 pp, 95 % interval [-37.0, +52.0]: cannot be told from no gap on 8 images per split."
+        in (tmp_path / "measures.md").read_text()
+    )
     for figure in ("measures_vs_robust_accuracy", "eot_sufficiency"):
         assert (tmp_path / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "eot_checks.json").read_text())["passed"] is False, "untested is not passed"

@@ -73,7 +73,10 @@ def test_catastrophic_overfitting_stays_quiet_on_healthy_training():
     rows = _curve(train_fgsm=[0.30, 0.45, 0.50, 0.62, 0.64], train_pgd=[0.20, 0.30, 0.25, 0.34, 0.36])
     assert not catastrophic_overfitting(rows, 0.1, 0.2, "train")["detected"]
     # no monitor columns, or no image counts: not monitored, nothing detected
-    for unmonitored in (_curve(train_loss=[1.0, 0.5]), _curve(images=None, train_fgsm=[0.3, 0.9], train_pgd=[0.3, 0.0])):
+    for unmonitored in (
+        _curve(train_loss=[1.0, 0.5]),
+        _curve(images=None, train_fgsm=[0.3, 0.9], train_pgd=[0.3, 0.0]),
+    ):
         assert catastrophic_overfitting(unmonitored, 0.1, 0.2) == {
             "split": "train",
             "monitored": False,
@@ -97,7 +100,9 @@ def test_robust_overfitting_fires_when_val_pgd_falls_while_train_pgd_rises():
     assert not robust_overfitting(falling, 0.05, 0.0)["detected"]
     # a fall smaller than robust_drop is not flagged, however significant
     small = _curve(100000, val_pgd=[0.30, 0.42, 0.41, 0.40, 0.39], train_pgd=[0.30, 0.45, 0.55, 0.65, 0.75])
-    assert robust_overfitting(small, 0.05, 0.0)["p_value"] < 1e-6 and not robust_overfitting(small, 0.05, 0.0)["detected"]
+    assert (
+        robust_overfitting(small, 0.05, 0.0)["p_value"] < 1e-6 and not robust_overfitting(small, 0.05, 0.0)["detected"]
+    )
 
 
 def test_exact_thresholds_count_in_whole_images():
@@ -353,7 +358,9 @@ def test_monitor_hands_back_every_modules_mode_and_its_pgd_reaches_the_boundary(
     row = OverfittingMonitor(*batches, 16 / 255, settings)(model)
     assert not model.training and model.classifier.training, "each module's own mode comes back"
     # 3 steps of 2.5 eps / 3 travel 2.5 eps: PGD at least as strong as FGSM on every batch
-    assert OverfittingMonitor(*batches, 16 / 255, settings).attacks(model)["pgd"].alpha == pytest.approx(2.5 * 16 / 255 / 3)
+    assert OverfittingMonitor(*batches, 16 / 255, settings).attacks(model)["pgd"].alpha == pytest.approx(
+        2.5 * 16 / 255 / 3
+    )
     for split in ("train", "val"):
         assert row[f"{split}_pgd"] <= row[f"{split}_fgsm"]
 
@@ -485,7 +492,10 @@ def test_report_flags_and_plots_the_monitored_stages(tmp_path):
     assert [f["stage"] for f in flags] == ["classifier adversarial", "purifier finetune gan"]
     assert flags[0]["catastrophic"]["epochs"] == {"train": [4], "val": []} and not flags[1]["catastrophic"]["detected"]
     lines = overfitting_lines(flags)
-    assert any(line.startswith("- classifier adversarial: **CATASTROPHIC OVERFITTING** (train batch epoch 4)") for line in lines)
+    assert any(
+        line.startswith("- classifier adversarial: **CATASTROPHIC OVERFITTING** (train batch epoch 4)")
+        for line in lines
+    )
     assert any(line.startswith("- purifier finetune gan: neither detected (on 100 validation images") for line in lines)
     assert overfitting_lines([])[-1] == "- No training stage of this run was monitored."
     with pytest.raises(ConfigError, match="pgd_drop"):

@@ -93,5 +93,8 @@ def _checked_fgsm_on_defense(classifier: nn.Module, defense: DefendedModel, spec
     """Kim et al.'s checked FGSM through the defense being fine-tuned (RT + purifier + classifier), step
     ``check_step`` x eps (their 10/255 at eps 8/255 is 1.25), ``check_points`` c (their default 3)."""
     return CheckedFGSM(
-        defense, eps=spec["eps"], alpha=spec.get("check_step", 1.25) * spec["eps"], check_points=spec.get("check_points", 3)
+        defense,
+        eps=spec["eps"],
+        alpha=spec.get("check_step", 1.25) * spec["eps"],
+        check_points=spec.get("check_points", 3),
     )

@@ -452,10 +452,14 @@ def wilson_interval_cc(successes: float, n: int, z: float = 1.959964) -> tuple[f
     denominator = 2 * (n + z * z)
     low = 0.0
     if p > 0:
-        low = (2 * n * p + z * z - 1 - z * math.sqrt(max(z * z - 2 - 1 / n + 4 * p * (n * (1 - p) + 1), 0))) / denominator
+        low = (
+            2 * n * p + z * z - 1 - z * math.sqrt(max(z * z - 2 - 1 / n + 4 * p * (n * (1 - p) + 1), 0))
+        ) / denominator
     high = 1.0
     if p < 1:
-        high = (2 * n * p + z * z + 1 + z * math.sqrt(max(z * z + 2 - 1 / n + 4 * p * (n * (1 - p) - 1), 0))) / denominator
+        high = (
+            2 * n * p + z * z + 1 + z * math.sqrt(max(z * z + 2 - 1 / n + 4 * p * (n * (1 - p) - 1), 0))
+        ) / denominator
     return (max(0.0, low), min(1.0, high))
 
 

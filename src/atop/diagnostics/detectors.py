@@ -107,7 +107,9 @@ def robust_overfitting(rows: Sequence[dict], robust_drop: float, train_rise: flo
     p_value = min(1.0, comparisons * fisher_greater(val[best], n_val, val[-1], n_val)) if drop > 0 else 1.0
     return {
         "monitored": True,
-        "detected": p_value <= alpha and _at_least(drop, robust_drop, n_val) and rise > train_rise * n_train + TOLERANCE,
+        "detected": p_value <= alpha
+        and _at_least(drop, robust_drop, n_val)
+        and rise > train_rise * n_train + TOLERANCE,
         "best_epoch": _epoch(rows, best),
         "val_pgd_drop": drop / n_val,
         "train_pgd_rise": rise / n_train,

@@ -117,7 +117,9 @@ class OverfittingMonitor:
         eot = self.settings["eot"]
         fgsm = build_attack("fgsm", model, {"eps": self.eps, "eot": "auto"}, eot=eot)
         steps = self.settings["steps"]
-        pgd = build_attack("pgd_linf", model, {"eps": self.eps, "alpha": pgd_step(self.eps, steps), "steps": steps}, eot=eot)
+        pgd = build_attack(
+            "pgd_linf", model, {"eps": self.eps, "alpha": pgd_step(self.eps, steps), "steps": steps}, eot=eot
+        )
         return {"fgsm": fgsm, "pgd": pgd}
 
     def __call__(self, model: nn.Module) -> dict[str, float]:

@@ -78,7 +78,11 @@ def overfitting_lines(flags: list[dict], thresholds: dict | None = None) -> list
             size = robust.get("detectable_drop")
             line += (
                 f" (on {robust['images']} validation images over {flag['epochs_run']} epochs a fall from the best "
-                + (f"of {100 * size:.0f} pp or more would be detected)" if size is not None else "could not be detected)")
+                + (
+                    f"of {100 * size:.0f} pp or more would be detected)"
+                    if size is not None
+                    else "could not be detected)"
+                )
             )
         weak = {split: epochs for split, epochs in flag.get("pgd_above_fgsm", {}).items() if epochs}
         if weak:
