@@ -223,16 +223,35 @@ def measures_figure(table: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def sufficiency_figure(concentration: list[dict], path: Path) -> Path:
-    """The measured EOT curve the check's explanation reads: per defense, the median over images of the
-    k-draw mean gradient's cosine to the expected gradient (from disjoint k-draw means), with the threshold."""
+def sufficiency_figure(concentration: list[dict], path: Path, results: list[dict] = ()) -> Path:
+    """Left, what decides: per defense, robust accuracy at each point of the EOT sweep (the check's paired
+    test compares the evaluation's EOT with the largest). Right, what explains: the median over images of
+    the k-draw mean gradient's cosine to the expected gradient (from disjoint k-draw means), with the
+    threshold."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    palette = _palette(gc["defense"] for gc in concentration)
+    fig, (decides, explains) = plt.subplots(1, 2, figsize=(10, 3.6))
+    sweeps: dict[str, list[tuple[int, float]]] = {}
+    for r in results:
+        if r.get("sweep", {}).get("param") == "eot":
+            fractions = _per_image(r)[1]
+            if fractions:
+                sweeps.setdefault(r["defense"], []).append((int(r["sweep"]["value"]), sum(fractions) / len(fractions)))
+    palette = _palette([*sweeps, *(gc["defense"] for gc in concentration)])
+    for defense, points in sweeps.items():
+        k, accuracy = zip(*sorted(points))
+        decides.plot(k, accuracy, marker="o", color=palette[defense], label=defense)
+    if not sweeps:
+        decides.text(0.5, 0.5, "no EOT sweep: not decided", ha="center", va="center", transform=decides.transAxes)
+    decides.set_xscale("log", base=2)
+    decides.set_xlabel("EOT samples of the sweep's attack")
+    decides.set_ylabel("robust accuracy (decides)")
+    decides.set_ylim(0, 1.02)
+    if sweeps:
+        decides.legend(fontsize=7)
     for gc in concentration:
         curve = gc["sufficiency"]
-        ax.plot(
+        explains.plot(
             curve["k"],
             curve["cosine"],
             marker="o",
@@ -240,12 +259,14 @@ def sufficiency_figure(concentration: list[dict], path: Path) -> Path:
             label=f"{gc['defense']} (R = {gc['mean_resultant_length']:.2f})",
         )
     if concentration:
-        ax.axhline(concentration[0]["cosine_threshold"], color="0.4", linestyle="--", linewidth=1, label="threshold")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("EOT draws k")
-    ax.set_ylabel("cosine of a k-draw mean to the expected gradient")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7)
+        explains.axhline(
+            concentration[0]["cosine_threshold"], color="0.4", linestyle="--", linewidth=1, label="threshold"
+        )
+        explains.legend(fontsize=7)
+    explains.set_xscale("log", base=2)
+    explains.set_xlabel("EOT draws k")
+    explains.set_ylabel("cosine of a k-draw mean to the expected gradient (explains)", fontsize=8)
+    explains.set_ylim(0, 1.02)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -271,7 +292,7 @@ def write_summary(
         table.to_csv(tmp, index=False)
     write_text(out_dir / "measures.md", _markdown(table))
     measures_figure(table, out_dir / "measures_vs_robust_accuracy.png")
-    sufficiency_figure(concentration, out_dir / "eot_sufficiency.png")
+    sufficiency_figure(concentration, out_dir / "eot_sufficiency.png", results)
     checks = eot_sufficiency_checks(concentration, results)
     write_json(out_dir / "eot_checks.json", {"checks": checks, "passed": all(c["passed"] is True for c in checks)})
     return {"defenses": len(table), "checks": len(checks), "failed": sum(c["passed"] is False for c in checks)}
