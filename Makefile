@@ -11,7 +11,7 @@ CORES ?= $(shell nproc)
 # serial training chains) fill the second core (benchmarks/README.md, "The test suite").
 TEST_WORKERS ?= 2
 
-.PHONY: install run test lint bench bench-gpu bench-slurm dry-run pull
+.PHONY: install run test test-fast lint bench bench-gpu bench-slurm dry-run pull
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ dry-run: install
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
 	$(MAKE) --no-print-directory lint
+
+# Everyday tier: the unit tests, no workflow run (pytest -m "not workflow"); make test runs everything.
+test-fast: install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not workflow" -q
 
 lint: install
 	$(BIN)/ruff check .

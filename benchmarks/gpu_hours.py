@@ -27,6 +27,7 @@ import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from atop.attack_catalog import ATTACK_FACTS
 from atop.config import attack_defenses, purifier_variant
 from atop.defense_kinds import DEFENSES, split_defense
 from atop.diagnostics.settings import DISTORTION_DEFAULTS, MONITOR_DEFAULTS
@@ -43,22 +44,9 @@ def forward_flops(model, *inputs) -> float:
 
 
 def attack_gradients(attack: dict, randomized: bool) -> float:
+    """Gradient passes per image: each attack's ``cost`` in src/atop/attack_catalog.py."""
     eot = attack.get("eot", 1) if randomized else 1
-    per_method = {
-        "fgsm": 1,
-        "pgd_linf": attack.get("steps", 1),
-        "pgd_l2": attack.get("steps", 1),
-        "eot_pgd": attack.get("steps", 1) * eot,
-        "bpda_eot": attack.get("steps", 1) * eot,
-        "pgd_classifier": attack.get("steps", 1),  # gradients of the classifier alone (job() prices them)
-        "cw_classifier": attack.get("steps", 1),
-        "cw_l2": attack.get("steps", 100),
-        "stadv": attack.get("steps", 100) * eot,
-        "aa_rand": 2 * attack.get("steps", 100) * eot,
-        "aa_standard": attack.get("steps", 100) * 19 + attack.get("n_queries", 5000) / 3,
-        "square": attack.get("n_queries", 5000) / 3,
-    }
-    return per_method[attack["method"]]
+    return ATTACK_FACTS[attack["method"]].cost(attack, eot)
 
 
 def diagnostics_cost(config: dict, defense: str, attacks: dict, job, per_gradient: float) -> float:

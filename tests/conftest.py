@@ -101,6 +101,10 @@ SLOWEST_FIRST = (
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:  # a test on a built workflow is a workflow test (make test-fast leaves it out)
+        if "workflow_dir" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("workflow"):
+            item.add_marker(pytest.mark.workflow)
+
     def rank(item) -> tuple[int, int]:
         for position, name in enumerate(SLOWEST_FIRST):
             if item.nodeid.endswith(name):

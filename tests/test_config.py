@@ -144,11 +144,18 @@ def test_shipped_config_builds_its_attacks(config):
         assert built.eps == pytest.approx(params["eps"]), name
 
 
-def test_l2_methods_table_matches_the_registry():
-    from atop.attacks import ATTACKS
-    from atop.config import L2_METHODS
+def test_every_attack_is_described_once_and_built_once(schema):
+    """The catalog's facts, the builders' registry and the schema's method enum name the same attacks;
+    the tables other modules read are derived from the catalog."""
+    from atop.attack_catalog import ATTACK_FACTS, L2_METHODS, PARTIAL_GRADIENT_METHODS
+    from atop.attacks import ATTACKS, register_attack
 
-    assert L2_METHODS == {name for name in ATTACKS if ATTACKS[name].norm == "L2"}
+    assert set(ATTACKS.names()) == set(ATTACK_FACTS)
+    assert set(schema["$defs"]["attack"]["properties"]["method"]["enum"]) == set(ATTACK_FACTS)
+    assert L2_METHODS == {name for name in ATTACKS.names() if ATTACKS[name].norm == "L2"} == {"pgd_l2", "cw_l2"}
+    assert PARTIAL_GRADIENT_METHODS == {"bpda_eot", "cw_classifier", "pgd_classifier", "square"}
+    with pytest.raises(KeyError, match="unknown attack method 'my_attack'"):
+        register_attack("my_attack")
 
 
 @pytest.mark.parametrize(

@@ -382,29 +382,6 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
     assert json.loads((tmp_path / "eot_checks.json").read_text())["passed"] is False, "untested is not passed"
 
 
-def test_checks_command_adds_the_eot_sufficiency_group(tmp_path):
-    from atop.cli import main
-
-    result = _result("atop", "eot_pgd", 4) | {
-        "method": "eot_pgd",
-        "norm": "Linf",
-        "eps": 0.1,
-        "upper_bound": False,
-        "checks": {},
-        "robust": {"accuracy": 0.5, "ci95": [0.4, 0.6]},
-    }
-    (tmp_path / "r.json").write_text(json.dumps(result))
-    (tmp_path / "gc.json").write_text(json.dumps(_concentration("atop", 8)))
-    out = tmp_path / "checks.json"
-    argv = ["checks", "--results", str(tmp_path / "r.json"), "--out", str(out)]
-    assert main([*argv, "--gradient-concentration", str(tmp_path / "gc.json")]) == 0
-    summary = json.loads(out.read_text())
-    assert [c["passed"] for c in summary["eot_sufficiency"]] == [None], "no EOT sweep: no outcome"
-    assert summary["passed"] is False and any("EOT samples suffice" in f["claim"] for f in summary["failed"])
-    assert main(argv) == 0
-    assert "eot_sufficiency" not in json.loads(out.read_text()), "without diagnostics the summary is unchanged"
-
-
 # --------------------------------------------------------------------------- settings
 
 

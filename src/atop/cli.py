@@ -251,7 +251,6 @@ def cmd_evaluate(args) -> None:
 
 def cmd_checks(args) -> None:
     from .checks import cross_attack_checks, sweep_checks
-    from .diagnostics.summary import eot_sufficiency_checks
     from .io import read_json, write_json
 
     results = [read_json(path) for path in args.results]
@@ -266,9 +265,6 @@ def cmd_checks(args) -> None:
         "cross_attack": cross_attack_checks(results),
         "sweeps": sweep_checks(points),
     }
-    if args.gradient_concentration:
-        concentration = [read_json(path) for path in args.gradient_concentration]
-        summary["eot_sufficiency"] = eot_sufficiency_checks(concentration, results + points)
     failed = [c for group in summary.values() for c in group if not c["passed"]]
     summary["passed"] = not failed
     summary["failed"] = failed
@@ -552,13 +548,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("checks", cmd_checks, "cross-attack and sweep gradient-obfuscation checks")
     p.add_argument("--results", type=Path, nargs="+", required=True)
     p.add_argument("--sweeps", type=Path, nargs="*", default=[])
-    p.add_argument(
-        "--gradient-concentration",
-        type=Path,
-        nargs="*",
-        default=[],
-        help="gradient-concentration JSONs (diagnostics): adds the EOT-sufficiency checks",
-    )
     p.add_argument("--out", type=Path, required=True)
 
     p = stage("gradient-concentration", cmd_gradient_concentration, "GradDiv gradient concentration and EOT need")

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 
+from .attack_catalog import L2_METHODS  # attacks whose budget is an L2 radius (may exceed 1)
 from .defense_kinds import DEFENSES, split_defense
 
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 BUDGET_KEYS = ("eps", "alpha")
-# Attacks whose budget is an L2 radius (may exceed 1); a test keeps this in step with the registry.
-L2_METHODS = frozenset({"pgd_l2", "cw_l2"})
 
 
 class ConfigError(ValueError):

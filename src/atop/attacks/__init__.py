@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..attack_catalog import DEFAULT_EOT, AttackFacts, attack_facts
 from ..registry import Registry
 from ..torchattacks_lean import Attack, torchattacks
 from .apgd import EveryImageAPGD, EveryImageAPGDT
@@ -26,36 +27,36 @@ from .stadv import StAdv
 
 ATTACKS: Registry = Registry("attack")
 CONTEXT_PARAMETERS = ("num_classes", "seed", "draws")
-# EOT samples per gradient step when an attack's ``eot`` is "auto" on a randomized model and the
-# evaluation names none (config: evaluation.eot, whose schema default this must equal).
-DEFAULT_EOT = 4
-# What an attack differentiates: the whole defended model, the classifier at the purified image
-# (BPDA identity), the classifier alone at the input (transfer), or nothing (score-based).
-GRADIENTS = ("full", "bpda_identity", "classifier_only", "none")
 
 
 @dataclass(frozen=True)
 class AttackEntry:
     build: Callable[..., Attack]
-    norm: str  # threat model: Linf, L2 or flow; an attack taking a `norm` parameter overrides it
-    gradient: str = "full"
+    facts: AttackFacts  # norm, gradient, family, cost: src/atop/attack_catalog.py
+
+    @property
+    def norm(self) -> str:
+        return self.facts.norm
+
+    @property
+    def gradient(self) -> str:
+        return self.facts.gradient
 
     @property
     def white_box(self) -> bool:
-        return self.gradient != "none"
+        return self.facts.white_box
 
     @property
     def upper_bound(self) -> bool:
-        """Gradients skip part of the defense: the result bounds robustness from above."""
-        return self.gradient in ("bpda_identity", "classifier_only")
+        return self.facts.upper_bound
 
 
-def register_attack(name: str, norm: str, gradient: str = "full"):
-    if gradient not in GRADIENTS:
-        raise ValueError(f"attack {name!r}: gradient must be one of {GRADIENTS}, got {gradient!r}")
+def register_attack(name: str):
+    """Register ``name``'s builder; its facts are the catalog's (a builder without facts is refused)."""
+    facts = attack_facts(name)
 
     def add(build: Callable[..., Attack]):
-        ATTACKS.register(name)(AttackEntry(build, norm, gradient))
+        ATTACKS.register(name)(AttackEntry(build, facts))
         return build
 
     return add
@@ -65,27 +66,27 @@ def register_attack(name: str, norm: str, gradient: str = "full"):
 # model and 1 on a deterministic one; build_attack resolves it before a builder sees it.
 
 
-@register_attack("fgsm", norm="Linf")
+@register_attack("fgsm")
 def fgsm(model: nn.Module, eps: float, eot: int | str = "auto") -> Attack:
     """One signed-gradient step of size eps (FGSM), the gradient EOT-averaged."""
     return BatchedEOTPGD(model, eps=eps, alpha=eps, steps=1, eot_iter=eot, random_start=False)
 
 
-@register_attack("pgd_linf", norm="Linf")
+@register_attack("pgd_linf")
 def pgd_linf(
     model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True, eot: int | str = "auto"
 ) -> Attack:
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
-@register_attack("pgd_l2", norm="L2")
+@register_attack("pgd_l2")
 def pgd_l2(
     model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True, eot: int | str = "auto"
 ) -> Attack:
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start, norm="L2")
 
 
-@register_attack("cw_l2", norm="L2")
+@register_attack("cw_l2")
 def cw_l2(
     model: nn.Module,
     eps: float,
@@ -104,19 +105,19 @@ def cw_l2(
     )
 
 
-@register_attack("square", norm="Linf", gradient="none")
+@register_attack("square")
 def square(model: nn.Module, eps: float, n_queries: int = 5000, p_init: float = 0.8, *, seed: int) -> Attack:
     """Black-box score-based attack; also the obfuscation check's reference for white-box attacks."""
     return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=n_queries, p_init=p_init, n_restarts=1, seed=seed)
 
 
-@register_attack("eot_pgd", norm="Linf")
+@register_attack("eot_pgd")
 def eot_pgd(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, random_start: bool = True):
     """Full-gradient PGD through the whole (randomized) model with batched EOT."""
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
-@register_attack("bpda_eot", norm="Linf", gradient="bpda_identity")
+@register_attack("bpda_eot")
 def bpda_eot(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, random_start: bool = True):
     """EOT-PGD with the purifier's backward pass as identity: an upper bound on robustness."""
     if not hasattr(model, "purify"):
@@ -131,7 +132,7 @@ def _classifier_of(method: str, model: nn.Module) -> nn.Module:
     return model.classifier
 
 
-@register_attack("pgd_classifier", norm="Linf", gradient="classifier_only")
+@register_attack("pgd_classifier")
 def pgd_classifier(model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True) -> Attack:
     """PGD-Linf (CE) on the classifier ALONE; the examples are then scored on the whole defense.
 
@@ -141,7 +142,7 @@ def pgd_classifier(model: nn.Module, eps: float, alpha: float, steps: int, rando
     return BatchedEOTPGD(classifier, eps=eps, alpha=alpha, steps=steps, eot_iter=1, random_start=random_start)
 
 
-@register_attack("cw_classifier", norm="Linf", gradient="classifier_only")
+@register_attack("cw_classifier")
 def cw_classifier(model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True) -> Attack:
     """PGD-Linf on the CW margin loss of the classifier ALONE (the paper's CW-100), scored on the defense.
 
@@ -164,7 +165,7 @@ def _target_count(num_classes: int) -> int:
     return min(9, num_classes - 1)
 
 
-@register_attack("aa_standard", norm="Linf")
+@register_attack("aa_standard")
 def aa_standard(
     model: nn.Module,
     eps: float,
@@ -199,7 +200,7 @@ def aa_standard(
     return WorstCaseEnsemble(model, attacks, draws=draws)
 
 
-@register_attack("aa_rand", norm="Linf")
+@register_attack("aa_rand")
 def aa_rand(
     model: nn.Module,
     eps: float,
@@ -222,7 +223,7 @@ def aa_rand(
     return WorstCaseEnsemble(model, attacks, draws=draws)
 
 
-@register_attack("stadv", norm="flow")
+@register_attack("stadv")
 def stadv(
     model: nn.Module,
     bound: float = 0.05,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ..attack_catalog import PARTIAL_GRADIENT_METHODS
 from ..config import ConfigError, number
 
 MAX_EOT = 1024  # the largest EOT the expected-cosine curve of gradient concentration is read up to
 
-# Attacks whose gradient runs through the whole defense: the pictures show "the full-gradient
-# adversarial example", so the diagnostics attack must be one (tests keep this in step with the registry).
-PARTIAL_GRADIENT_METHODS = frozenset({"bpda_eot", "cw_classifier", "pgd_classifier", "square"})
+# The diagnostics attack must follow the full gradient through the defense (the pictures show "the
+# full-gradient adversarial example"): not one of PARTIAL_GRADIENT_METHODS (src/atop/attack_catalog.py).
+__all__ = ["PARTIAL_GRADIENT_METHODS", "check_diagnostics"]
 
 
 def check_diagnostics(config: dict) -> None:

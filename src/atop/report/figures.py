@@ -42,10 +42,6 @@ def defense_colour(name: str) -> tuple[float, float, float]:
     return sns.color_palette("husl", 12)[digest % 12]
 
 
-def defense_palette(names) -> dict[str, tuple[float, float, float]]:
-    return {name: defense_colour(name) for name in names}
-
-
 def save_figure(fig, stem: Path) -> list[Path]:
     """The figure as ``stem.png`` and ``stem.svg``, each written atomically."""
     written = []

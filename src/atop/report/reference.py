@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..attack_catalog import paper_family
 from ..config import number
 from ..stats import equivalence
 from .results import main_results
@@ -48,13 +49,14 @@ def load_reference(paths) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-# The paper's RT x FT ablation names its classifier-only transfer attacks by their loss
-# (PGD-1000, CW-100); the run's registry names them pgd_classifier and cw_classifier.
-PAPER_FAMILY = {"pgd_classifier": "pgd", "cw_classifier": "cw"}
-
-
 def _paper_family(main: pd.DataFrame) -> pd.Series:
-    return main["method"].map(PAPER_FAMILY).fillna(main["attack_family"])
+    """The paper's RT x FT ablation names its classifier-only transfer attacks by their loss (PGD-1000,
+    CW-100): each attack's ``paper_family`` in src/atop/attack_catalog.py."""
+    return pd.Series(
+        [paper_family(str(m), f) for m, f in zip(main["method"], main["attack_family"], strict=True)],
+        index=main.index,
+        dtype=object,
+    )
 
 
 def _budget_text(eps: float) -> str:

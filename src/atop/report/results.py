@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..attack_catalog import attack_family
 from ..config import ConfigError, number
 
 log = logging.getLogger("atop.report")
@@ -22,25 +23,6 @@ log = logging.getLogger("atop.report")
 KIND_ORDER = ("standard", "at", "ap", "atop")
 RT_ORDER = ("rt1", "rt2", "rt3")
 PURIFIER_ORDER = ("gan", "ae")
-
-# Attack methods grouped into the families the paper's tables name, so a run's
-# `aa_standard` meets the paper's "AutoAttack" row and `cw_l2` its "CW" row.
-ATTACK_FAMILY = {
-    "fgsm": "fgsm",
-    "pgd_linf": "pgd",
-    "pgd": "pgd",
-    "pgd_l2": "pgd_l2",
-    "eot_pgd": "pgd_eot",
-    "bpda_eot": "pgd_eot",
-    "bpda_pgd": "pgd",
-    "cw": "cw",
-    "cw_l2": "cw",
-    "aa_standard": "autoattack",
-    "aa_rand": "autoattack",
-    "autoattack": "autoattack",
-    "square": "square",
-    "stadv": "stadv",
-}
 
 
 @dataclass(frozen=True)
@@ -161,7 +143,7 @@ def result_row(result: dict, path: str, purifier: str | None = None, rt: str | N
     _, clean_fractions = _per_image(result, "clean_correct_fraction")
     setting = parse_defense(str(result["defense"]), result.get("purifier") or purifier, result.get("transform") or rt)
     method = str(result.get("method") or result["attack"])
-    family = ATTACK_FAMILY.get(method) or ATTACK_FAMILY.get(method.removeprefix("bpda_"), method.removeprefix("bpda_"))
+    family = attack_family(method)
     sweep = result.get("sweep") if isinstance(result.get("sweep"), dict) else {}
     seed = result.get("seed")
     return {

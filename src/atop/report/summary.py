@@ -35,7 +35,8 @@ import pandas as pd
 
 from ..stats import Interval, PairedTest, SeedTest, clustered_sign_test, detectable_difference, holm, image_bootstrap
 from ..stats import seed_test as method_test
-from .results import RT_ORDER, main_results
+from .claims import CLAIMS, ClaimSpec, matches
+from .results import main_results
 from .tables import (
     ALL_DRAWS,
     DRAW_MEAN,
@@ -457,81 +458,27 @@ def _common(labels: tuple[str | None, ...]):
     return attacks_of
 
 
-def _same(a, b, key: str) -> bool:
-    return (pd.isna(a[key]) and pd.isna(b[key])) or a[key] == b[key]
-
-
-def _same_setting(kind_a, kind_b):
-    return lambda a, b: a["kind"] == kind_a and b["kind"] == kind_b and _same(a, b, "purifier") and _same(a, b, "rt")
-
-
-def _kinds(kind_a, kind_b):
-    return lambda a, b: a["kind"] == kind_a and b["kind"] == kind_b
+def _comparisons(frame: pd.DataFrame, spec: ClaimSpec, gradient_pairs: list[Comparison], labelled: bool):
+    """The comparisons that test one claim (claims.py), and what to say when there are none."""
+    if spec.metric == "gradient":
+        return gradient_pairs, spec.why_not
+    if spec.needs_labels and not labelled:
+        return [], "the results carry no seen/unseen labels"
+    pairs = _pairs(frame, lambda a, b: matches(spec, a, b))
+    if spec.metric == "clean":
+        return _clean_comparisons(frame, pairs), spec.why_not
+    scope = "" if None in spec.attacks else "unseen "
+    return _robust_comparisons(frame, pairs, _common(spec.attacks), scope), spec.why_not
 
 
 def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.DataFrame, dataset: str) -> list[Claim]:
-    any_label = (None, "seen", "unseen")
-    labelled = full_gradient(frame)["seen"].notna().any()
-    no_labels = "the results carry no seen/unseen labels"
-    specs = [
-        (
-            "ft_improves_over_ap",
-            "Fine-tuning the purifier (AToP) makes the defense more robust than purification alone (AP).",
-            _robust_comparisons(frame, _pairs(frame, _same_setting("atop", "ap")), _common(any_label), ""),
-            "no AToP / AP pair with the same purifier and RT has results",
-        ),
-        (
-            "atop_over_standard",
-            "AToP is more robust than the undefended classifier.",
-            _robust_comparisons(frame, _pairs(frame, _kinds("atop", "standard")), _common(any_label), ""),
-            "no AToP and standard results on the same attack",
-        ),
-        (
-            "atop_generalises_beyond_at",
-            "AToP generalises to unseen attacks: it beats adversarial training (AT) on attacks neither was trained on.",
-            _robust_comparisons(frame, _pairs(frame, _kinds("atop", "at")), _common(("unseen",)), "unseen ")
-            if labelled
-            else [],
-            no_labels if not labelled else "no AT defense with unseen-attack results next to AToP",
-        ),
-        (
-            "ft_gain_holds_on_unseen",
-            "Fine-tuning's gain over AP holds on unseen attacks (RT keeps FT from over-fitting to its attack).",
-            _robust_comparisons(frame, _pairs(frame, _same_setting("atop", "ap")), _common(("unseen",)), "unseen ")
-            if labelled
-            else [],
-            no_labels if not labelled else "no AToP / AP pair has unseen-attack results",
-        ),
-        (
-            "atop_keeps_clean_accuracy_over_at",
-            "AToP keeps a higher clean accuracy than adversarial training (AT).",
-            _clean_comparisons(frame, _pairs(frame, _kinds("atop", "at"))),
-            "no AT defense next to AToP",
-        ),
-        (
-            "rt2_best",
-            "RT2 (noise + mask) is the best random transform for AToP.",
-            _robust_comparisons(frame, _pairs(frame, _rt2_against_other_rt), _common(any_label), ""),
-            "AToP was not run with RT2 and another RT on the same purifier",
-        ),
-        (
-            "gan_over_ae",
-            "The GAN purifier is more robust than the AE purifier (same RT and FT).",
-            _robust_comparisons(frame, _pairs(frame, _gan_against_ae), _common(any_label), ""),
-            "the run has no GAN / AE pair",
-        ),
-        (
-            "classifier_only_overstates",
-            "Attacks on the classifier only (BPDA) overstate robustness: full-gradient attacks on the whole system are stronger.",
-            gradient_pairs,
-            "no classifier-only (BPDA) result next to a full-gradient one",
-        ),
-    ]
+    labelled = bool(full_gradient(frame)["seen"].notna().any())
+    tested = [(spec, *_comparisons(frame, spec, gradient_pairs, labelled)) for spec in CLAIMS]
     # one family for Holm: every paired comparison of the report
-    family = with_holm([c for _, _, comparisons, _ in specs for c in comparisons])
+    family = with_holm([c for _, comparisons, _ in tested for c in comparisons])
     judged, at = [], 0
-    for key, statement, comparisons, why_not in specs:
-        judged.append(judge(key, statement, family[at : at + len(comparisons)], why_not))
+    for spec, comparisons, why_not in tested:
+        judged.append(judge(spec.key, spec.statement, family[at : at + len(comparisons)], why_not))
         at += len(comparisons)
     return [*judged, _reproduces(reference, dataset, len(seeds_of(main_results(frame))))]
 
@@ -544,25 +491,6 @@ def _clean_comparisons(frame, pairs) -> list[Comparison]:
         if found:
             comparisons.append(found)
     return comparisons
-
-
-def _rt2_against_other_rt(a, b) -> bool:
-    return (
-        a["kind"] == b["kind"] == "atop"
-        and _same(a, b, "purifier")
-        and a["rt"] == "rt2"
-        and b["rt"] in RT_ORDER
-        and b["rt"] != "rt2"
-    )
-
-
-def _gan_against_ae(a, b) -> bool:
-    return (
-        a["kind"] == b["kind"]
-        and a["kind"] in ("ap", "atop")
-        and _same(a, b, "rt")
-        and (a["purifier"], b["purifier"]) == ("gan", "ae")
-    )
 
 
 def gradient_comparisons(frame: pd.DataFrame) -> list[Comparison]:
