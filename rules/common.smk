@@ -12,6 +12,7 @@ from atop.config import (
     ConfigError,
     attack_defenses,
     check_config,
+    check_device,
     full_seeds,
     number,
     purifier_variant,
@@ -22,6 +23,9 @@ from atop.code_closure import command_code_version
 
 try:
     check_config(config)
+    # Jobs run on this machine: a device it lacks fails them all (a cluster's nodes have their own).
+    if workflow.local_exec:
+        check_device(config)
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -392,3 +393,60 @@ def test_damaged_prepared_dataset_is_detected_and_never_used(tmp_path, caplog, d
     assert code == 1
     assert str(data) in caplog.text and "rerun prepare_data" in caplog.text
     assert not checkpoint.exists() and not (tmp_path / "curve.csv").exists()
+
+
+# --------------------------------------------------------------------------- mistakes caught before any job
+# Issue 27: a config a job would refuse is refused by the DAG's own validation (`snakemake -n` says so,
+# naming the key), so no job starts and no finished output is removed.
+
+
+def _dry_run(folder: Path, config: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    configfile = write_config(folder, config)
+    return run_snakemake(folder, "-n", "all", "--configfile", str(configfile), *args, env=env)
+
+
+def _set(config: dict, dotted: str, value) -> dict:
+    *parents, leaf = dotted.split(".")
+    section = config
+    for key in parents:
+        section = section[key]
+    section[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data.test_size", 5000, r"data\.val_size \+ data\.test_size = 40 \+ 5000 = 5040 leaves no training images"),
+        ("data.limit", None, None),  # without the limit the whole 1797 digits are there: valid
+        ("evaluation.n_samples", 5000, r"evaluation\.n_samples = 5000 exceeds data\.test_size = 60"),
+        ("evaluation.sweeps.eps.n_samples", 61, r"evaluation\.sweeps\.eps\.n_samples = 61 exceeds data\.test_size"),
+        ("finetune.eps", "8/0", r"finetune\.eps: '8/0' is neither a number nor a fraction"),
+        ("data.dataset", "cifar10", r"data\.image_size = 16: cifar10 images are 32x32"),
+    ],
+)
+def test_config_a_job_would_refuse_is_refused_by_the_dry_run(workflow_dir, key, value, message):
+    run = _dry_run(workflow_dir, _set(tiny_config(), key, value))
+    if message is None:
+        assert run.returncode == 0, run.stderr[-2000:]
+        return
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert re.search(message, output), output[-2000:]
+    assert len(output.strip().splitlines()) < 10, output  # the key, not a schema dump
+
+
+def test_cuda_on_a_machine_without_one_is_refused_by_the_dry_run(workflow_dir):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, whatever this machine has
+    run = _dry_run(workflow_dir, _set(tiny_config(), "device", "cuda"), env=env)
+    assert run.returncode != 0
+    assert "device = 'cuda', but this machine shows no CUDA device" in run.stdout + run.stderr, run.stdout[-2000:]
+    assert _dry_run(workflow_dir, _set(tiny_config(), "device", "cpu"), env=env).returncode == 0
+
+
+def test_provided_weights_that_do_not_exist_are_refused_by_the_dry_run(workflow_dir):
+    config = tiny_config()
+    config["classifier"]["pretrained"] = {"path": "Standard.pt", "sha256": "a" * 64}
+    run = _dry_run(workflow_dir, config)
+    assert run.returncode != 0
+    assert "classifier.pretrained.path = 'Standard.pt': no such file" in run.stdout + run.stderr, run.stdout[-2000:]

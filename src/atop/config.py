@@ -5,7 +5,10 @@ Torch-free on purpose: the Snakefile imports it while building the DAG.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from pathlib import Path
 
 from .defense_kinds import DEFENSES, split_defense
 
@@ -44,7 +47,7 @@ def check_config(config: dict) -> None:
     for key, value in budgets.items():
         if value is None:
             continue
-        resolved = number(value)
+        resolved = _keyed_number(key, value)
         if not 0 <= resolved <= 1:
             raise ConfigError(f"{key} = {value!r} is {resolved:.4g}, outside the [0, 1] pixel scale")
     attacks = config["evaluation"]["attacks"]
@@ -54,7 +57,7 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}.attack = {sweep['attack']!r} is not in evaluation.attacks ({', '.join(attacks)})")
         if sweep["param"] not in attacks[sweep["attack"]]:
             raise ConfigError(f"{key}.param = {sweep['param']!r}: attack {sweep['attack']!r} has no such parameter")
-        values = [number(v) for v in sweep["values"]]
+        values = [_keyed_number(f"{key}.values", v) for v in sweep["values"]]
         linf = attacks[sweep["attack"]]["method"] not in L2_METHODS and attacks[sweep["attack"]].get("norm") != "L2"
         if sweep["param"] == "eps" and linf and not all(0 <= v <= 1 for v in values):
             raise ConfigError(f"{key}.values must lie on the [0, 1] pixel scale")
@@ -75,6 +78,93 @@ def check_config(config: dict) -> None:
     _check_defenses(config)
     _check_replicates(config)
     _check_verdicts(config)
+    _check_data(config)
+    _check_provided_files(config)
+
+
+def _keyed_number(key: str, value):
+    try:
+        return number(value)
+    except ConfigError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
+# Images of each dataset: (all images, those of the upstream test split; None where the
+# test split is drawn at random). What prepare_data's split needs, known before any job.
+DATASET_SIZES = {
+    "digits": (1797, None),
+    "cifar10": (60000, 10000),
+    "cifar100": (60000, 10000),
+    "imagenette": (13394, 3925),
+}
+# Datasets whose images have one fixed size (data.py refuses any other data.image_size).
+FIXED_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
+
+
+def _check_data(config: dict) -> None:
+    """What prepare_data and the evaluation would refuse (or silently shrink) at run time, now."""
+    data = config["data"]
+    name, val, test = data["dataset"], data.get("val_size"), data.get("test_size")
+    size = data.get("image_size")
+    if name in FIXED_IMAGE_SIZE and size is not None and size != FIXED_IMAGE_SIZE[name]:
+        raise ConfigError(
+            f"data.image_size = {size}: {name} images are {FIXED_IMAGE_SIZE[name]}x{FIXED_IMAGE_SIZE[name]}"
+        )
+    if val is None or test is None or name not in DATASET_SIZES:
+        return
+    total, upstream_test = DATASET_SIZES[name]
+    limit = data.get("limit")
+    kept = total if not limit else min(limit, total)
+    where = f"the {kept} images data.limit keeps" if limit and limit < total else f"the {total} {name} images"
+    if val + test >= kept:
+        raise ConfigError(
+            f"data.val_size + data.test_size = {val} + {test} = {val + test} leaves no training images of {where}"
+        )
+    if upstream_test is not None and not limit:
+        if test > upstream_test:
+            raise ConfigError(
+                f"data.test_size = {test} exceeds the {upstream_test} images of {name}'s upstream test split"
+            )
+        if val >= total - upstream_test:
+            raise ConfigError(
+                f"data.val_size = {val} leaves none of the {total - upstream_test} upstream training images of {name}"
+            )
+    evaluation = config["evaluation"]
+    counts = {"evaluation.n_samples": evaluation.get("n_samples")}
+    counts |= {f"evaluation.sweeps.{k}.n_samples": s.get("n_samples") for k, s in evaluation.get("sweeps", {}).items()}
+    for key, n in counts.items():
+        if n is not None and n > test:
+            raise ConfigError(
+                f"{key} = {n} exceeds data.test_size = {test}: only {test} test images exist to score "
+                f"(lower {key} or raise data.test_size)"
+            )
+
+
+def _check_provided_files(config: dict) -> None:
+    """User-provided weights the training jobs would load: they must exist before any job runs."""
+    provided = {"classifier.pretrained.path": (config["classifier"].get("pretrained") or {}).get("path")}
+    for variant, purifier in config.get("purifiers", {}).items():
+        provided[f"purifiers.{variant}.init_weights.path"] = (purifier.get("init_weights") or {}).get("path")
+    for key, path in provided.items():
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{key} = {path!r}: no such file")
+
+
+def gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU to its processes, without importing torch (DAG time)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
+
+
+def check_device(config: dict, gpu: bool | None = None) -> None:
+    """A ``cuda`` device the jobs would not find is refused before any job (jobs run on this machine)."""
+    device = config.get("device", "auto")
+    if device.startswith("cuda") and not (gpu_visible() if gpu is None else gpu):
+        raise ConfigError(
+            f"device = {device!r}, but this machine shows no CUDA device (no /dev/nvidia0, no nvidia-smi, "
+            "or CUDA_VISIBLE_DEVICES is empty): use device: auto (a GPU when there is one) or cpu"
+        )
 
 
 def seed_plan(config: dict, seed: int) -> tuple[list[str], list[str]]:
