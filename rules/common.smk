@@ -20,6 +20,7 @@ from atop.config import (
 )
 from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
 from atop.code_closure import command_code_version
+from atop.previous_outputs import PreviousOutputs
 
 try:
     check_config(config)
@@ -28,6 +29,30 @@ try:
         check_device(config)
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}")
+
+# Finished outputs survive a failed job: kept before any job runs, given back to the jobs that
+# failed (Snakemake removes a job's outputs before running it; src/atop/previous_outputs.py).
+PREVIOUS_OUTPUTS = PreviousOutputs(workflow)
+
+
+onstart:
+    PREVIOUS_OUTPUTS.keep()
+
+
+onsuccess:
+    PREVIOUS_OUTPUTS.discard()
+
+
+onerror:
+    restored = PREVIOUS_OUTPUTS.restore()
+    if restored:
+        print(
+            f"The failed jobs' previous outputs are back in place ({len(restored)} files, as before this run):",
+            *restored,
+            sep="\n    ",
+            file=sys.stderr,
+        )
+
 
 EXPERIMENT = config["experiment"]
 # Training-seed replicates: each seed trains and evaluates its own models on the same images;

@@ -409,7 +409,7 @@ def _set(config: dict, dotted: str, value) -> dict:
     *parents, leaf = dotted.split(".")
     section = config
     for key in parents:
-        section = section[key]
+        section = section.setdefault(key, {})
     section[leaf] = value
     return config
 
@@ -450,3 +450,59 @@ def test_provided_weights_that_do_not_exist_are_refused_by_the_dry_run(workflow_
     run = _dry_run(workflow_dir, config)
     assert run.returncode != 0
     assert "classifier.pretrained.path = 'Standard.pt': no such file" in run.stdout + run.stderr, run.stdout[-2000:]
+
+
+# --------------------------------------------------------------------------- finished work survives a failed rerun
+
+
+def _outputs(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every output of the experiment (not the jobs' logs and benchmarks): its bytes and modification time."""
+    files = [*(folder / "results" / "tiny").rglob("*"), *(folder / "models" / "tiny").rglob("*")]
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in files
+        if p.is_file() and not {"logs", "benchmarks"} & set(p.relative_to(folder).parts) and p.suffix != ".resume"
+    }
+
+
+# One config change per stage, each making that stage's jobs rerun; the reruns fail on purpose after
+# writing their new outputs (ATOP_FAIL_COMMANDS: the worst moment), which a valid config cannot cause.
+FAILED_RERUNS = [
+    ("prepare_data", "data.split_seed", 1),
+    ("train_classifier, train_adversarial", "classifier.lr", 2.0e-3),
+    ("pretrain_purifier", "purifiers.gan-rt2.pretrain.l1_weight", 2.0),
+    ("finetune_purifier", "finetune.ce_weight", 0.25),
+    ("evaluate", "evaluation.attacks.eot_pgd.steps", 2),
+    ("robustness_measures", "diagnostics.measures.n_images", 4),
+    ("report", "verdicts.equivalence_margin", 0.1),
+]
+
+
+@pytest.mark.workflow
+def test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were(workflow_dir):
+    """Complete run; then, stage by stage, a config change whose rerun fails: every previous output is back,
+    byte for byte with its modification time, and with the old config `snakemake -n` wants nothing."""
+    folder = workflow_dir
+    config = _interruptible_config()
+    config["evaluation"]["defenses"] = ["standard", "at", "atop"]
+    configfile = write_config(folder, config)
+    run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
+    assert run.returncode == 0, run.stderr[-3000:]
+    before = _outputs(folder)
+    assert any(name.endswith(".pt") for name in before) and any("report" in name for name in before)
+
+    env = {**os.environ, "ATOP_FAIL_COMMANDS": "*"}
+    for stage, key, value in FAILED_RERUNS:
+        changed_config = _interruptible_config()
+        changed_config["evaluation"]["defenses"] = ["standard", "at", "atop"]
+        changed = write_config(folder, _set(changed_config, key, value), name="changed.yaml")
+        failed = run_snakemake(folder, "--cores", "2", "--keep-going", "all", "--configfile", str(changed), env=env)
+        assert failed.returncode != 0, f"{stage}: the rerun did not fail\n{failed.stderr[-2000:]}"
+        assert "previous outputs are back in place" in failed.stderr, f"{stage}\n{failed.stderr[-3000:]}"
+        after = _outputs(folder)
+        assert after.keys() >= before.keys(), f"{stage}: lost {sorted(before.keys() - after.keys())}"
+        changed_files = [name for name in before if after[name] != before[name]]
+        assert not changed_files, f"{stage}: changed {changed_files}"
+        dry = run_snakemake(folder, "-n", "all", "--configfile", str(configfile))
+        assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, f"{stage}\n{dry.stdout[-3000:]}"
+        assert not (folder / ".snakemake" / "atop-previous").exists()
