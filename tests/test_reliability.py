@@ -506,3 +506,46 @@ def test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were(wor
         dry = run_snakemake(folder, "-n", "all", "--configfile", str(configfile))
         assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, f"{stage}\n{dry.stdout[-3000:]}"
         assert not (folder / ".snakemake" / "atop-previous").exists()
+
+
+def _messages(run: subprocess.CompletedProcess) -> str:
+    return run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda c: c.update(evalution=c.pop("evaluation")),
+            "unknown key 'evalution' at the top level; did you mean 'evaluation'?",
+        ),
+        (
+            lambda c: c["data"].update(val_sise=c["data"].pop("val_size")),
+            "unknown key 'val_sise' in data; did you mean 'val_size'?",
+        ),
+        (lambda c: c["evaluation"]["attacks"]["fgsm"].update(method="fgssm"), "did you mean 'fgsm'?"),
+        (lambda c: [c.pop(k) for k in ("data", "classifier", "finetune")], "--configfile replaces config/config.yaml"),
+    ],
+    ids=["top-level typo", "nested typo", "misspelt method", "partial config"],
+)
+def test_schema_mistakes_name_the_file_and_key_in_a_few_lines(workflow_dir, edit, expected):
+    config = tiny_config()
+    edit(config)
+    run = _dry_run(workflow_dir, config)
+    output = _messages(run)
+    assert run.returncode != 0
+    assert expected in output and "test.yaml: " in output, output[-3000:]
+    assert len(output.strip().splitlines()) < 12, output  # no schema dump
+
+
+def test_command_line_overrides_take_yaml_values(workflow_dir):
+    """--config seeds=[0,1] is a list of integers and nested values are numbers, validated like the file."""
+    configfile = write_config(workflow_dir, tiny_config())
+    args = ("-n", "--configfile", str(configfile), "--config", "seeds=[0,1]", "evaluation={n_samples: 10}", "--")
+    run = run_snakemake(workflow_dir, *args, "all")
+    assert run.returncode == 0, _messages(run)[-3000:]
+    assert "seed1" in run.stdout  # the second seed's jobs are planned
+    bad = run_snakemake(
+        workflow_dir, "-n", "--configfile", str(configfile), "--config", "evaluation={n_samples: 500}", "--", "all"
+    )
+    assert bad.returncode != 0 and "evaluation.n_samples = 500 exceeds data.test_size = 60" in _messages(bad)

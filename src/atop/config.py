@@ -280,3 +280,137 @@ def _check_defenses(config: dict) -> None:
             raise ConfigError(f"{key} {unknown} are neither defense kinds nor in evaluation.defenses")
         if not attack_defenses(config, attack):
             raise ConfigError(f"{key} {selectors} select none of evaluation.defenses")
+
+
+# --------------------------------------------------------------------------- the config as the user wrote it
+
+
+def typed_overrides(overrides: dict) -> dict:
+    """``--config`` values as YAML, the way the config file reads them (``seeds=[0,1]``: a list of ints).
+
+    Snakemake keeps the strings inside a list or mapping as strings (``['0', '1']``); each string is
+    read again as a YAML value (``'8/255'`` stays a string, ``'null'`` becomes None).
+    """
+
+    def typed(value):
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, str):
+            import yaml
+
+            try:
+                return yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError:
+                return value
+        return value
+
+    return {key: typed(value) for key, value in overrides.items()}
+
+
+def merge(config: dict, overrides: dict) -> None:
+    """Nested mappings merge key by key (as Snakemake merges --config); other values replace."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            merge(config[key], value)
+        else:
+            config[key] = value
+
+
+def _schema_at(schema: dict, path) -> dict:
+    """The sub-schema describing the config at ``path`` (properties, additionalProperties, items)."""
+    node = schema
+    for part in path:
+        if isinstance(part, int):
+            node = node.get("items", {})
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return {}
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def config_errors(config: dict, schema: dict) -> list[str]:
+    """Schema violations, one line each, naming the key; an unknown key gets the nearest valid names."""
+    import difflib
+
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import relevance
+
+    messages, suggested = [], set()
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=relevance)
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = sorted(_schema_at(schema, path).get("properties", {}))
+            for key in sorted(set(error.instance) - set(known)):
+                near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+                suggested |= {_dotted([*path, n]) for n in near}
+                hint = f"did you mean {' or '.join(map(repr, near))}?" if near else f"valid keys: {', '.join(known)}"
+                where = f"in {_dotted(path)}" if path else "at the top level"
+                messages.append(f"unknown key {key!r} {where}; {hint}")
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            continue
+        if error.validator == "required":
+            missing = [_dotted([*path, k]) for k in error.validator_value if k not in error.instance]
+            messages += [f"missing key {key}" for key in missing if key not in suggested]
+            continue
+        if error.validator == "enum":
+            choices = [str(v) for v in error.validator_value]
+            near = difflib.get_close_matches(str(error.instance), choices, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            messages.append(f"{_dotted(path)} = {error.instance!r} is not one of {', '.join(choices)}{hint}")
+            continue
+        short = not isinstance(error.instance, (dict, list)) or len(str(error.instance)) < 80
+        value = f" = {error.instance!r}" if short else ""
+        text = error.message if len(error.message) < 200 else error.message[:200] + "..."
+        messages.append(f"{_dotted(path)}{value}: {text}")
+    return list(dict.fromkeys(messages))
+
+
+def check_schema(config: dict, schema_path, source: str, replaced_default: str | None = None) -> None:
+    """Raise :class:`ConfigError` with one line per schema violation, naming ``source`` (the file)."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = config_errors(config, schema)
+    if not errors:
+        return
+    lines = [f"{source}: {message}" for message in errors[:5]]
+    if len(errors) > 5:
+        lines.append(f"... and {len(errors) - 5} more")
+    missing = [e for e in errors if e.startswith("missing key ")]
+    if len(missing) >= 2 and replaced_default:
+        lines.append(
+            f"(--configfile replaces {replaced_default}, it is not merged into it: a config file is a whole "
+            f"experiment; start from a copy of {replaced_default} and change what differs)"
+        )
+    raise ConfigError("\n".join(lines))
+
+
+DEFAULT_CONFIGFILE = "config/config.yaml"
+
+
+def config_source(workflow) -> tuple[str, str | None]:
+    """(what the config was read from, the default file a --configfile replaced or None), for messages."""
+    files = []
+    for path in workflow.config_settings.configfiles:
+        try:
+            files.append(str(Path(path).relative_to(Path.cwd())))
+        except ValueError:
+            files.append(str(path))
+    source = ", ".join(files) or DEFAULT_CONFIGFILE
+    if workflow.config_settings.config:
+        source += f" with --config {' '.join(workflow.config_settings.config)}"
+    return source, DEFAULT_CONFIGFILE if files else None
