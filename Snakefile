@@ -11,7 +11,6 @@ sys.path.insert(0, f"{workflow.basedir}/src")
 
 from atop.config import ConfigError, check_schema, config_source, merge, typed_overrides
 
-
 # The embedded default, unless --configfile names another experiment (a preset is
 # complete on its own: merging it into the default would mix two experiments).
 if not workflow.config_settings.configfiles:
@@ -24,7 +23,9 @@ merge(config, typed_overrides(dict(workflow.config_settings.config)))
 # One line per mistake naming the file and the key (nearest valid names for a typo), before
 # Snakemake's own validation fills in the defaults.
 try:
-    check_schema(config, f"{workflow.basedir}/config/schema.yaml", *config_source(workflow))
+    check_schema(
+        config, f"{workflow.basedir}/config/schema.yaml", *config_source(workflow)
+    )
 except ConfigError as error:
     raise WorkflowError(f"invalid config:\n{error}")
 validate(config, "config/schema.yaml", set_default=True)
