@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -549,3 +550,58 @@ def test_command_line_overrides_take_yaml_values(workflow_dir):
         workflow_dir, "-n", "--configfile", str(configfile), "--config", "evaluation={n_samples: 500}", "--", "all"
     )
     assert bad.returncode != 0 and "evaluation.n_samples = 500 exceeds data.test_size = 60" in _messages(bad)
+
+
+# --------------------------------------------------------------------------- every error names its file
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("nan", r"robust\.accuracy = nan is not an accuracy in \[0, 1\]"),
+        ("above its interval", r"robust\.accuracy = 0\.95 lies outside its own robust\.ci95"),
+        ("truncated", r"not valid JSON \(truncated\?\)"),
+    ],
+)
+def test_damaged_result_is_named_with_its_field_and_counted_missing(tmp_path, caplog, damage, reason):
+    """A result no evaluation writes (NaN, robust above its own interval, cut short): the report names the
+    file and the field, leaves it out, and counts it missing (the log agrees)."""
+    from report_fixtures import make_result, write_results
+
+    caplog.set_level(logging.INFO)
+    results = [make_result(d, a, 0.3, n=64) for d in ("standard", "ap", "atop") for a in ("fgsm", "pgd")]
+    paths = write_results(tmp_path, results)
+    damaged = paths[-1]
+    result = json.loads(damaged.read_text())
+    if damage == "nan":
+        result["robust"]["accuracy"] = float("nan")
+        damaged.write_text(json.dumps(result))
+    elif damage == "above its interval":
+        result["robust"]["accuracy"] = 0.95  # above clean 0.9, its interval still around 0.3
+        damaged.write_text(json.dumps(result))
+    else:
+        damaged.write_text(damaged.read_text()[:100])
+    args = ["report", "--experiment", "faults", "--dataset", "digits", "--results", str(tmp_path / "eval")]
+    args += ["--expected", *map(str, paths), "--out-dir", str(tmp_path / "report")]
+    assert cli.main(args) == 0
+    problem = next(line for line in caplog.text.splitlines() if str(damaged) in line and "unreadable" in line)
+    assert re.search(reason, problem), problem
+    assert "(6 results, 1 missing)" not in caplog.text and "(5 results, 1 missing)" in caplog.text
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["missing"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero bytes"])
+def test_damaged_checkpoint_is_named_with_a_reason(tmp_path, caplog, damage):
+    from atop.errors import CheckpointError
+    from atop.io import load_checkpoint, save_checkpoint
+
+    checkpoint = tmp_path / "classifier.pt"
+    save_checkpoint(checkpoint, {"w": torch.zeros(64, 64)}, {"kind": "classifier"})
+    raw = checkpoint.read_bytes()
+    checkpoint.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(checkpoint)
+    message = str(info.value)
+    assert str(checkpoint) in message and "delete it and rerun the rule that makes it" in message
+    assert ("is empty (0 bytes)" if damage == "zero bytes" else "truncated or damaged") in message
+    assert "Invalid argument" not in message.split("(")[0]
