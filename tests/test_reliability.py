@@ -422,6 +422,11 @@ def _set(config: dict, dotted: str, value) -> dict:
         ("data.limit", None, None),  # without the limit the whole 1797 digits are there: valid
         ("evaluation.n_samples", 5000, r"evaluation\.n_samples = 5000 exceeds data\.test_size = 60"),
         ("evaluation.sweeps.eps.n_samples", 61, r"evaluation\.sweeps\.eps\.n_samples = 61 exceeds data\.test_size"),
+        (
+            "diagnostics.measures.n_images",
+            41,
+            r"diagnostics\.measures\.n_images = 41 exceeds evaluation\.n_samples = 40",
+        ),
         ("finetune.eps", "8/0", r"finetune\.eps: '8/0' is neither a number nor a fraction"),
         ("data.dataset", "cifar10", r"data\.image_size = 16: cifar10 images are 32x32"),
     ],

@@ -132,6 +132,13 @@ def _check_data(config: dict) -> None:
     evaluation = config["evaluation"]
     counts = {"evaluation.n_samples": evaluation.get("n_samples")}
     counts |= {f"evaluation.sweeps.{k}.n_samples": s.get("n_samples") for k, s in evaluation.get("sweeps", {}).items()}
+    for part in ("gradient_concentration", "measures", "distortion"):
+        n = (config.get("diagnostics", {}).get(part) or {}).get("n_images")
+        if n is not None and evaluation.get("n_samples") is not None and n > evaluation["n_samples"]:
+            raise ConfigError(
+                f"diagnostics.{part}.n_images = {n} exceeds evaluation.n_samples = {evaluation['n_samples']}: "
+                "the diagnostics take the first images of the evaluation's fixed subset"
+            )
     for key, n in counts.items():
         if n is not None and n > test:
             raise ConfigError(
