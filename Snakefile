@@ -9,11 +9,24 @@ min_version("9.0")
 
 sys.path.insert(0, f"{workflow.basedir}/src")
 
-from atop.config import ConfigError, check_schema, config_source, merge, typed_overrides
+from atop.config import (
+    ConfigError,
+    check_schema,
+    config_source,
+    load_config_file,
+    merge,
+    typed_overrides,
+)
 
 # The embedded default, unless --configfile names another experiment (a preset is
 # complete on its own: merging it into the default would mix two experiments).
+# A YAML syntax error in it is named with its file and line (Snakemake's message names neither;
+# for a --configfile, `python -m atop.config <file>` does).
 if not workflow.config_settings.configfiles:
+    try:
+        load_config_file("config/config.yaml")
+    except ConfigError as error:
+        raise WorkflowError(f"invalid config: {error}")
 
     configfile: "config/config.yaml"
 

@@ -610,3 +610,21 @@ def test_damaged_checkpoint_is_named_with_a_reason(tmp_path, caplog, damage):
     assert str(checkpoint) in message and "delete it and rerun the rule that makes it" in message
     assert ("is empty (0 bytes)" if damage == "zero bytes" else "truncated or damaged") in message
     assert "Invalid argument" not in message.split("(")[0]
+
+
+def test_yaml_syntax_error_is_named_with_file_and_line(workflow_dir):
+    """A tab in the default config: `snakemake -n` names the file and line; for a --configfile (which
+    Snakemake reads before the workflow, naming neither) `python -m atop.config` does."""
+    default = workflow_dir / "config" / "config.yaml"
+    lines = default.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("  val_size:"))
+    lines[row] = "\t" + lines[row].lstrip()
+    default.write_text("\n".join(lines) + "\n")
+    run = run_snakemake(workflow_dir, "-n", "all")
+    assert run.returncode != 0
+    assert f"config/config.yaml:{row + 1}:1: YAML syntax error" in _messages(run), _messages(run)[-2000:]
+
+    check = subprocess.run(
+        [PYTHON, "-m", "atop.config", str(default)], capture_output=True, text=True, check=False, cwd=workflow_dir
+    )
+    assert check.returncode == 1 and f"config.yaml:{row + 1}:1: YAML syntax error" in check.stderr, check.stderr

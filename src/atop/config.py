@@ -421,3 +421,55 @@ def config_source(workflow) -> tuple[str, str | None]:
     if workflow.config_settings.config:
         source += f" with --config {' '.join(workflow.config_settings.config)}"
     return source, DEFAULT_CONFIGFILE if files else None
+
+
+def load_config_file(path) -> dict:
+    """A config file as a dict; a YAML syntax error is a :class:`ConfigError` naming the file, line and column."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: YAML syntax error: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys, not {type(config).__name__}")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m atop.config FILE...``: every check ``snakemake -n`` makes, with the file and line of a
+    YAML syntax error (Snakemake's own message for one names neither)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m atop.config", description=main.__doc__)
+    parser.add_argument("configfile", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    schema = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+    failed = 0
+    for path in args.configfile:
+        try:
+            config = load_config_file(path)
+            check_schema(config, schema, str(path), DEFAULT_CONFIGFILE)
+            from snakemake.utils import validate
+
+            validate(config, str(schema), set_default=True)
+            check_config(config)
+            check_device(config)
+        except ConfigError as error:
+            print(f"invalid config: {error}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: valid")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
