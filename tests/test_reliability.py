@@ -628,3 +628,58 @@ def test_yaml_syntax_error_is_named_with_file_and_line(workflow_dir):
         [PYTHON, "-m", "atop.config", str(default)], capture_output=True, text=True, check=False, cwd=workflow_dir
     )
     assert check.returncode == 1 and f"config.yaml:{row + 1}:1: YAML syntax error" in check.stderr, check.stderr
+
+
+class _Persistence:
+    """Snakemake's metadata store, as PreviousOutputs uses it."""
+
+    def __init__(self):
+        self.records = {}
+
+    def _get_key(self, output):
+        return str(output)
+
+    def metadata(self, output):
+        return self.records.get(str(output))
+
+    def _write_record(self, key, record):
+        self.records[key] = record
+
+    def _clear_cache(self):
+        pass
+
+
+class _Workflow:
+    def __init__(self, jobs, remote=False):
+        self.persistence, self.remote_exec, self.subprocess_exec = _Persistence(), remote, False
+        self.dag = type("Dag", (), {"needrun_jobs": lambda _: jobs})()
+
+
+def test_previous_outputs_come_back_only_for_jobs_that_failed(tmp_path, monkeypatch):
+    """Unit check of the mechanism: a failed job (outputs gone) gets its bytes, times and records back;
+    a finished job keeps its new outputs; a cluster job's own Snakemake does nothing."""
+    from atop.previous_outputs import FOLDER, PreviousOutputs
+
+    monkeypatch.chdir(tmp_path)
+    paths = {name: Path(f"results/{name}.pt") for name in ("failed", "finished", "waiting")}
+    for path in paths.values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"old {path.stem}")
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    jobs = [type("Job", (), {"output": [str(p)]})() for p in paths.values()]
+    workflow = _Workflow(jobs)
+    workflow.persistence.records = {str(p): {"params": "old"} for p in paths.values()}
+    previous = PreviousOutputs(workflow)
+    assert previous.keep() == 3
+    paths["failed"].unlink()  # Snakemake removed it before the job, which then failed
+    workflow.persistence.records[str(paths["failed"])] = {"params": "new"}  # and recorded the new params
+    paths["finished"].unlink()
+    paths["finished"].write_text("new finished")
+    assert previous.restore() == [paths["failed"]]
+    assert paths["failed"].read_text() == "old failed" and paths["failed"].stat().st_mtime_ns == 1_000_000_000
+    assert workflow.persistence.records[str(paths["failed"])] == {"params": "old"}
+    assert paths["finished"].read_text() == "new finished" and paths["waiting"].read_text() == "old waiting"
+    assert not FOLDER.exists()
+
+    remote = PreviousOutputs(_Workflow(jobs, remote=True))
+    assert remote.keep() == 0 and not FOLDER.exists()
