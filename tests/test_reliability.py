@@ -505,6 +505,7 @@ def test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were(wor
         failed = run_snakemake(folder, "--cores", "2", "--keep-going", "all", "--configfile", str(changed), env=env)
         assert failed.returncode != 0, f"{stage}: the rerun did not fail\n{failed.stderr[-2000:]}"
         assert "previous outputs are back in place" in failed.stderr, f"{stage}\n{failed.stderr[-3000:]}"
+        assert "failed: ATOP_FAIL_COMMANDS names" in failed.stderr, f"{stage}\n{failed.stderr[-3000:]}"
         after = _outputs(folder)
         assert after.keys() >= before.keys(), f"{stage}: lost {sorted(before.keys() - after.keys())}"
         changed_files = [name for name in before if after[name] != before[name]]
@@ -683,3 +684,22 @@ def test_previous_outputs_come_back_only_for_jobs_that_failed(tmp_path, monkeypa
 
     remote = PreviousOutputs(_Workflow(jobs, remote=True))
     assert remote.keep() == 0 and not FOLDER.exists()
+
+
+def test_failed_job_is_named_on_the_console_with_its_reason_and_log(workflow_dir):
+    """The console gives each failed job's one-line reason and its log (not only "check log file(s)"),
+    and says its previous outputs are back."""
+    configfile = write_config(workflow_dir, tiny_config())
+    target = "results/tiny/data/dataset.pt"
+    assert run_snakemake(workflow_dir, "--cores", "1", target, "--configfile", str(configfile)).returncode == 0
+    before = (workflow_dir / target).read_bytes()
+    changed = write_config(workflow_dir, _set(tiny_config(), "data.split_seed", 3), name="changed.yaml")
+    env = {**os.environ, "ATOP_FAIL_COMMANDS": "prepare-data"}
+    failed = run_snakemake(workflow_dir, "--cores", "1", target, "--configfile", str(changed), env=env)
+    assert failed.returncode != 0
+    reason = "prepare-data failed: ATOP_FAIL_COMMANDS names 'prepare-data'"
+    assert f"{reason}: failing on purpose, after the work was done (log: results/tiny/logs/prepare_data.log)" in (
+        failed.stderr
+    ), failed.stderr[-3000:]
+    assert "previous outputs are back in place (2 files" in failed.stderr
+    assert (workflow_dir / target).read_bytes() == before

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import time
 from pathlib import Path
 
 FOLDER = Path(".snakemake") / "atop-previous"
@@ -41,6 +42,9 @@ class PreviousOutputs:
         self.folder = Path(folder)
         # One entry per job to run: (output path, its kept link, metadata key, its record or None).
         self.jobs: list[list[tuple[Path, Path, str, object]]] = []
+        # Every job to run: (its outputs, its logs), to name the failed ones' reasons afterwards.
+        self.planned: list[tuple[list[Path], list[Path]]] = []
+        self.started = time.time()
 
     def _active(self) -> bool:
         # The scheduling process only: a cluster job's Snakemake runs the same hooks.
@@ -52,8 +56,10 @@ class PreviousOutputs:
             return 0
         shutil.rmtree(self.folder, ignore_errors=True)  # a killed run's leftovers: its outputs were kept or rerun
         persistence = self.workflow.persistence
+        self.started = time.time()
         count = 0
         for job_index, job in enumerate(self.workflow.dag.needrun_jobs()):
+            self.planned.append(([Path(str(o)) for o in job.output], [Path(str(f)) for f in getattr(job, "log", [])]))
             kept = []
             for output_index, output in enumerate(job.output):
                 path = Path(str(output))
@@ -85,6 +91,22 @@ class PreviousOutputs:
         persistence._clear_cache()
         self.discard()
         return restored
+
+    def failures(self) -> list[str]:
+        """onerror: one line per job that ran and failed (outputs missing, log written by this run):
+        the reason its log gives (the stage's one-line error, else the log's last line) and the log."""
+        lines = []
+        for outputs, logs in self.planned:
+            if all(path.exists() for path in outputs):
+                continue
+            for log in logs:
+                if not log.is_file() or log.stat().st_mtime < self.started - 1:
+                    continue
+                text = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                reason = next((line for line in reversed(text) if " failed: " in line), text[-1] if text else "")
+                reason = reason.split(" ERROR ", 1)[-1]
+                lines.append(f"{reason or 'no message'} (log: {log})")
+        return lines
 
     def discard(self) -> None:
         """onsuccess (and after a restore): the kept links are not needed any more."""
