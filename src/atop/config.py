@@ -358,7 +358,11 @@ def config_errors(config: dict, schema: dict) -> list[str]:
     for error in errors:
         path = list(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = sorted(_schema_at(schema, path).get("properties", {}))
+            node = _schema_at(schema, path)
+            known = sorted(node.get("properties", {}))
+            if not known:  # free names (attacks, purifier variants): jsonschema's own words
+                messages.append(f"{_dotted(path)}: {error.message}")
+                continue
             for key in sorted(set(error.instance) - set(known)):
                 near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
                 suggested |= {_dotted([*path, n]) for n in near}
@@ -371,7 +375,11 @@ def config_errors(config: dict, schema: dict) -> list[str]:
             continue
         if error.validator == "required":
             missing = [_dotted([*path, k]) for k in error.validator_value if k not in error.instance]
-            messages += [f"missing key {key}" for key in missing if key not in suggested]
+            messages += [f"missing key {key} (required)" for key in missing if key not in suggested]
+            continue
+        if "propertyNames" in error.schema_path:
+            pattern = f" (it must match {error.validator_value})" if error.validator == "pattern" else ""
+            messages.append(f"{_dotted(path)}: the name {error.instance!r} is not allowed{pattern}")
             continue
         if error.validator == "enum":
             choices = [str(v) for v in error.validator_value]
