@@ -46,7 +46,9 @@ onsuccess:
 onerror:
     failures = PREVIOUS_OUTPUTS.failures()
     if failures:
-        print("Failed jobs, by their logs:", *failures, sep="\n    ", file=sys.stderr)
+        print(
+            "Failed jobs, by their logs:", *failures, sep="\n    ", file=sys.stderr
+        )
     restored = PREVIOUS_OUTPUTS.restore()
     if restored:
         print(
