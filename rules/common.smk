@@ -12,6 +12,7 @@ from atop.config import (
     ConfigError,
     attack_defenses,
     check_config,
+    check_device,
     full_seeds,
     number,
     purifier_variant,
@@ -19,11 +20,44 @@ from atop.config import (
 )
 from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
 from atop.code_closure import command_code_version
+from atop.previous_outputs import PreviousOutputs
 
 try:
     check_config(config)
+    # Jobs run on this machine: a device it lacks fails them all (a cluster's nodes have their own).
+    if workflow.local_exec:
+        check_device(config)
 except ConfigError as error:
     raise WorkflowError(f"invalid config: {error}")
+
+# Finished outputs survive a failed job: kept before any job runs, given back to the jobs that
+# failed (Snakemake removes a job's outputs before running it; src/atop/previous_outputs.py).
+PREVIOUS_OUTPUTS = PreviousOutputs(workflow)
+
+
+onstart:
+    PREVIOUS_OUTPUTS.keep()
+
+
+onsuccess:
+    PREVIOUS_OUTPUTS.discard()
+
+
+onerror:
+    failures = PREVIOUS_OUTPUTS.failures()
+    if failures:
+        print(
+            "Failed jobs, by their logs:", *failures, sep="\n    ", file=sys.stderr
+        )
+    restored = PREVIOUS_OUTPUTS.restore()
+    if restored:
+        print(
+            f"The failed jobs' previous outputs are back in place ({len(restored)} files, as before this run):",
+            *restored,
+            sep="\n    ",
+            file=sys.stderr,
+        )
+
 
 EXPERIMENT = config["experiment"]
 # Training-seed replicates: each seed trains and evaluates its own models on the same images;

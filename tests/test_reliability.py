@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -392,3 +394,312 @@ def test_damaged_prepared_dataset_is_detected_and_never_used(tmp_path, caplog, d
     assert code == 1
     assert str(data) in caplog.text and "rerun prepare_data" in caplog.text
     assert not checkpoint.exists() and not (tmp_path / "curve.csv").exists()
+
+
+# --------------------------------------------------------------------------- mistakes caught before any job
+# Issue 27: a config a job would refuse is refused by the DAG's own validation (`snakemake -n` says so,
+# naming the key), so no job starts and no finished output is removed.
+
+
+def _dry_run(folder: Path, config: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    configfile = write_config(folder, config)
+    return run_snakemake(folder, "-n", "all", "--configfile", str(configfile), *args, env=env)
+
+
+def _set(config: dict, dotted: str, value) -> dict:
+    *parents, leaf = dotted.split(".")
+    section = config
+    for key in parents:
+        section = section.setdefault(key, {})
+    section[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data.test_size", 5000, r"data\.val_size \+ data\.test_size = 40 \+ 5000 = 5040 leaves no training images"),
+        ("data.limit", None, None),  # without the limit the whole 1797 digits are there: valid
+        ("evaluation.n_samples", 5000, r"evaluation\.n_samples = 5000 exceeds data\.test_size = 60"),
+        ("evaluation.sweeps.eps.n_samples", 61, r"evaluation\.sweeps\.eps\.n_samples = 61 exceeds data\.test_size"),
+        (
+            "diagnostics.measures.n_images",
+            41,
+            r"diagnostics\.measures\.n_images = 41 exceeds evaluation\.n_samples = 40",
+        ),
+        ("finetune.eps", "8/0", r"finetune\.eps: '8/0' is neither a number nor a fraction"),
+        ("data.dataset", "cifar10", r"data\.image_size = 16: cifar10 images are 32x32"),
+    ],
+)
+def test_config_a_job_would_refuse_is_refused_by_the_dry_run(workflow_dir, key, value, message):
+    run = _dry_run(workflow_dir, _set(tiny_config(), key, value))
+    if message is None:
+        assert run.returncode == 0, run.stderr[-2000:]
+        return
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert re.search(message, output), output[-2000:]
+    assert len(output.strip().splitlines()) < 10, output  # the key, not a schema dump
+
+
+def test_cuda_on_a_machine_without_one_is_refused_by_the_dry_run(workflow_dir):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, whatever this machine has
+    run = _dry_run(workflow_dir, _set(tiny_config(), "device", "cuda"), env=env)
+    assert run.returncode != 0
+    assert "device = 'cuda', but this machine shows no CUDA device" in run.stdout + run.stderr, run.stdout[-2000:]
+    assert _dry_run(workflow_dir, _set(tiny_config(), "device", "cpu"), env=env).returncode == 0
+
+
+def test_provided_weights_that_do_not_exist_are_refused_by_the_dry_run(workflow_dir):
+    config = tiny_config()
+    config["classifier"]["pretrained"] = {"path": "Standard.pt", "sha256": "a" * 64}
+    run = _dry_run(workflow_dir, config)
+    assert run.returncode != 0
+    assert "classifier.pretrained.path = 'Standard.pt': no such file" in run.stdout + run.stderr, run.stdout[-2000:]
+
+
+# --------------------------------------------------------------------------- finished work survives a failed rerun
+
+
+def _outputs(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every output of the experiment (not the jobs' logs and benchmarks): its bytes and modification time."""
+    files = [*(folder / "results" / "tiny").rglob("*"), *(folder / "models" / "tiny").rglob("*")]
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in files
+        if p.is_file() and not {"logs", "benchmarks"} & set(p.relative_to(folder).parts) and p.suffix != ".resume"
+    }
+
+
+# One config change per stage, each making that stage's jobs rerun; the reruns fail on purpose after
+# writing their new outputs (ATOP_FAIL_COMMANDS: the worst moment), which a valid config cannot cause.
+FAILED_RERUNS = [
+    ("prepare_data", "data.split_seed", 1),
+    ("train_classifier, train_adversarial", "classifier.lr", 2.0e-3),
+    ("pretrain_purifier", "purifiers.gan-rt2.pretrain.l1_weight", 2.0),
+    ("finetune_purifier", "finetune.ce_weight", 0.25),
+    ("evaluate", "evaluation.attacks.eot_pgd.steps", 2),
+    ("robustness_measures", "diagnostics.measures.n_images", 4),
+    ("report", "verdicts.equivalence_margin", 0.1),
+]
+
+
+@pytest.mark.workflow
+def test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were(workflow_dir):
+    """Complete run; then, stage by stage, a config change whose rerun fails: every previous output is back,
+    byte for byte with its modification time, and with the old config `snakemake -n` wants nothing."""
+    folder = workflow_dir
+    config = _interruptible_config()
+    config["evaluation"]["defenses"] = ["standard", "at", "atop"]
+    configfile = write_config(folder, config)
+    run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
+    assert run.returncode == 0, run.stderr[-3000:]
+    before = _outputs(folder)
+    assert any(name.endswith(".pt") for name in before) and any("report" in name for name in before)
+
+    env = {**os.environ, "ATOP_FAIL_COMMANDS": "*"}
+    for stage, key, value in FAILED_RERUNS:
+        changed_config = _interruptible_config()
+        changed_config["evaluation"]["defenses"] = ["standard", "at", "atop"]
+        changed = write_config(folder, _set(changed_config, key, value), name="changed.yaml")
+        failed = run_snakemake(folder, "--cores", "2", "--keep-going", "all", "--configfile", str(changed), env=env)
+        assert failed.returncode != 0, f"{stage}: the rerun did not fail\n{failed.stderr[-2000:]}"
+        assert "previous outputs are back in place" in failed.stderr, f"{stage}\n{failed.stderr[-3000:]}"
+        assert "failed: ATOP_FAIL_COMMANDS names" in failed.stderr, f"{stage}\n{failed.stderr[-3000:]}"
+        after = _outputs(folder)
+        assert after.keys() >= before.keys(), f"{stage}: lost {sorted(before.keys() - after.keys())}"
+        changed_files = [name for name in before if after[name] != before[name]]
+        assert not changed_files, f"{stage}: changed {changed_files}"
+        dry = run_snakemake(folder, "-n", "all", "--configfile", str(configfile))
+        assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, f"{stage}\n{dry.stdout[-3000:]}"
+        assert not (folder / ".snakemake" / "atop-previous").exists()
+
+
+def _messages(run: subprocess.CompletedProcess) -> str:
+    return run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda c: c.update(evalution=c.pop("evaluation")),
+            "unknown key 'evalution' at the top level; did you mean 'evaluation'?",
+        ),
+        (
+            lambda c: c["data"].update(val_sise=c["data"].pop("val_size")),
+            "unknown key 'val_sise' in data; did you mean 'val_size'?",
+        ),
+        (lambda c: c["evaluation"]["attacks"]["fgsm"].update(method="fgssm"), "did you mean 'fgsm'?"),
+        (lambda c: [c.pop(k) for k in ("data", "classifier", "finetune")], "--configfile replaces config/config.yaml"),
+    ],
+    ids=["top-level typo", "nested typo", "misspelt method", "partial config"],
+)
+def test_schema_mistakes_name_the_file_and_key_in_a_few_lines(workflow_dir, edit, expected):
+    config = tiny_config()
+    edit(config)
+    run = _dry_run(workflow_dir, config)
+    output = _messages(run)
+    assert run.returncode != 0
+    assert expected in output and "test.yaml: " in output, output[-3000:]
+    assert len(output.strip().splitlines()) < 12, output  # no schema dump
+
+
+def test_command_line_overrides_take_yaml_values(workflow_dir):
+    """--config seeds=[0,1] is a list of integers and nested values are numbers, validated like the file."""
+    configfile = write_config(workflow_dir, tiny_config())
+    args = ("-n", "--configfile", str(configfile), "--config", "seeds=[0,1]", "evaluation={n_samples: 10}", "--")
+    run = run_snakemake(workflow_dir, *args, "all")
+    assert run.returncode == 0, _messages(run)[-3000:]
+    assert "seed1" in run.stdout  # the second seed's jobs are planned
+    bad = run_snakemake(
+        workflow_dir, "-n", "--configfile", str(configfile), "--config", "evaluation={n_samples: 500}", "--", "all"
+    )
+    assert bad.returncode != 0 and "evaluation.n_samples = 500 exceeds data.test_size = 60" in _messages(bad)
+
+
+# --------------------------------------------------------------------------- every error names its file
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("nan", r"robust\.accuracy = nan is not an accuracy in \[0, 1\]"),
+        ("above its interval", r"robust\.accuracy = 0\.95 lies outside its own robust\.ci95"),
+        ("truncated", r"not valid JSON \(truncated\?\)"),
+    ],
+)
+def test_damaged_result_is_named_with_its_field_and_counted_missing(tmp_path, caplog, damage, reason):
+    """A result no evaluation writes (NaN, robust above its own interval, cut short): the report names the
+    file and the field, leaves it out, and counts it missing (the log agrees)."""
+    from report_fixtures import make_result, write_results
+
+    caplog.set_level(logging.INFO)
+    results = [make_result(d, a, 0.3, n=64) for d in ("standard", "ap", "atop") for a in ("fgsm", "pgd")]
+    paths = write_results(tmp_path, results)
+    damaged = paths[-1]
+    result = json.loads(damaged.read_text())
+    if damage == "nan":
+        result["robust"]["accuracy"] = float("nan")
+        damaged.write_text(json.dumps(result))
+    elif damage == "above its interval":
+        result["robust"]["accuracy"] = 0.95  # above clean 0.9, its interval still around 0.3
+        damaged.write_text(json.dumps(result))
+    else:
+        damaged.write_text(damaged.read_text()[:100])
+    args = ["report", "--experiment", "faults", "--dataset", "digits", "--results", str(tmp_path / "eval")]
+    args += ["--expected", *map(str, paths), "--out-dir", str(tmp_path / "report")]
+    assert cli.main(args) == 0
+    problem = next(line for line in caplog.text.splitlines() if str(damaged) in line and "unreadable" in line)
+    assert re.search(reason, problem), problem
+    assert "(6 results, 1 missing)" not in caplog.text and "(5 results, 1 missing)" in caplog.text
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["missing"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero bytes"])
+def test_damaged_checkpoint_is_named_with_a_reason(tmp_path, caplog, damage):
+    from atop.errors import CheckpointError
+    from atop.io import load_checkpoint, save_checkpoint
+
+    checkpoint = tmp_path / "classifier.pt"
+    save_checkpoint(checkpoint, {"w": torch.zeros(64, 64)}, {"kind": "classifier"})
+    raw = checkpoint.read_bytes()
+    checkpoint.write_bytes(raw[: len(raw) // 2] if damage == "truncated" else b"")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(checkpoint)
+    message = str(info.value)
+    assert str(checkpoint) in message and "delete it and rerun the rule that makes it" in message
+    assert ("is empty (0 bytes)" if damage == "zero bytes" else "truncated or damaged") in message
+    assert "Invalid argument" not in message.split("(")[0]
+
+
+def test_yaml_syntax_error_is_named_with_file_and_line(workflow_dir):
+    """A tab in the default config: `snakemake -n` names the file and line; for a --configfile (which
+    Snakemake reads before the workflow, naming neither) `python -m atop.config` does."""
+    default = workflow_dir / "config" / "config.yaml"
+    lines = default.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("  val_size:"))
+    lines[row] = "\t" + lines[row].lstrip()
+    default.write_text("\n".join(lines) + "\n")
+    run = run_snakemake(workflow_dir, "-n", "all")
+    assert run.returncode != 0
+    assert f"config/config.yaml:{row + 1}:1: YAML syntax error" in _messages(run), _messages(run)[-2000:]
+
+    check = subprocess.run(
+        [PYTHON, "-m", "atop.config", str(default)], capture_output=True, text=True, check=False, cwd=workflow_dir
+    )
+    assert check.returncode == 1 and f"config.yaml:{row + 1}:1: YAML syntax error" in check.stderr, check.stderr
+
+
+class _Persistence:
+    """Snakemake's metadata store, as PreviousOutputs uses it."""
+
+    def __init__(self):
+        self.records = {}
+
+    def _get_key(self, output):
+        return str(output)
+
+    def metadata(self, output):
+        return self.records.get(str(output))
+
+    def _write_record(self, key, record):
+        self.records[key] = record
+
+    def _clear_cache(self):
+        pass
+
+
+class _Workflow:
+    def __init__(self, jobs, remote=False):
+        self.persistence, self.remote_exec, self.subprocess_exec = _Persistence(), remote, False
+        self.dag = type("Dag", (), {"needrun_jobs": lambda _: jobs})()
+
+
+def test_previous_outputs_come_back_only_for_jobs_that_failed(tmp_path, monkeypatch):
+    """Unit check of the mechanism: a failed job (outputs gone) gets its bytes, times and records back;
+    a finished job keeps its new outputs; a cluster job's own Snakemake does nothing."""
+    from atop.previous_outputs import FOLDER, PreviousOutputs
+
+    monkeypatch.chdir(tmp_path)
+    paths = {name: Path(f"results/{name}.pt") for name in ("failed", "finished", "waiting")}
+    for path in paths.values():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f"old {path.stem}")
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+    jobs = [type("Job", (), {"output": [str(p)]})() for p in paths.values()]
+    workflow = _Workflow(jobs)
+    workflow.persistence.records = {str(p): {"params": "old"} for p in paths.values()}
+    previous = PreviousOutputs(workflow)
+    assert previous.keep() == 3
+    paths["failed"].unlink()  # Snakemake removed it before the job, which then failed
+    workflow.persistence.records[str(paths["failed"])] = {"params": "new"}  # and recorded the new params
+    paths["finished"].unlink()
+    paths["finished"].write_text("new finished")
+    assert previous.restore() == [paths["failed"]]
+    assert paths["failed"].read_text() == "old failed" and paths["failed"].stat().st_mtime_ns == 1_000_000_000
+    assert workflow.persistence.records[str(paths["failed"])] == {"params": "old"}
+    assert paths["finished"].read_text() == "new finished" and paths["waiting"].read_text() == "old waiting"
+    assert not FOLDER.exists()
+
+    remote = PreviousOutputs(_Workflow(jobs, remote=True))
+    assert remote.keep() == 0 and not FOLDER.exists()
+
+
+def test_failed_job_is_named_on_the_console_with_its_reason_and_log(workflow_dir):
+    """The console gives each failed job's one-line reason and its log (not only "check log file(s)"),
+    and says its previous outputs are back."""
+    configfile = write_config(workflow_dir, tiny_config())
+    target = "results/tiny/data/dataset.pt"
+    assert run_snakemake(workflow_dir, "--cores", "1", target, "--configfile", str(configfile)).returncode == 0
+    before = (workflow_dir / target).read_bytes()
+    changed = write_config(workflow_dir, _set(tiny_config(), "data.split_seed", 3), name="changed.yaml")
+    env = {**os.environ, "ATOP_FAIL_COMMANDS": "prepare-data"}
+    failed = run_snakemake(workflow_dir, "--cores", "1", target, "--configfile", str(changed), env=env)
+    assert failed.returncode != 0
+    reason = "prepare-data failed: ATOP_FAIL_COMMANDS names 'prepare-data'"
+    assert f"{reason}: failing on purpose, after the work was done (log: results/tiny/logs/prepare_data.log)" in (
+        failed.stderr
+    ), failed.stderr[-3000:]
+    assert "previous outputs are back in place (2 files" in failed.stderr
+    assert (workflow_dir / target).read_bytes() == before

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
 from .config import resolve_numbers
-from .errors import EXPECTED_ERRORS
+from .errors import EXPECTED_ERRORS, InjectedFault
 
 log = logging.getLogger("atop")
 
@@ -636,12 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Fault injection for the fault suite (tests/test_reliability.py): commands named here (comma-separated,
+# or *) fail after doing their work, the worst moment: their new outputs are written, then the job fails.
+FAIL_COMMANDS = "ATOP_FAIL_COMMANDS"
+
+
+def _injected_fault(command: str) -> None:
+    named = {name.strip() for name in os.environ.get(FAIL_COMMANDS, "").split(",")}
+    if command in named or "*" in named:
+        raise InjectedFault(f"{FAIL_COMMANDS} names {command!r}: failing on purpose, after the work was done")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser().parse_args(argv)
     began = time.perf_counter()
     try:
         args.func(args)
+        _injected_fault(args.command)
     except EXPECTED_ERRORS as error:
         log.error("%s failed: %s", args.command, error)
         return 1

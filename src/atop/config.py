@@ -5,7 +5,10 @@ Torch-free on purpose: the Snakefile imports it while building the DAG.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+from pathlib import Path
 
 from .attack_catalog import L2_METHODS  # attacks whose budget is an L2 radius (may exceed 1)
 from .defense_kinds import DEFENSES, split_defense
@@ -43,7 +46,7 @@ def check_config(config: dict) -> None:
     for key, value in budgets.items():
         if value is None:
             continue
-        resolved = number(value)
+        resolved = _keyed_number(key, value)
         if not 0 <= resolved <= 1:
             raise ConfigError(f"{key} = {value!r} is {resolved:.4g}, outside the [0, 1] pixel scale")
     attacks = config["evaluation"]["attacks"]
@@ -53,7 +56,7 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}.attack = {sweep['attack']!r} is not in evaluation.attacks ({', '.join(attacks)})")
         if sweep["param"] not in attacks[sweep["attack"]]:
             raise ConfigError(f"{key}.param = {sweep['param']!r}: attack {sweep['attack']!r} has no such parameter")
-        values = [number(v) for v in sweep["values"]]
+        values = [_keyed_number(f"{key}.values", v) for v in sweep["values"]]
         linf = attacks[sweep["attack"]]["method"] not in L2_METHODS and attacks[sweep["attack"]].get("norm") != "L2"
         if sweep["param"] == "eps" and linf and not all(0 <= v <= 1 for v in values):
             raise ConfigError(f"{key}.values must lie on the [0, 1] pixel scale")
@@ -74,6 +77,100 @@ def check_config(config: dict) -> None:
     _check_defenses(config)
     _check_replicates(config)
     _check_verdicts(config)
+    _check_data(config)
+    _check_provided_files(config)
+
+
+def _keyed_number(key: str, value):
+    try:
+        return number(value)
+    except ConfigError as error:
+        raise ConfigError(f"{key}: {error}") from None
+
+
+# Images of each dataset: (all images, those of the upstream test split; None where the
+# test split is drawn at random). What prepare_data's split needs, known before any job.
+DATASET_SIZES = {
+    "digits": (1797, None),
+    "cifar10": (60000, 10000),
+    "cifar100": (60000, 10000),
+    "imagenette": (13394, 3925),
+}
+# Datasets whose images have one fixed size (data.py refuses any other data.image_size).
+FIXED_IMAGE_SIZE = {"cifar10": 32, "cifar100": 32}
+
+
+def _check_data(config: dict) -> None:
+    """What prepare_data and the evaluation would refuse (or silently shrink) at run time, now."""
+    data = config["data"]
+    name, val, test = data["dataset"], data.get("val_size"), data.get("test_size")
+    size = data.get("image_size")
+    if name in FIXED_IMAGE_SIZE and size is not None and size != FIXED_IMAGE_SIZE[name]:
+        raise ConfigError(
+            f"data.image_size = {size}: {name} images are {FIXED_IMAGE_SIZE[name]}x{FIXED_IMAGE_SIZE[name]}"
+        )
+    if val is None or test is None or name not in DATASET_SIZES:
+        return
+    total, upstream_test = DATASET_SIZES[name]
+    limit = data.get("limit")
+    kept = total if not limit else min(limit, total)
+    where = f"the {kept} images data.limit keeps" if limit and limit < total else f"the {total} {name} images"
+    if val + test >= kept:
+        raise ConfigError(
+            f"data.val_size + data.test_size = {val} + {test} = {val + test} leaves no training images of {where}"
+        )
+    if upstream_test is not None and not limit:
+        if test > upstream_test:
+            raise ConfigError(
+                f"data.test_size = {test} exceeds the {upstream_test} images of {name}'s upstream test split"
+            )
+        if val >= total - upstream_test:
+            raise ConfigError(
+                f"data.val_size = {val} leaves none of the {total - upstream_test} upstream training images of {name}"
+            )
+    evaluation = config["evaluation"]
+    counts = {"evaluation.n_samples": evaluation.get("n_samples")}
+    counts |= {f"evaluation.sweeps.{k}.n_samples": s.get("n_samples") for k, s in evaluation.get("sweeps", {}).items()}
+    for part in ("gradient_concentration", "measures", "distortion"):
+        n = (config.get("diagnostics", {}).get(part) or {}).get("n_images")
+        if n is not None and evaluation.get("n_samples") is not None and n > evaluation["n_samples"]:
+            raise ConfigError(
+                f"diagnostics.{part}.n_images = {n} exceeds evaluation.n_samples = {evaluation['n_samples']}: "
+                "the diagnostics take the first images of the evaluation's fixed subset"
+            )
+    for key, n in counts.items():
+        if n is not None and n > test:
+            raise ConfigError(
+                f"{key} = {n} exceeds data.test_size = {test}: only {test} test images exist to score "
+                f"(lower {key} or raise data.test_size)"
+            )
+
+
+def _check_provided_files(config: dict) -> None:
+    """User-provided weights the training jobs would load: they must exist before any job runs."""
+    provided = {"classifier.pretrained.path": (config["classifier"].get("pretrained") or {}).get("path")}
+    for variant, purifier in config.get("purifiers", {}).items():
+        provided[f"purifiers.{variant}.init_weights.path"] = (purifier.get("init_weights") or {}).get("path")
+    for key, path in provided.items():
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{key} = {path!r}: no such file")
+
+
+def gpu_visible() -> bool:
+    """Whether this machine shows an NVIDIA GPU to its processes, without importing torch (DAG time)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
+
+
+def check_device(config: dict, gpu: bool | None = None) -> None:
+    """A ``cuda`` device the jobs would not find is refused before any job (jobs run on this machine)."""
+    device = config.get("device", "auto")
+    if device.startswith("cuda") and not (gpu_visible() if gpu is None else gpu):
+        raise ConfigError(
+            f"device = {device!r}, but this machine shows no CUDA device (no /dev/nvidia0, no nvidia-smi, "
+            "or CUDA_VISIBLE_DEVICES is empty): use device: auto (a GPU when there is one) or cpu"
+        )
 
 
 def seed_plan(config: dict, seed: int) -> tuple[list[str], list[str]]:
@@ -189,3 +286,197 @@ def _check_defenses(config: dict) -> None:
             raise ConfigError(f"{key} {unknown} are neither defense kinds nor in evaluation.defenses")
         if not attack_defenses(config, attack):
             raise ConfigError(f"{key} {selectors} select none of evaluation.defenses")
+
+
+# --------------------------------------------------------------------------- the config as the user wrote it
+
+
+def typed_overrides(overrides: dict) -> dict:
+    """``--config`` values as YAML, the way the config file reads them (``seeds=[0,1]``: a list of ints).
+
+    Snakemake keeps the strings inside a list or mapping as strings (``['0', '1']``); each string is
+    read again as a YAML value (``'8/255'`` stays a string, ``'null'`` becomes None).
+    """
+
+    def typed(value):
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, str):
+            import yaml
+
+            try:
+                return yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError:
+                return value
+        return value
+
+    return {key: typed(value) for key, value in overrides.items()}
+
+
+def merge(config: dict, overrides: dict) -> None:
+    """Nested mappings merge key by key (as Snakemake merges --config); other values replace."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            merge(config[key], value)
+        else:
+            config[key] = value
+
+
+def _schema_at(schema: dict, path) -> dict:
+    """The sub-schema describing the config at ``path`` (properties, additionalProperties, items)."""
+    node = schema
+    for part in path:
+        if isinstance(part, int):
+            node = node.get("items", {})
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return {}
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _dotted(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def config_errors(config: dict, schema: dict) -> list[str]:
+    """Schema violations, one line each, naming the key; an unknown key gets the nearest valid names."""
+    import difflib
+
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import relevance
+
+    messages, suggested = [], set()
+    errors = sorted(Draft202012Validator(schema).iter_errors(config), key=relevance)
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            node = _schema_at(schema, path)
+            known = sorted(node.get("properties", {}))
+            if not known:  # free names (attacks, purifier variants): jsonschema's own words
+                messages.append(f"{_dotted(path)}: {error.message}")
+                continue
+            for key in sorted(set(error.instance) - set(known)):
+                near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+                suggested |= {_dotted([*path, n]) for n in near}
+                hint = f"did you mean {' or '.join(map(repr, near))}?" if near else f"valid keys: {', '.join(known)}"
+                where = f"in {_dotted(path)}" if path else "at the top level"
+                messages.append(f"unknown key {key!r} {where}; {hint}")
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            continue
+        if error.validator == "required":
+            missing = [_dotted([*path, k]) for k in error.validator_value if k not in error.instance]
+            messages += [f"missing key {key} (required)" for key in missing if key not in suggested]
+            continue
+        if "propertyNames" in error.schema_path:
+            pattern = f" (it must match {error.validator_value})" if error.validator == "pattern" else ""
+            messages.append(f"{_dotted(path)}: the name {error.instance!r} is not allowed{pattern}")
+            continue
+        if error.validator == "enum":
+            choices = [str(v) for v in error.validator_value]
+            near = difflib.get_close_matches(str(error.instance), choices, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            messages.append(f"{_dotted(path)} = {error.instance!r} is not one of {', '.join(choices)}{hint}")
+            continue
+        short = not isinstance(error.instance, (dict, list)) or len(str(error.instance)) < 80
+        value = f" = {error.instance!r}" if short else ""
+        text = error.message if len(error.message) < 200 else error.message[:200] + "..."
+        messages.append(f"{_dotted(path)}{value}: {text}")
+    return list(dict.fromkeys(messages))
+
+
+def check_schema(config: dict, schema_path, source: str, replaced_default: str | None = None) -> None:
+    """Raise :class:`ConfigError` with one line per schema violation, naming ``source`` (the file)."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = config_errors(config, schema)
+    if not errors:
+        return
+    lines = [f"{source}: {message}" for message in errors[:5]]
+    if len(errors) > 5:
+        lines.append(f"... and {len(errors) - 5} more")
+    missing = [e for e in errors if e.startswith("missing key ")]
+    if len(missing) >= 2 and replaced_default:
+        lines.append(
+            f"(--configfile replaces {replaced_default}, it is not merged into it: a config file is a whole "
+            f"experiment; start from a copy of {replaced_default} and change what differs)"
+        )
+    raise ConfigError("\n".join(lines))
+
+
+DEFAULT_CONFIGFILE = "config/config.yaml"
+
+
+def config_source(workflow) -> tuple[str, str | None]:
+    """(what the config was read from, the default file a --configfile replaced or None), for messages."""
+    files = []
+    for path in workflow.config_settings.configfiles:
+        try:
+            files.append(str(Path(path).relative_to(Path.cwd())))
+        except ValueError:
+            files.append(str(path))
+    source = ", ".join(files) or DEFAULT_CONFIGFILE
+    if workflow.config_settings.config:
+        source += f" with --config {' '.join(workflow.config_settings.config)}"
+    return source, DEFAULT_CONFIGFILE if files else None
+
+
+def load_config_file(path) -> dict:
+    """A config file as a dict; a YAML syntax error is a :class:`ConfigError` naming the file, line and column."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: YAML syntax error: {error.problem or error.context}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: YAML syntax error: {error}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file is a mapping of keys, not {type(config).__name__}")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m atop.config FILE...``: every check ``snakemake -n`` makes, with the file and line of a
+    YAML syntax error (Snakemake's own message for one names neither)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m atop.config", description=main.__doc__)
+    parser.add_argument("configfile", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    schema = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+    failed = 0
+    for path in args.configfile:
+        try:
+            config = load_config_file(path)
+            check_schema(config, schema, str(path), DEFAULT_CONFIGFILE)
+            from snakemake.utils import validate
+
+            validate(config, str(schema), set_default=True)
+            check_config(config)
+            check_device(config)
+        except ConfigError as error:
+            print(f"invalid config: {error}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"{path}: valid")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

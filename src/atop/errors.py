@@ -23,5 +23,17 @@ class FineTuneCollapse(RuntimeError):
     """Fine-tuning destroyed the defense's clean accuracy; the model is not published."""
 
 
+class InjectedFault(RuntimeError):
+    """A failure the fault tests asked for (environment variable ATOP_FAIL_COMMANDS)."""
+
+
 # What the CLI reports as a one-line error (ValueError covers ConfigError and bad attack settings).
-EXPECTED_ERRORS = (CheckpointError, DataError, NonFiniteLoss, FineTuneCollapse, ValueError, FileNotFoundError)
+EXPECTED_ERRORS = (
+    CheckpointError,
+    DataError,
+    NonFiniteLoss,
+    FineTuneCollapse,
+    InjectedFault,
+    ValueError,
+    FileNotFoundError,
+)

@@ -110,6 +110,25 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: dict) -> No
         torch.save({"state_dict": state_dict, "meta": meta}, tmp)
 
 
+def _unloadable(path: Path, what: str, error: Exception) -> CheckpointError:
+    """A checkpoint torch cannot read, named with its size and what to do (torch's own reason may be empty)."""
+    size = path.stat().st_size
+    if size == 0:
+        return CheckpointError(
+            f"{what} {path} is empty (0 bytes): a killed job or a full disk left it; delete it and rerun "
+            "the rule that makes it"
+        )
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else "no detail"
+    if "Weights only load failed" in str(error):
+        return CheckpointError(
+            f"{what} {path} holds Python objects besides tensors and plain data, refused (weights_only): {reason}"
+        )
+    return CheckpointError(
+        f"{what} {path} ({size} bytes) cannot be loaded, it is truncated or damaged "
+        f"({type(error).__name__}: {reason}); delete it and rerun the rule that makes it"
+    )
+
+
 def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> tuple[dict, dict]:
     """Return ``(state_dict, meta)``; refuse anything that is not plain tensors and data."""
     import torch  # lazily: jobs that only read JSON (report, checks) never load torch
@@ -120,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike, expect_kind: str | None = None) -> 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for damaged or unsafe files
-        raise CheckpointError(f"cannot load checkpoint {path}: {error}") from error
+        raise _unloadable(path, "checkpoint", error) from error
     if not isinstance(payload, dict) or not {"state_dict", "meta"} <= payload.keys():
         raise CheckpointError(f"{path} is not an atop checkpoint (needs 'state_dict' and 'meta')")
     meta = payload["meta"]
@@ -156,7 +175,7 @@ def load_external_state_dict(path: str | os.PathLike, sha256: str | None, what: 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for damaged or unsafe files
-        raise CheckpointError(f"cannot load {what} {path}: {error}") from error
+        raise _unloadable(path, what, error) from error
     state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a state dict")

@@ -201,15 +201,53 @@ def find_files(paths, suffix: str) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+def check_result(result) -> None:
+    """Raise ValueError (TypeError) naming the field of a result no evaluation writes (a damaged or edited file)."""
+    if not isinstance(result, dict):
+        raise TypeError(f"a result is a JSON object, not {type(result).__name__}")
+    for field in ("defense", "attack"):
+        if not isinstance(result.get(field), str):
+            raise TypeError(f"field {field!r} is missing or not a name")
+    for block in ("clean", "robust"):
+        section = result.get(block)
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise TypeError(f"field {block!r} is not an object")
+        accuracy = section.get("accuracy")
+        for name in ("accuracy", "strict_accuracy"):
+            value = section.get(name)
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f"{block}.{name} = {value!r} is not an accuracy in [0, 1]")
+        interval = section.get("ci95")
+        if interval is None or accuracy is None:
+            continue
+        if (
+            not isinstance(interval, list)
+            or len(interval) != 2
+            or not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in interval)
+        ):
+            raise ValueError(f"{block}.ci95 = {interval!r} is not an interval within [0, 1]")
+        if not interval[0] - 1e-9 <= accuracy <= interval[1] + 1e-9:
+            raise ValueError(f"{block}.accuracy = {accuracy!r} lies outside its own {block}.ci95 {interval}")
+
+
 def load_results(paths, purifier: str | None = None, rt: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """The results frame and a list of problems (unreadable files, duplicates) to report."""
+    """The results frame and a list of problems (unreadable files, duplicates) to report.
+
+    A file that is not JSON (truncated), or whose numbers no evaluation writes (NaN, an accuracy
+    outside its own interval), is left out and named, with the field, among the problems;
+    ``missing_results`` counts it as missing.
+    """
     rows, problems = [], []
     for path in find_files(paths, ".json"):
         try:
             result = json.loads(path.read_text())
+            check_result(result)
             rows.append(result_row(result, str(path), purifier, rt))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
-            problems.append(f"{path}: unreadable result ({type(error).__name__}: {error})")
+            reason = "not valid JSON (truncated?)" if isinstance(error, json.JSONDecodeError) else type(error).__name__
+            problems.append(f"{path}: unreadable result ({reason}: {error}); delete it and rerun its evaluation")
     frame = pd.DataFrame(rows, columns=list(result_row({"defense": "x", "attack": "y"}, "").keys()))
     # one result per training seed, defense and attack (several seeds are replicates, not duplicates)
     duplicated = frame[~frame["sweep"]].duplicated(["seed", "defense", "attack"], keep="first")
@@ -256,7 +294,12 @@ def missing_results(frame: pd.DataFrame, expected: list[str]) -> list[str]:
     ``--expected`` falls back to the grid, and says that a gap may be by design.
     """
     if expected:
-        return [f"{p} (expected, not found)" for p in map(Path, expected) if not p.is_file()]
+        loaded = {Path(p).resolve() for p in frame["path"]}
+        return [
+            f"{p} (expected, not found)" if not p.is_file() else f"{p} (expected, unreadable: see the problems)"
+            for p in map(Path, expected)
+            if not p.is_file() or p.resolve() not in loaded
+        ]
     main = main_results(frame)
     present = set(zip(main["defense"], main["attack"]))
     return [
