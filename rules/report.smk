@@ -1,6 +1,6 @@
 # The reproduction report. The rule waits for every result; for a report on the
 # results that exist so far (some attacks still running), run the same command
-# by hand into another folder (README: "Reading a run before it finishes").
+# by hand into another folder (docs/report.md: the partial report).
 REPORT = "results/{experiment}/report"
 
 

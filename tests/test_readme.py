@@ -1,4 +1,4 @@
-"""The README's commands, run verbatim (copied out of README.md, so a stale command fails here)."""
+"""The documented commands, run verbatim (copied out of README.md and docs/, so a stale command fails here)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import REPO, run_snakemake
 from report_fixtures import make_result
 
-README = (REPO / "README.md").read_text()
+README = "\n".join(path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
 
 
 def bash_blocks() -> list[str]:
@@ -26,7 +26,7 @@ def readme_command(marker: str) -> str:
         for command in block.replace("\\\n", " ").splitlines():
             if marker in command:
                 return command.split("  #")[0].strip()
-    raise AssertionError(f"README.md has no bash command with {marker!r}")
+    raise AssertionError(f"README.md and docs/ have no bash command with {marker!r}")
 
 
 def _bash(command: str, cwd: Path) -> subprocess.CompletedProcess:
