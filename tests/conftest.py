@@ -123,6 +123,7 @@ SLOWEST_FIRST = (
     "test_slurm.py::test_tiny_workflow_through_slurm",  # waits on SLURM's polls: overlaps well
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[imagenette]",
     "test_workflow.py::test_tiny_workflow_end_to_end",
+    "test_front_doors.py::test_dvc_repro_after_snakemake_all_runs_no_job",  # builds the shared front-door run
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar100]",
     "test_reliability.py::test_interrupted_workflow_reruns_to_the_same_numbers",
 )
