@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's code, not an installed copy
 from atop.config import resolve_numbers
 from atop.data import PreparedData
-from atop.diagnostics.overfitting import OverfittingMonitor, boundary_distortion
+from atop.diagnostics.distortion import boundary_distortion
+from atop.diagnostics.overfitting import OverfittingMonitor
 from atop.diagnostics.settings import distortion_settings, monitor_settings
 from atop.evaluate import sample_indices
 from atop.models import build_purifier

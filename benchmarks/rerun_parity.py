@@ -1,7 +1,9 @@
 """What one edit recomputes, through each front door, printed side by side.
 
 Builds an experiment once (default: the tiny config) in a temporary git + DVC copy of
-the workflow, then for each single edit starts from two copies of that finished run
+the workflow with plain Snakemake, as `make run` does; the first row is `dvc repro` (and
+`snakemake all`) over that run with nothing changed: no job may run, DVC only hashes the
+outputs and records its lock. Then for each single edit it starts from two copies of that finished run
 (file times kept), applies the edit in both and runs `snakemake all` in one and
 `dvc repro` in the other (and, for parameter edits, `dvc exp run -S` in a third). The
 jobs a front door reran are read from Snakemake's own job listing in its output (rule and
@@ -11,9 +13,10 @@ benchmark files left out; where DVC's cache links files, `.dvc/config`, DVC reli
 output whose bytes did not change to its cached copy, old time included, so that count can
 be lower under DVC for the same jobs) and the seconds per front door.
 
-    python benchmarks/rerun_parity.py [--config config/tiny.yaml] [--edits attack variant ...]
+    python benchmarks/rerun_parity.py [--config config/tiny.yaml] [--edits no-change attack variant ...]
 
-`--built DIR` starts from a copy of a build made elsewhere (the test suite's) instead.
+`--built DIR` starts from a copy of a build made elsewhere by `dvc repro` (the test suite's)
+instead; the first row is then "no change after `dvc repro`".
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ import yaml
 from dvc_noop import ENV  # git + DVC in a scratch repository: the same environment
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # this checkout's code closures
+
+from atop.code_closure import command_closure
+
+TRAINING_COMMANDS = ("train-classifier", "train-adversarial", "pretrain-purifier", "finetune-purifier")
 FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "dvc.yaml", "params.yaml")
 
 
 @dataclass(frozen=True)
 class Edit:
-    """One change a user makes: a config key (dotted path) set to a value, or a source file touched."""
+    """One change a user makes: a config key (dotted path) set to a value, a source file touched, or nothing."""
 
     name: str
     key: str | None = None  # evaluation.attacks.<attack>.steps
@@ -45,12 +53,34 @@ class Edit:
     source: str | None = None  # a file under src/ to append a comment to
 
 
-def edits_for(config: dict) -> dict[str, Edit]:
+def attack_module(config: dict) -> tuple[str, str]:
+    """An attack module only evaluations run (not training's monitors), and which attack of the config
+    runs it; else a module no job of this config runs."""
+    training = set().union(*(command_closure(REPO, command) for command in TRAINING_COMMANDS))
+    used = set()
+    for name, spec in config["evaluation"]["attacks"].items():
+        modules = [
+            path
+            for path in command_closure(REPO, "evaluate", (spec["method"],))
+            if "/attacks/" in path and not path.endswith("__init__.py")
+        ]
+        used |= set(modules)
+        own = [path for path in modules if path not in training]
+        if own:
+            return own[0], f"only {name} runs it"
+    unused = sorted(str(p.relative_to(REPO)) for p in (REPO / "src/atop/attacks").glob("*.py"))
+    unused = [path for path in unused if path not in used | training and not path.endswith("__init__.py")]
+    return unused[0], "no job of this config runs it"
+
+
+def edits_for(config: dict, built_by: str) -> dict[str, Edit]:
     attack = next(name for name, spec in config["evaluation"]["attacks"].items() if "steps" in spec)
     steps = config["evaluation"]["attacks"][attack]["steps"]
     variant = next(iter(config["purifiers"]))
     epochs = config["purifiers"][variant]["pretrain"]["epochs"]
+    module, why = attack_module(config)
     return {
+        "no-change": Edit(f"no change after `{built_by}`"),
         "attack": Edit(f"{attack}.steps {steps} -> {steps + 1}", f"evaluation.attacks.{attack}.steps", steps + 1),
         "variant": Edit(
             f"purifier {variant} pretrain.epochs {epochs} -> {epochs + 1}",
@@ -64,6 +94,7 @@ def edits_for(config: dict) -> dict[str, Edit]:
         ),
         "report-code": Edit("src/atop/report/figures.py edited", source="src/atop/report/figures.py"),
         "attack-code": Edit("src/atop/attacks/eot.py edited", source="src/atop/attacks/eot.py"),
+        "attack-module": Edit(f"one attack module edited: {module} ({why})", source=module),
     }
 
 
@@ -119,6 +150,8 @@ def set_key(config_path: Path, key: str, value) -> None:
 
 
 def apply(edit: Edit, folder: Path, configfile: str) -> None:
+    if edit.key is None and edit.source is None:
+        return
     if edit.source:
         path = folder / edit.source
         path.write_text(path.read_text() + "\n# an edit\n")
@@ -144,8 +177,9 @@ def summarise(files: set[str]) -> str:
     return "; ".join(shown) or "-"
 
 
-def build(base: Path, configfile: str, experiment: str) -> None:
-    """The workflow's files in ``base``, made a git + DVC repository, ``configfile`` built by dvc repro."""
+def build(base: Path, configfile: str, experiment: str, cores: str) -> None:
+    """The workflow's files in ``base``, made a git + DVC repository, ``configfile`` built by `snakemake all`
+    (no DVC lock yet: the "no change" row's `dvc repro` records it)."""
     base.mkdir()
     for name in FILES:
         source = REPO / name
@@ -158,11 +192,17 @@ def build(base: Path, configfile: str, experiment: str) -> None:
         ["git", "commit", "-qm", "base"],
     ):
         run(command, base)
-    print(f"building {configfile} through dvc repro in {base} ...", flush=True)
-    build_seconds, _ = run(["dvc", "repro"], base)
-    run(["git", "add", "-A"], base)
-    run(["git", "commit", "-qm", "built"], base)
+    print(f"building {configfile} through snakemake all (as make run) in {base} ...", flush=True)
+    build_seconds, _ = run(["snakemake", "--cores", cores, "all", "--configfile", configfile], base)
     print(f"built in {build_seconds:.1f} s\n", flush=True)
+
+
+def record_lock(base: Path) -> None:
+    """A build by `snakemake all` gets DVC's lock (`dvc repro`: nothing to run), committed."""
+    if not (base / "dvc.lock").is_file():
+        run(["dvc", "repro"], base)
+    run(["git", "add", "-A"], base)
+    run(["git", "commit", "-qm", "dvc lock", "--allow-empty"], base)
 
 
 def check_build(built: Path, configfile: str, experiment: str) -> None:
@@ -198,7 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     config = yaml.safe_load((REPO / args.config).read_text())
     experiment = config["experiment"]
-    edits = edits_for(config)
+    edits = edits_for(config, "dvc repro" if args.built else "make run")
     chosen = args.edits or list(edits)
     unknown = sorted(set(chosen) - set(edits))
     if unknown:
@@ -211,10 +251,13 @@ def main() -> None:
     if args.built:
         start_from_build(args.built, base, args.config)
     else:
-        build(base, args.config, experiment)
+        build(base, args.config, experiment, args.cores)
 
     rows = []
+    chosen = sorted(chosen, key=lambda key: key != "no-change")  # before the base gets DVC's lock
     for key in chosen:
+        if key != "no-change" and not (base / "dvc.lock").is_file():
+            record_lock(base)
         edit = edits[key]
         doors = {
             "snakemake": ["snakemake", "--cores", args.cores, "all", "--configfile", args.config],
@@ -224,14 +267,20 @@ def main() -> None:
             doors["dvc exp run -S"] = ["dvc", "exp", "run", "-S", f"{args.config}:{edit.key}={edit.value}"]
         outcome = {}
         for door, command in doors.items():
-            folder = work / f"{key}-{door.split()[0]}-{len(outcome)}"
-            shutil.copytree(base, folder, symlinks=True)  # copy2 keeps file times: the run stays current
+            # no change, `dvc repro`: run in the base itself, which so gets DVC's lock for the edits
+            in_base = key == "no-change" and door == "dvc repro"
+            folder = base if in_base else work / f"{key}-{door.split()[0]}-{len(outcome)}"
+            if not in_base:
+                shutil.copytree(base, folder, symlinks=True)  # copy2 keeps file times: the run stays current
             if door != "dvc exp run -S":
                 apply(edit, folder, args.config)
             before = stamps(folder, experiment)
             seconds, log = run(command, folder)
             outcome[door] = (jobs_run(log), job_outputs(before, stamps(folder, experiment)), seconds)
-            shutil.rmtree(folder)
+            if not in_base:
+                shutil.rmtree(folder)
+        if key == "no-change":
+            record_lock(base)
         reference = outcome["snakemake"][0]
         same = all(jobs == reference for jobs, _, _ in outcome.values())
         rows.append((edit.name, outcome, same))

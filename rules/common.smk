@@ -122,9 +122,18 @@ wildcard_constraints:
     point=r"\d+",
 
 
-def code_version(command):
-    """The hash of the source behind `python -m atop <command>` (a param: an edit reruns its jobs)."""
-    return command_code_version(Path(workflow.basedir), command)
+def code_version(command, attacks=None):
+    """The hash of the source a `python -m atop <command>` job runs (a param: an edit reruns its jobs).
+
+    ``attacks``: the config attacks the job builds by name (evaluations, the diagnostics'
+    attack), so it hashes their modules only (src/atop/code_closure.py).
+    """
+    methods = None
+    if attacks is not None:
+        methods = tuple(
+            sorted({config["evaluation"]["attacks"][a]["method"] for a in attacks})
+        )
+    return command_code_version(Path(workflow.basedir), command, methods)
 
 
 # Spec keys that are not config sections, by the section they are drawn from: DVC

@@ -47,7 +47,7 @@ rule robustness_measures:
     resources:
         gpu=GPU,
     params:
-        code=code_version("robustness-measures"),
+        code=code_version("robustness-measures", [DIAGNOSTICS_ATTACK]),
         spec=lambda w: diagnostics_spec("measures", w.seed),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
@@ -100,7 +100,7 @@ rule diagnostic_pictures:
     resources:
         gpu=GPU,
     params:
-        code=code_version("diagnostic-pictures"),
+        code=code_version("diagnostic-pictures", [DIAGNOSTICS_ATTACK]),
         spec=lambda w: diagnostics_spec("pictures", w.seed),
         data="results/{experiment}/data/dataset.pt",
         defenses=picture_defenses,

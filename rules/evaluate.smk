@@ -13,7 +13,7 @@ rule evaluate:
     resources:
         gpu=GPU,
     params:
-        code=code_version("evaluate"),
+        code=lambda w: code_version("evaluate", [w.attack]),
         spec=lambda w: evaluation_spec(w.attack, w.seed),
         purifier=lambda w, input: (
             f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
@@ -39,7 +39,7 @@ rule evaluate_sweep:
     resources:
         gpu=GPU,
     params:
-        code=code_version("evaluate"),
+        code=lambda w: code_version("evaluate", [SWEEPS[w.sweep]["attack"]]),
         spec=lambda w: sweep_spec(w.sweep, w.point, w.seed),
         attack=sweep_attack_name,
         purifier=lambda w, input: (

@@ -60,6 +60,34 @@ def run_snakemake(folder: Path, *args: str, timeout: int = 900, env: dict | None
     )
 
 
+def _shared_build(tmp_path_factory, name: str, build) -> tuple[Path, str]:
+    """``build(repo)`` (returns its log) once per test run in ``<root>/<name>/repo``; under ``pytest -n``
+    the workers share it: the first to ask builds it in the run's common temporary folder, under a
+    lock; the others wait. (repository, log)."""
+    import fcntl
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp() if worker is None else tmp_path_factory.getbasetemp().parent
+    folder, log = root / name, root / f"{name}.log"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if folder.exists() and not log.exists():
+            raise RuntimeError(f"the build in {folder} failed in another worker (its error is reported there)")
+        if not log.exists():
+            (folder / "repo").mkdir(parents=True)
+            log.write_text(build(folder / "repo"))
+    return folder / "repo", log.read_text()
+
+
+@pytest.fixture(scope="session")
+def front_door_build(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny experiment (a variant: tests/dvc_repo.py) built by `snakemake all`, then `dvc repro`
+    run over it, committed: (repository, JSON of both logs). Never edit it: copy it."""
+    from dvc_repo import build_front_door, checkout_copy
+
+    return _shared_build(tmp_path_factory, "front-door-build", lambda repo: build_front_door(checkout_copy(repo)))
+
+
 @pytest.fixture(scope="session")
 def tiny_dvc_build(tmp_path_factory) -> tuple[Path, str]:
     """The tiny experiment built once per test run through DVC in a throwaway repository of the
@@ -95,6 +123,7 @@ SLOWEST_FIRST = (
     "test_slurm.py::test_tiny_workflow_through_slurm",  # waits on SLURM's polls: overlaps well
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[imagenette]",
     "test_workflow.py::test_tiny_workflow_end_to_end",
+    "test_front_doors.py::test_dvc_repro_after_snakemake_all_runs_no_job",  # builds the shared front-door run
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar100]",
     "test_reliability.py::test_interrupted_workflow_reruns_to_the_same_numbers",
 )

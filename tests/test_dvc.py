@@ -59,7 +59,14 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
     assert "purifiers" in stages["purifiers"]["params"][0]["${configfile}"]
     assert "src/atop/train/loop.py" in stages["classifiers"]["deps"]
     assert "src/atop/train/loop.py" not in stages["evaluation"]["deps"]
-    assert "src/atop/attacks.py" not in stages["classifiers"]["deps"]
+    # a stage depends on the code its jobs run (src/atop/code_closure.py): training's monitors run
+    # eot.py, no other attack module; the boundary-distortion diagnostic is the diagnostics' own
+    assert "src/atop/attacks/eot.py" in stages["classifiers"]["deps"]
+    for stage in ("classifiers", "purifiers", "finetuning"):
+        assert "src/atop/attacks/stadv.py" not in stages[stage]["deps"], stage
+        assert "src/atop/diagnostics/distortion.py" not in stages[stage]["deps"], stage
+    assert "src/atop/attacks/stadv.py" in stages["evaluation"]["deps"]
+    assert "src/atop/diagnostics/distortion.py" in stages["diagnostics"]["deps"]
 
 
 def test_dvc_exp_run_builds_the_tiny_experiment(built):

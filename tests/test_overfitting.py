@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from atop.config import ConfigError
+from atop.diagnostics.distortion import boundary_distortion
 from atop.diagnostics.overfitting import (
     COLUMNS,
     OverfittingMonitor,
-    boundary_distortion,
     catastrophic_overfitting,
     overfitting_flags,
     robust_overfitting,

@@ -410,7 +410,7 @@ def cmd_robustness_measures(args) -> None:
 
 def cmd_boundary_distortion(args) -> None:
     from .data import load_prepared
-    from .diagnostics.overfitting import boundary_distortion
+    from .diagnostics.distortion import boundary_distortion
     from .diagnostics.settings import distortion_settings
     from .io import write_json
 

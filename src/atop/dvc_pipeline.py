@@ -8,8 +8,9 @@ Snakemake's API for every shipped experiment config), never written twice:
   wildcard is one file, a pattern with more wildcards (one file per seed, defense
   and attack) becomes its wildcard-free folder, so the stage covers any config;
 - deps: the Snakefile and shared .smk files, the stage's own .smk files, the
-  config schema (its defaults fill the config), and the ``src/atop`` modules the
-  rule's ``python -m atop <command>`` imports, followed transitively;
+  config schema (its defaults fill the config), and the ``src/atop`` files the
+  rule's ``python -m atop <command>`` can run (code_closure.py; for any config, so
+  every attack an evaluation may build);
 - params: the top-level config keys the rule hands its jobs in ``--spec``;
 - metrics and plots: ``metrics.json``, the training curves and the PNG figures.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from .code_closure import ClosureError, cli_command_modules, module_closure
+from .code_closure import ClosureError, stage_closure
 
 # DVC stage -> the Snakemake rules it runs, in pipeline order.
 STAGES = {
@@ -180,7 +181,7 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
     shared = [path for path in included if path not in rule_files]
     stages, produced, metrics, curves, figures = {}, [], [], [], []
     for stage, names in STAGES.items():
-        outs, files, modules, keys, per_name = [], [], set(), set(), False
+        outs, files, commands, keys, per_name = [], [], set(), set(), False
         for name in names:
             entry = rules[name]
             for pattern, wildcards in zip(entry["patterns"], entry["wildcards"]):
@@ -191,11 +192,10 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
                     files.append(path)
                 else:
                     per_name = True
-            commands = re.findall(r"python -m atop ([a-z][a-z0-9-]*)", entry["shell"])
-            if not commands:
+            named = re.findall(r"python -m atop ([a-z][a-z0-9-]*)", entry["shell"])
+            if not named:
                 raise PipelineError(f"rule {name} does not run `python -m atop <command>`")
-            for command in commands:
-                modules |= cli_command_modules(repo, command)
+            commands |= set(named)
             keys |= entry["spec_keys"]
         for path in outs:
             if path.endswith("metrics.json"):
@@ -205,7 +205,8 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
             elif "/curves/" in path and (path.endswith(".csv") or not path.rsplit("/", 1)[-1].count(".")):
                 curves.append(path)  # a curve, or a stage's folder of per-seed curves
         smk = sorted({rules[name]["snakefile"] for name in names})
-        deps = [*shared, *smk, SCHEMA, *module_closure(repo, modules)]
+        # any config's jobs: every attack an evaluation or diagnostic may build
+        deps = [*shared, *smk, SCHEMA, *stage_closure(repo, sorted(commands))]
         # Inputs made by earlier stages are their outs: DVC orders the stages from them.
         deps += [path for path in produced if _feeds(path, names, rules)]
         produced += outs

@@ -6,6 +6,10 @@ attack's parameters from the config, and returns a torchattacks ``Attack``.
 Keyword-only builder parameters (``num_classes``, ``seed``, ``draws``) come
 from the evaluation, not the config. Build attacks after the model is on its
 device: torchattacks reads the device from the model's first parameter.
+
+Each builder imports the modules its attack runs (eot.py, bpda.py, apgd.py, ...) inside
+itself, so a job loads, and src/atop/code_closure.py hashes, only its attacks' code: an
+edit of StAdv reruns the StAdv evaluations, not the training or the other attacks'.
 """
 
 from __future__ import annotations
@@ -19,11 +23,6 @@ from torch import nn
 from ..attack_catalog import DEFAULT_EOT, AttackFacts, attack_facts
 from ..registry import Registry
 from ..torchattacks_lean import Attack, torchattacks
-from .apgd import EveryImageAPGD, EveryImageAPGDT
-from .bpda import IdentityBackwardDefense
-from .ensemble import WorstCaseEnsemble
-from .eot import BatchedEOTPGD
-from .stadv import StAdv
 
 ATTACKS: Registry = Registry("attack")
 CONTEXT_PARAMETERS = ("num_classes", "seed", "draws")
@@ -69,6 +68,8 @@ def register_attack(name: str):
 @register_attack("fgsm")
 def fgsm(model: nn.Module, eps: float, eot: int | str = "auto") -> Attack:
     """One signed-gradient step of size eps (FGSM), the gradient EOT-averaged."""
+    from .eot import BatchedEOTPGD
+
     return BatchedEOTPGD(model, eps=eps, alpha=eps, steps=1, eot_iter=eot, random_start=False)
 
 
@@ -76,6 +77,8 @@ def fgsm(model: nn.Module, eps: float, eot: int | str = "auto") -> Attack:
 def pgd_linf(
     model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True, eot: int | str = "auto"
 ) -> Attack:
+    from .eot import BatchedEOTPGD
+
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
@@ -83,6 +86,8 @@ def pgd_linf(
 def pgd_l2(
     model: nn.Module, eps: float, alpha: float, steps: int, random_start: bool = True, eot: int | str = "auto"
 ) -> Attack:
+    from .eot import BatchedEOTPGD
+
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start, norm="L2")
 
 
@@ -100,6 +105,8 @@ def cw_l2(
     A budgeted attack, unlike Carlini-Wagner's norm-minimising optimisation, whose
     "smallest successful perturbation" is judged on one pass of a randomized model.
     """
+    from .eot import BatchedEOTPGD
+
     return BatchedEOTPGD(
         model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start, norm="L2", loss="cw"
     )
@@ -114,12 +121,17 @@ def square(model: nn.Module, eps: float, n_queries: int = 5000, p_init: float = 
 @register_attack("eot_pgd")
 def eot_pgd(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, random_start: bool = True):
     """Full-gradient PGD through the whole (randomized) model with batched EOT."""
+    from .eot import BatchedEOTPGD
+
     return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
 
 
 @register_attack("bpda_eot")
 def bpda_eot(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, random_start: bool = True):
     """EOT-PGD with the purifier's backward pass as identity: an upper bound on robustness."""
+    from .bpda import IdentityBackwardDefense
+    from .eot import BatchedEOTPGD
+
     if not hasattr(model, "purify"):
         raise ValueError("bpda_eot needs a defended model (with a purify step)")
     wrapped = IdentityBackwardDefense(model)
@@ -138,6 +150,8 @@ def pgd_classifier(model: nn.Module, eps: float, alpha: float, steps: int, rando
 
     The paper's RT x FT ablation protocol (PGD-1000): a transfer attack, an UPPER BOUND.
     """
+    from .eot import BatchedEOTPGD
+
     classifier = _classifier_of("pgd_classifier", model)
     return BatchedEOTPGD(classifier, eps=eps, alpha=alpha, steps=steps, eot_iter=1, random_start=random_start)
 
@@ -148,6 +162,8 @@ def cw_classifier(model: nn.Module, eps: float, alpha: float, steps: int, random
 
     A transfer attack, an UPPER BOUND.
     """
+    from .eot import BatchedEOTPGD
+
     classifier = _classifier_of("cw_classifier", model)
     return BatchedEOTPGD(
         classifier, eps=eps, alpha=alpha, steps=steps, eot_iter=1, random_start=random_start, loss="cw"
@@ -183,6 +199,9 @@ def aa_standard(
     iterations; one restart each; a fixed seed; per-sample worst case. APGD and
     APGD-T attack every image they are given (src/atop/attacks/apgd.py).
     """
+    from .apgd import EveryImageAPGD, EveryImageAPGDT
+    from .ensemble import WorstCaseEnsemble
+
     _require_classes("aa_standard", num_classes, 4, "APGD-T's targeted DLR loss uses the 4 largest logits")
     apgd_t = EveryImageAPGDT(
         model, norm=norm, eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=num_classes, draws=draws
@@ -213,6 +232,9 @@ def aa_rand(
     draws: int,
 ) -> Attack:
     """AutoAttack 'rand' for randomized defenses: APGD-CE and APGD-DLR with EOT 20, on every image."""
+    from .apgd import EveryImageAPGD
+    from .ensemble import WorstCaseEnsemble
+
     _require_classes("aa_rand", num_classes, 3, "APGD's DLR loss uses the 3 largest logits")
     attacks = [
         EveryImageAPGD(
@@ -240,6 +262,8 @@ def stadv(
     Xiao et al.'s flow-smoothness loss in pixel units (src/atop/attacks/stadv.py). The
     best iterate is chosen by accuracy over the evaluation's ``draws``.
     """
+    from .stadv import StAdv
+
     return StAdv(model, bound=bound, tau=tau, steps=steps, lr=lr, eot_iter=eot, draws=draws)
 
 
@@ -307,3 +331,29 @@ def build_attack(method: str, model: nn.Module, params: dict, *, eot: int | None
 
 def threat_norm(method: str, params: dict) -> str:
     return params.get("norm", ATTACKS[method].norm)
+
+
+def __getattr__(name: str):
+    """The attack classes, importable from here as before (``from atop.attacks import BatchedEOTPGD``),
+    loaded on first use (PEP 562); code_closure.py counts these imports only for code that uses them."""
+    if name == "BatchedEOTPGD":
+        from .eot import BatchedEOTPGD
+
+        return BatchedEOTPGD
+    if name in ("EveryImageAPGD", "EveryImageAPGDT"):
+        from .apgd import EveryImageAPGD, EveryImageAPGDT
+
+        return {"EveryImageAPGD": EveryImageAPGD, "EveryImageAPGDT": EveryImageAPGDT}[name]
+    if name == "IdentityBackwardDefense":
+        from .bpda import IdentityBackwardDefense
+
+        return IdentityBackwardDefense
+    if name == "WorstCaseEnsemble":
+        from .ensemble import WorstCaseEnsemble
+
+        return WorstCaseEnsemble
+    if name == "StAdv":
+        from .stadv import StAdv
+
+        return StAdv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Overfitting monitors of adversarial training, their detectors, and decision-boundary distortion.
+"""Overfitting monitors of adversarial training and their detectors.
 
 Monitors (per epoch, on fixed images; both adversarial training stages):
   clean, FGSM (one eps step) and PGD (``steps`` steps of 2.5 eps / steps from a random start, so it
@@ -21,22 +21,14 @@ false-alarm rate ``alpha``; minimum sizes ``diagnostics.overfitting``):
     ICML 2020): the last epoch's validation PGD accuracy is significantly, and at least ``robust_drop``,
     below its best epoch's while the training PGD accuracy rose after that epoch by more than ``train_rise``.
 
-Decision-boundary distortion (Kim, Lee & Lee 2021, Sec. 4): among images classified correctly both
-clean and at the full FGSM step x_f = clip(x + eps sign(g), 0, 1), the fraction whose prediction is
-wrong at some interior point x + (k/m)(x_f - x), k = 1..m-1 (g: the input gradient of the CE loss).
-An exactly linear model has none: the region of one class is convex. A randomized defense is measured ``draws`` times,
-each draw with one RT randomness shared by the gradient and every point of the segment (else RT noise
-alone would change labels); the figure is pooled over draws (distorted images / eligible images).
+Decision-boundary distortion is in distortion.py; both hand every RNG back through rng.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import build_attack
@@ -51,46 +43,17 @@ from .detectors import (
     pgd_above_fgsm,
     robust_overfitting,
 )
-from .settings import check_distortion
+from .rng import preserved_modes, preserved_rng, reseed
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "COLUMNS",
     "OverfittingMonitor",
-    "boundary_distortion",
     "catastrophic_overfitting",
     "overfitting_flags",
     "robust_overfitting",
 ]
-
-
-@contextlib.contextmanager
-def preserved_modes(model: nn.Module) -> Iterator[None]:
-    """Hand every module's train/eval flag back as found (a purifier in train mode inside an eval-mode
-    defense stays in train mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-@contextlib.contextmanager
-def preserved_rng(model: nn.Module) -> Iterator[None]:
-    """Run the body on borrowed randomness: torch's global RNGs and every RT's seed and generator state."""
-    transforms = [m for m in model.modules() if hasattr(m, "reseed") and hasattr(m, "_generator")]
-    saved = [(t.seed, t._generator, None if t._generator is None else t._generator.get_state()) for t in transforms]
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            for t, (seed, generator, state) in zip(transforms, saved):
-                t.seed, t._generator = seed, generator
-                if generator is not None:
-                    generator.set_state(state)
 
 
 def fixed_batch(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,60 +132,3 @@ class OverfittingMonitor:
 def pgd_step(eps: float, steps: int) -> float:
     """2.5 eps / steps (Madry et al. 2018): the steps can travel across the eps-ball from any random start."""
     return 2.5 * eps / steps
-
-
-def reseed(model: nn.Module, seed: int) -> None:
-    if hasattr(model, "reseed"):
-        model.reseed(seed)
-
-
-# ---- decision-boundary distortion ----------------------------------------------------------------
-
-
-def boundary_distortion(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 100, draws: int = 1, seed: int = 0
-) -> dict:
-    """Kim, Lee & Lee's decision-boundary distortion of ``model`` at FGSM step ``eps`` (see module doc).
-
-    ``draws`` > 1 only for randomized models (``model.randomized``); each draw reseeds the model
-    before every pass, so all points of a segment see the same RT randomness.
-    """
-    check_distortion(points, eps, draws, max(len(y), 1), key="boundary_distortion")
-    if not getattr(model, "randomized", False):
-        draws = 1
-    device = next(model.parameters()).device
-    model.eval()
-    x, y = x.to(device), y.to(device)
-    eligible_total = distorted_total = 0
-    per_draw = []
-    with preserved_rng(model):
-        for draw in range(draws):
-            draw_seed = seed + draw
-
-            def logits(images: torch.Tensor, draw_seed: int = draw_seed) -> torch.Tensor:
-                reseed(model, draw_seed)  # one randomness for the gradient and every point
-                return model(images)
-
-            images = x.clone().requires_grad_(True)
-            loss = F.cross_entropy(logits(images), y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, images)
-            # the full step kept in [0, 1], so the segment x -> x_fgsm is straight and inside the image box
-            step = (x + eps * grad.sign()).clamp(0, 1) - x
-            with torch.no_grad():
-                # point k = 0 (clean) .. m (full step), one batch of images per point
-                correct = torch.stack([logits(x + (k / points) * step).argmax(1) == y for k in range(points + 1)])
-            eligible = correct[0] & correct[-1]
-            distorted = eligible & ~correct[1:-1].all(dim=0)
-            eligible_total += int(eligible.sum())
-            distorted_total += int(distorted.sum())
-            per_draw.append(float(distorted.sum() / eligible.sum()) if eligible.any() else None)
-    return {  # None (JSON null) where no image was right at both ends: nothing to measure
-        "distortion": distorted_total / eligible_total if eligible_total else None,
-        "eligible": eligible_total,
-        "distorted": distorted_total,
-        "per_draw": per_draw,
-        "images": len(y),
-        "draws": draws,
-        "points": points,
-        "eps": eps,
-    }

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -23,18 +24,16 @@ from torch import nn
 
 from ..config import ConfigError
 from ..data import PreparedData
-from ..defense import DefendedModel
-from ..diagnostics.overfitting import OverfittingMonitor
-from ..diagnostics.settings import monitor_settings
 from ..errors import FineTuneCollapse
 from ..fastpath import FastPath
-from ..finetune_attacks import FINETUNE_ATTACKS
-from ..metrics import correct_per_draw
 from ..models import PurifierParts, build_purifier
 from ..models.purifiers import load_initial_weights
 from ..registry import Registry
 from ..transforms import RandomTransform, build_transform
 from .loop import batches, epoch_seed, fit
+
+if TYPE_CHECKING:
+    from ..defense import DefendedModel
 
 log = logging.getLogger("atop.train")
 
@@ -194,6 +193,8 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def defended_val_accuracy(defense: DefendedModel, data: PreparedData, draws: int, seed: int) -> float:
+    from ..metrics import correct_per_draw
+
     defense.eval().reseed(seed)
     return correct_per_draw(defense, data.images("val"), data.labels("val"), draws, 256).float().mean().item()
 
@@ -211,6 +212,13 @@ def finetune_purifier(
     fast: FastPath = FastPath(),
 ):
     """AToP fine-tuning; raise :class:`FineTuneCollapse` if clean accuracy falls too far."""
+    # Imported here, not above: pre-training runs none of them (src/atop/code_closure.py), so an
+    # edit of the monitor, the defense or the fine-tuning attacks reruns fine-tuning only.
+    from ..defense import DefendedModel
+    from ..diagnostics.overfitting import OverfittingMonitor
+    from ..diagnostics.settings import monitor_settings
+    from ..finetune_attacks import FINETUNE_ATTACKS
+
     torch.manual_seed(seed)
     ft = {**FINETUNE_DEFAULTS, **spec["finetune"]}
     recon_target = RECON_TARGETS[ft["recon_target"]]
