@@ -526,3 +526,31 @@ def test_replicated_seeds_run_only_what_replicates_names(config):
     assert seed_plan(config, 1) == (["ap", "atop"], ["eot_pgd"]) and full_seeds(config) == [3]
     config["replicates"] = None
     assert seed_plan(config, 2)[1] == list(config["evaluation"]["attacks"]) and full_seeds(config) == [3, 1, 2]
+
+
+def test_params_check_records_the_selection_and_names_each_mistake(tmp_path):
+    """`python -m atop.config --params params.yaml --record F`, DVC's first stage: a valid selection is
+    written to F; a missing config file or a stray key is named, and F is not written."""
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config/tiny.yaml").write_text((repo / "config/tiny.yaml").read_text())
+    params, record = tmp_path / "params.yaml", tmp_path / "results/tiny/dvc_selection.json"
+
+    def check(selection: dict) -> subprocess.CompletedProcess:
+        params.write_text(yaml.safe_dump(selection))
+        command = [sys.executable, "-m", "atop.config", "--params", str(params), "--record", str(record)]
+        return subprocess.run(command, check=False, capture_output=True, text=True, cwd=tmp_path)
+
+    done = check({"configfile": "config/tiny.yaml", "experiment": "tiny"})
+    assert done.returncode == 0, done.stderr
+    assert yaml.safe_load(record.read_text()) == {"configfile": "config/tiny.yaml", "experiment": "tiny"}
+    record.unlink()
+    for selection, message in [
+        ({"configfile": "config/mine.yaml", "experiment": "mine"}, "configfile config/mine.yaml does not exist"),
+        ({"configfile": "config/tiny.yaml", "experiment": "tiny", "evaluation": {}}, "unknown key 'evaluation'"),
+        ({"configfile": "config/tiny.yaml", "experiment": "digits"}, "declares experiment 'tiny'"),
+    ]:
+        done = check(selection)
+        assert done.returncode == 1 and message in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not record.exists()

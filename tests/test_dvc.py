@@ -41,7 +41,16 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
     """After a build, every file Snakemake's summary lists lies in some stage's outs, in its own stage."""
     repo, _ = built
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == ["data", "classifiers", "purifiers", "finetuning", "evaluation", "diagnostics", "report"]
+    assert list(stages) == [
+        "config",
+        "data",
+        "classifiers",
+        "purifiers",
+        "finetuning",
+        "evaluation",
+        "diagnostics",
+        "report",
+    ]
     outs = {
         stage: [next(iter(out)).replace("${experiment}", "tiny") for out in description["outs"]]
         for stage, description in stages.items()
@@ -71,10 +80,10 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
 
 def test_dvc_exp_run_builds_the_tiny_experiment(built):
     repo, log = built
-    for stage in dvc_pipeline.STAGES:
+    for stage in ["config", *dvc_pipeline.STAGES]:
         assert f"Running stage '{stage}'" in log
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert set(lock) == set(dvc_pipeline.STAGES)
+    assert set(lock) == {"config", *dvc_pipeline.STAGES}
     assert lock["evaluation"]["params"]["config/tiny.yaml"]["evaluation"]["attacks"]["fgsm"]["eps"] == "64/255"
     assert (repo / "models/tiny/purifier_finetuned/seed0/gan-rt2.pt").stat().st_size > 0
     assert len(list((repo / "results/tiny/eval").rglob("*.json"))) == 8  # 4 defenses x 2 attacks
@@ -121,20 +130,42 @@ def test_push_then_pull_into_a_fresh_clone_is_up_to_date(built, tmp_path):
     assert "Data and pipelines are up to date." in status
 
 
-def test_mismatched_experiment_fails_before_touching_results(built):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            ("experiment: tiny", "experiment: other"),
+            "experiment 'other' but config/tiny.yaml declares experiment 'tiny'",
+        ),
+        (("config/tiny.yaml", "config/my-experiment.yaml"), "configfile config/my-experiment.yaml does not exist"),
+        # what `dvc exp run -S +evaluation.attacks.pgd.steps=20` (no file named) writes
+        (
+            ("experiment: tiny", "experiment: tiny\nevaluation:\n  attacks: {pgd: {steps: 20}}"),
+            "unknown key 'evaluation'",
+        ),
+    ],
+    ids=["mismatched-experiment", "missing-config-file", "stray-key"],
+)
+def test_a_bad_params_file_stops_dvc_before_any_stage_and_changes_nothing(built, change, message):
+    """DVC's first stage checks params.yaml: the mistake is named, no Snakemake stage runs, no file
+    changes, and with params.yaml put back both front doors say up to date."""
     repo, _ = built
+    run(repo, "dvc", "repro")  # whatever earlier tests left stale
     params = repo / "params.yaml"
     original = params.read_text()
-    stamp = {p: p.stat().st_mtime_ns for p in (repo / "results/tiny").rglob("*") if p.is_file()}
+    before = _stamps(repo)
     try:
-        params.write_text(original.replace("experiment: tiny", "experiment: other"))
+        params.write_text(original.replace(*change))
         failed = run(repo, "dvc", "repro", check=False, timeout=300)
     finally:
         params.write_text(original)
     assert failed.returncode != 0
-    assert "results/other/data/dataset.pt" in output(failed)
+    assert message in output(failed)
+    assert re.findall(r"Running stage '(\w+)'", output(failed)) == ["config"]
     assert not (repo / "results/other").exists()
-    assert {p: p.stat().st_mtime_ns for p in stamp} == stamp
+    assert _stamps(repo) == before
+    assert "Data and pipelines are up to date." in output(run(repo, "dvc", "status"))
+    assert _planned(repo) == set()
 
 
 def _stamps(repo: Path) -> dict[str, int]:
@@ -214,9 +245,10 @@ def test_dvc_exp_run_set_param_reruns_only_that_attacks_jobs(built):
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"configfile": "config/tiny.yaml", "experiment": "digits"}, "names experiment 'tiny'"),
+        ({"configfile": "config/tiny.yaml", "experiment": "digits"}, "declares experiment 'tiny'"),
         ({"configfile": "config/nope.yaml", "experiment": "nope"}, "does not exist"),
-        ({"experiment": "tiny"}, "lacks configfile"),
+        ({"experiment": "tiny"}, "configfile missing"),
+        ({"configfile": "config/tiny.yaml", "experiment": "tiny", "seeds": [1]}, "unknown key 'seeds'"),
     ],
 )
 def test_bad_params_file_is_named(tmp_path, params, message):

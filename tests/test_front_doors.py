@@ -71,6 +71,7 @@ def test_dvc_repro_after_snakemake_all_runs_no_job(made, tmp_path):
     assert {"prepare_data", "train_adversarial", "boundary_distortion", "report"} <= set(jobs(made["built"]))
     # DVC ran every stage (it had no lock) and each stage's Snakemake found its jobs done
     assert re.findall(r"Running stage '(\w+)'", repro) == [
+        "config",  # checks params.yaml and the config file it names (no Snakemake)
         "data",
         "classifiers",
         "purifiers",

@@ -323,6 +323,15 @@ def command_closure(repo: Path, command: str, attacks: tuple[str, ...] | None = 
         done |= wanted
 
 
+def module_closure(repo: Path, module: str) -> list[str]:
+    """Source files ``python -m <module>`` runs: the module whole and the atop modules it reaches."""
+    closure = _Closure(Path(repo), entry="")
+    if not closure.reach_module(module, whole=True):
+        raise ClosureError(f"no module {module} under src/")
+    closure.grow()
+    return closure.files()
+
+
 def stage_closure(repo: Path, commands) -> list[str]:
     """The files any job of the given commands may run (every attack): a DVC stage's source deps."""
     return sorted(set().union(*(command_closure(repo, command) for command in commands)))

@@ -450,26 +450,90 @@ def load_config_file(path) -> dict:
     return config
 
 
+SELECTION_KEYS = ("configfile", "experiment")
+
+
+def check_selection(path) -> dict:
+    """``params.yaml``: the config file ``dvc repro`` builds and the experiment it declares, nothing else.
+
+    DVC itself names neither mistake well: a missing config file reads as "Parameters ... are missing",
+    and ``dvc exp run -S +key=value`` (DVC's own hint) writes the key here and runs nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; it names the config file DVC builds (configfile) and its experiment")
+    selection = load_config_file(path)
+    missing = [key for key in SELECTION_KEYS if key not in selection]
+    if missing:
+        raise ConfigError(
+            f"{path}: {', '.join(missing)} missing; it names the config file DVC builds and its experiment"
+        )
+    unknown = sorted(set(selection) - set(SELECTION_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {', '.join(map(repr, unknown))}: this file holds only configfile and experiment. "
+            f"A setting of the experiment goes to its config file: dvc exp run -S "
+            f"{selection['configfile']}:{unknown[0]}.<key>=<value> (a -S without the file lands here)"
+        )
+    configfile = selection["configfile"]
+    if not (path.parent / str(configfile)).is_file():  # paths in params.yaml are relative to its folder
+        raise ConfigError(f"{path}: configfile {configfile} does not exist")
+    named = load_config_file(path.parent / str(configfile)).get("experiment")
+    if named != selection["experiment"]:
+        raise ConfigError(
+            f"{path}: experiment {selection['experiment']!r} but {configfile} declares experiment {named!r}: "
+            "set both together (dvc exp run -S configfile=<file> -S experiment=<name>)"
+        )
+    return selection
+
+
+def validate_file(path) -> dict:
+    """Every check ``snakemake -n`` makes on one config file; the validated config (defaults filled in)."""
+    from snakemake.utils import validate
+
+    schema = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+    config = load_config_file(path)
+    check_schema(config, schema, str(path), DEFAULT_CONFIGFILE)
+    validate(config, str(schema), set_default=True)
+    check_config(config)
+    check_device(config)
+    return config
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m atop.config FILE...``: every check ``snakemake -n`` makes, with the file and line of a
-    YAML syntax error (Snakemake's own message for one names neither)."""
+    YAML syntax error (Snakemake's own message for one names neither). ``--params params.yaml --record
+    FILE``: DVC's first stage; checks params.yaml and the config file it names, then records both."""
     import argparse
+    import json
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m atop.config", description=main.__doc__)
-    parser.add_argument("configfile", nargs="+", type=Path)
+    parser.add_argument("configfile", nargs="*", type=Path)
+    parser.add_argument("--params", type=Path, help="a DVC params.yaml: check it and the config file it names")
+    parser.add_argument("--record", type=Path, help="with --params: write the checked selection here (JSON)")
     args = parser.parse_args(argv)
-    schema = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+    if args.record and not args.params:
+        parser.error("--record needs --params")
+    if not args.configfile and not args.params:
+        parser.error("name a config file, or --params params.yaml")
     failed = 0
+    if args.params:
+        try:
+            selection = check_selection(args.params)
+            validate_file(args.params.parent / str(selection["configfile"]))
+        except ConfigError as error:
+            print(f"invalid config: {error}", file=sys.stderr)
+            return 1
+        if args.record:
+            from .io import write_text
+
+            # the selection only: the data stage reads it, so DVC runs this stage first
+            write_text(args.record, json.dumps(selection, indent=2, sort_keys=True) + "\n")
+        print(f"{args.params}: {selection['configfile']} ({selection['experiment']}) valid")
     for path in args.configfile:
         try:
-            config = load_config_file(path)
-            check_schema(config, schema, str(path), DEFAULT_CONFIGFILE)
-            from snakemake.utils import validate
-
-            validate(config, str(schema), set_default=True)
-            check_config(config)
-            check_device(config)
+            validate_file(path)
         except ConfigError as error:
             print(f"invalid config: {error}", file=sys.stderr)
             failed += 1

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import yaml
 
-from .code_closure import ClosureError, stage_closure
+from .code_closure import ClosureError, module_closure, stage_closure
+from .config import ConfigError, check_selection
 
 # DVC stage -> the Snakemake rules it runs, in pipeline order.
 STAGES = {
@@ -52,6 +53,16 @@ STAGES = {
     "report": ["report"],  # after diagnostics: the summary reads its EOT-sufficiency checks
 }
 PARAMS_FILE = "params.yaml"
+# DVC's first stage checks params.yaml and the config file it names before any Snakemake runs
+# (DVC would say "Parameters ... are missing" for a missing file and run nothing for a stray -S key),
+# and records the selection: the data stage reads the record, so DVC runs this stage first.
+SELECTION_RECORD = "results/${experiment}/dvc_selection.json"
+SELECTION_STAGE = {
+    "cmd": f"python -m atop.config --params {PARAMS_FILE} --record {SELECTION_RECORD}",
+    "params": [{PARAMS_FILE: None}],  # the whole file: a stray key makes the stage run, and refuse it
+    # cached, so `dvc pull` brings it; persist, so a refused params.yaml leaves the last good record
+    "outs": [{SELECTION_RECORD: {"persist": True}}],
+}
 SCHEMA = "config/schema.yaml"
 # The Snakemake target rule (rules/stages.smk) naming every output of a stage whose
 # outputs depend on the config (one file per variant, defense or attack).
@@ -69,27 +80,15 @@ class PipelineError(RuntimeError):
 
 def load_selection(repo: Path) -> dict:
     """params.yaml: which config file DVC runs and the experiment name it declares."""
-    path = repo / PARAMS_FILE
-    if not path.is_file():
-        raise PipelineError(f"{path} is missing: it names the experiment DVC builds")
-    selection = yaml.safe_load(path.read_text()) or {}
-    missing = {"configfile", "experiment"} - set(selection)
-    if missing:
-        raise PipelineError(f"{path} lacks {', '.join(sorted(missing))}")
-    return selection
+    try:
+        return check_selection(repo / PARAMS_FILE)
+    except ConfigError as error:
+        raise PipelineError(str(error)) from None
 
 
 def experiment_configs(repo: Path, selection: dict) -> list[Path]:
     """The selected config first, then every other shipped experiment config."""
-    selected = repo / selection["configfile"]
-    if not selected.is_file():
-        raise PipelineError(f"{PARAMS_FILE}: configfile {selection['configfile']} does not exist")
-    named = yaml.safe_load(selected.read_text()).get("experiment")
-    if named != selection["experiment"]:
-        raise PipelineError(
-            f"{PARAMS_FILE}: experiment {selection['experiment']!r} but {selection['configfile']} "
-            f"names experiment {named!r}; set both together"
-        )
+    selected = repo / selection["configfile"]  # load_selection checked it exists and declares the experiment
     shipped = [
         path
         for path in sorted((repo / "config").glob("*.yaml"))
@@ -180,6 +179,8 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
     rule_files = {entry["snakefile"] for entry in rules.values()}
     shared = [path for path in included if path not in rule_files]
     stages, produced, metrics, curves, figures = {}, [], [], [], []
+    stages["config"] = {"cmd": SELECTION_STAGE["cmd"], "deps": [SCHEMA, *module_closure(repo, "atop.config")]}
+    stages["config"] |= {key: SELECTION_STAGE[key] for key in ("params", "outs")}
     for stage, names in STAGES.items():
         outs, files, commands, keys, per_name = [], [], set(), set(), False
         for name in names:
@@ -208,7 +209,7 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
         # any config's jobs: every attack an evaluation or diagnostic may build
         deps = [*shared, *smk, SCHEMA, *stage_closure(repo, sorted(commands))]
         # Inputs made by earlier stages are their outs: DVC orders the stages from them.
-        deps += [path for path in produced if _feeds(path, names, rules)]
+        deps += [path for path in produced if _feeds(path, names, rules)] or [SELECTION_RECORD]
         produced += outs
         # DVC decides, by content hash, that a stage is stale; Snakemake then decides which
         # of its jobs are (its rerun triggers: params - each job's own config slice and code
