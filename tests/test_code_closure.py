@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from atop.code_closure import ClosureError, command_closure, command_code_version, stage_closure
+from atop.code_closure import (
+    ClosureError,
+    cli_command_modules,
+    command_closure,
+    command_code_version,
+    stage_closure,
+)
 
 from conftest import REPO
 
@@ -69,6 +75,28 @@ def test_an_attack_edit_changes_the_code_version_of_its_jobs_only(tmp_path):
     assert [key for key in before if before[key] != after[key]] == [("evaluate", ("stadv",))]
 
 
+def test_a_command_edit_changes_the_code_version_of_its_own_jobs_only(tmp_path):
+    """Each command is its own module (src/atop/commands/): the other commands' jobs do not run it.
+    A module the commands share changes the code version of the commands that use it."""
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    shutil.copytree(REPO / "src/atop", repo / "src/atop")
+    commands = ("train-classifier", "evaluate", "boundary-distortion", "checks")
+    before = {command: command_code_version(repo, command) for command in commands}
+    for module, changed in [
+        ("commands/evaluate.py", ["evaluate"]),
+        ("commands/_diagnostics.py", ["boundary-distortion"]),
+        ("commands/_training.py", ["train-classifier"]),
+        ("cli.py", list(commands)),
+    ]:
+        path = repo / "src/atop" / module
+        path.write_text(path.read_text() + "\n# an edit\n")
+        command_code_version.cache_clear()
+        after = {command: command_code_version(repo, command) for command in commands}
+        assert [command for command in commands if before[command] != after[command]] == changed, module
+        before = after
+
+
 def test_diagnostics_run_their_own_code():
     distortion = command_closure(REPO, "boundary-distortion")
     assert "src/atop/diagnostics/distortion.py" in distortion
@@ -84,7 +112,7 @@ def test_a_stage_depends_on_every_attack_its_jobs_may_build():
 
 
 def test_unknown_commands_and_attacks_are_named():
-    with pytest.raises(ClosureError, match="cmd_nope"):
+    with pytest.raises(ClosureError, match="no command 'nope'"):
         command_closure(REPO, "nope")
     with pytest.raises(ClosureError, match="no_such_attack"):
         command_closure(REPO, "evaluate", ("no_such_attack",))
@@ -99,8 +127,9 @@ def _package(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_closure_rules_on_a_small_package(tmp_path):
-    """What counts: module level, named functions, registry entries, literal attack names; not: other
-    commands, functions nobody names, TYPE_CHECKING imports, other attacks' builders."""
+    """What counts: module level, the command's own module, named functions, registry entries, literal
+    attack names; not: other commands' modules, functions nobody names, TYPE_CHECKING imports, other
+    attacks' builders."""
     repo = _package(
         tmp_path,
         {
@@ -109,21 +138,33 @@ def test_the_closure_rules_on_a_small_package(tmp_path):
             "cli.py": """
                 from .base import shared
 
-                def _helper():
-                    from .helped import x
+                COMMANDS = ("train", "evaluate", "other")
 
-                def cmd_train(args):
-                    from .train import fit
-                    _helper()
+                def main(command):
+                    return __import__(f"atop.commands.{command}")
+            """,
+            "commands/__init__.py": "",
+            "commands/_shared.py": """
+                def helper():
+                    from ..helped import x
 
-                def cmd_evaluate(args):
-                    from .evaluate import run
+                def unused_helper():
+                    from ..never import z
+            """,
+            "commands/train.py": """
+                from ._shared import helper
 
-                def cmd_other(args):
-                    from .other import y
-
-                def main():
-                    return {"train": cmd_train, "evaluate": cmd_evaluate, "other": cmd_other}
+                def run(args):
+                    from ..train import fit
+                    helper()
+            """,
+            "commands/evaluate.py": """
+                def run(args):
+                    from ..evaluate import run
+            """,
+            "commands/other.py": """
+                def run(args):
+                    from ..other import y
             """,
             "base.py": "def shared():\n    pass\n",
             "helped.py": "x = 1\n",
@@ -180,9 +221,11 @@ def test_the_closure_rules_on_a_small_package(tmp_path):
     def names(files):
         return {path.removeprefix("src/atop/") for path in files}
 
-    common = {"__init__.py", "__main__.py", "cli.py", "base.py"}
+    common = {"__init__.py", "__main__.py", "cli.py", "base.py", "commands/__init__.py"}
     train = names(command_closure(repo, "train"))
     assert train == common | {
+        "commands/train.py",
+        "commands/_shared.py",
         "helped.py",
         "train.py",
         "registry.py",
@@ -190,8 +233,18 @@ def test_the_closure_rules_on_a_small_package(tmp_path):
         "attacks/__init__.py",
         "attacks/fast.py",
     }
+    # what a job imports after atop.cli (benchmarks/startup.py): its command's module, run's imports and
+    # those of the shared helpers run calls
+    assert cli_command_modules(repo, "train") == {
+        "atop.commands.train",
+        "atop.train",
+        "atop.train.fit",
+        "atop.helped",
+        "atop.helped.x",
+    }
     # a run-time attack name: the job's attacks, or every builder when none are given
     assert names(command_closure(repo, "evaluate", ("slow",))) == common | {
+        "commands/evaluate.py",
         "evaluate.py",
         "attacks/__init__.py",
         "attacks/slow.py",

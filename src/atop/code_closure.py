@@ -17,8 +17,9 @@ functions and classes ("units"):
   or a reference from a unit of its own module. Its body then counts, with the
   imports inside it (lazy imports). A module imported as a value (``import atop.x``,
   ``from . import x``) counts whole;
-- the entry is ``atop.cli``'s module level plus the command's ``cmd_*`` function
-  (never the other commands' functions, which only ``main``'s dispatch table names);
+- the entry is ``atop.cli``'s module level (``main`` and what it names) plus the command's
+  own module, ``atop.commands.<command>`` (dashes as underscores), whole: ``main`` imports
+  that module alone, by a run-time name, never the other commands' modules;
 - attack builders (functions registered with ``@register_attack("<name>")`` in
   ``atop.attacks``) are reached by attack name only: by a literal
   ``build_attack("<name>", ...)`` call in code that counts (the overfitting monitor's
@@ -42,38 +43,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CLI = "src/atop/cli.py"
+CLI_MODULE = "atop.cli"
+COMMAND_REGISTRY = "COMMANDS"  # atop.cli's tuple of command names
+COMMANDS_PACKAGE = "atop.commands"  # one module per command
 ATTACKS_MODULE = "atop.attacks"
 ATTACK_DECORATOR = "register_attack"
 ATTACK_BUILDER_CALL = "build_attack"
-# What every `python -m atop <command>` runs before the command's function.
-ENTRY_MODULES = ("atop", "atop.__main__", "atop.cli")
+# What every `python -m atop <command>` runs before the command's module.
+ENTRY_MODULES = ("atop", "atop.__main__", CLI_MODULE)
 
 
 class ClosureError(RuntimeError):
-    """A command has no CLI function, or an attack has no builder; the message names it."""
+    """A command is not in the CLI's registry or has no module, or an attack has no builder; the message names it."""
 
 
 def cli_command_modules(repo: Path, command: str) -> set[str]:
-    """The atop modules (and names in them) imported by the CLI function behind ``python -m atop <command>``
-    and the cli helpers it calls, directly (benchmarks/startup.py imports them to time a job's start-up)."""
-    cli = _parse(Path(repo), "atop.cli")
-    entry = _entry(cli, command)
-    reached, pending = set(), [entry]
+    """The atop modules (and names in them) a ``python -m atop <command>`` job imports after ``atop.cli``:
+    its command's module and what its ``run`` imports, directly or in the functions it calls there and in
+    the commands' shared modules (benchmarks/startup.py imports them to time a job's start-up)."""
+    repo = Path(repo)
+    entry = _command_module(repo, command)
+    found, reached, pending = {entry}, set(), [(entry, "run")]
     while pending:
-        name = pending.pop()
-        if name in reached:
+        unit = pending.pop()
+        if unit in reached:
             continue
-        reached.add(name)
-        pending += [
-            node.func.id
-            for node in ast.walk(cli.top[name])
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in cli.functions
-        ]
-    found = set()
-    for name in reached:
-        for node in ast.walk(cli.top[name]):
-            if isinstance(node, ast.ImportFrom):
-                base = _absolute(node, cli)
+        reached.add(unit)
+        module = _parse(repo, unit[0])
+        imported = {
+            alias.asname or alias.name: _absolute(node, module)
+            for node in module.tree.body
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        for node in ast.walk(module.top[unit[1]]):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                name = node.func.id
+                if name in module.functions:
+                    pending.append((module.name, name))
+                elif imported.get(name, "").startswith(COMMANDS_PACKAGE + "."):  # a shared helper
+                    helpers = _parse(repo, imported[name])
+                    if helpers is not None and name in helpers.functions:
+                        pending.append((helpers.name, name))
+            elif isinstance(node, ast.ImportFrom):
+                base = _absolute(node, module)
                 if base.split(".")[0] == "atop":
                     found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
             elif isinstance(node, ast.Import):
@@ -193,18 +206,33 @@ def _module_level(module: _Module) -> list[ast.AST]:
     return nodes
 
 
-def _entry(cli: _Module | None, command: str) -> str:
-    entry = "cmd_" + command.replace("-", "_")
-    if cli is None or entry not in cli.functions:
-        raise ClosureError(f"{CLI} has no {entry}() for `python -m atop {command}`")
-    return entry
+def _command_module(repo: Path, command: str) -> str:
+    """The module behind ``python -m atop <command>``: a command of atop.cli's registry."""
+    cli = _parse(repo, CLI_MODULE)
+    registry = next(
+        (
+            statement.value
+            for statement in (cli.tree.body if cli is not None else [])
+            if isinstance(statement, ast.Assign)
+            and any(isinstance(target, ast.Name) and target.id == COMMAND_REGISTRY for target in statement.targets)
+        ),
+        None,
+    )
+    if registry is None:
+        raise ClosureError(f"{CLI} has no {COMMAND_REGISTRY} (the commands `python -m atop` runs)")
+    if command not in ast.literal_eval(registry):
+        raise ClosureError(f"{CLI} lists no command {command!r} in {COMMAND_REGISTRY} (`python -m atop {command}`)")
+    name = f"{COMMANDS_PACKAGE}.{command.replace('-', '_')}"
+    if _module_file(repo, name) is None:
+        raise ClosureError(f"`python -m atop {command}` has no module {name}")
+    return name
 
 
 class _Closure:
     """The units (module, top-level name; None: the module level) a job reaches, grown to a fixpoint."""
 
-    def __init__(self, repo: Path, entry: str) -> None:
-        self.repo, self.entry = repo, entry
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
         self.modules: dict[str, _Module] = {}
         self.units: set[tuple[str, str | None]] = set()
         self.pending: list[tuple[str, str | None]] = []
@@ -236,8 +264,6 @@ class _Closure:
     def reach(self, module_name: str, unit: str | None) -> None:
         if (module_name, unit) in self.units:
             return
-        if module_name == "atop.cli" and unit is not None and unit.startswith("cmd_") and unit != self.entry:
-            return  # only main()'s dispatch table names the other commands
         self.units.add((module_name, unit))
         self.pending.append((module_name, unit))
         if unit is None:
@@ -303,10 +329,11 @@ def command_closure(repo: Path, command: str, attacks: tuple[str, ...] | None = 
     every registered attack, if the command builds any by a run-time name.
     """
     repo = Path(repo)
-    closure = _Closure(repo, _entry(_parse(repo, "atop.cli"), command))
+    entry = _command_module(repo, command)
+    closure = _Closure(repo)
     for name in ENTRY_MODULES:
         closure.reach_module(name)
-    closure.reach("atop.cli", closure.entry)
+    closure.reach_module(entry, whole=True)  # main() imports it by a run-time name
     closure.grow()
     if attacks:
         closure.add_attacks(attacks)
@@ -325,7 +352,7 @@ def command_closure(repo: Path, command: str, attacks: tuple[str, ...] | None = 
 
 def module_closure(repo: Path, module: str) -> list[str]:
     """Source files ``python -m <module>`` runs: the module whole and the atop modules it reaches."""
-    closure = _Closure(Path(repo), entry="")
+    closure = _Closure(Path(repo))
     if not closure.reach_module(module, whole=True):
         raise ClosureError(f"no module {module} under src/")
     closure.grow()

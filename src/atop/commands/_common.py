@@ -1,0 +1,60 @@
+"""What every command shares: the ``--spec`` argument, the repeated argument blocks, the device
+and seed set-up, and the fast path."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from .. import __version__
+
+log = logging.getLogger("atop")
+
+
+def parse_spec(text: str) -> dict:
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--spec is not valid JSON: {error}") from error
+    if not isinstance(spec, dict):
+        raise argparse.ArgumentTypeError("--spec must be a JSON object")
+    return spec
+
+
+def add_spec(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--spec", type=parse_spec, required=True)
+
+
+def add_defense_arguments(parser: argparse.ArgumentParser, attack: bool = False) -> None:
+    """A command on one defense (an evaluation, a diagnostic): its spec, data, checkpoints and output."""
+    add_spec(parser)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--defense", required=True)
+    if attack:
+        parser.add_argument("--attack", required=True, help="the attack's name in the config")
+    parser.add_argument("--classifier", type=Path, required=True)
+    parser.add_argument("--purifier", type=Path, help="purifier checkpoint, for defenses that have one")
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def setup(spec: dict):
+    import torch
+
+    from ..provenance import pick_device
+
+    device = pick_device(spec.get("device", "auto"))
+    torch.manual_seed(spec.get("seed", 0))
+    log.info("atop %s on %s, %d CPU threads", __version__, device, torch.get_num_threads())
+    return device
+
+
+def fast_path(spec: dict, stage: str, device):
+    """The stage's speed settings, with TF32 switched on or off for the whole process."""
+    from ..fastpath import FastPath
+
+    fast = FastPath.resolve(spec.get("performance"), stage, device)
+    fast.apply_backends()
+    log.info("%s fast path: %s", stage, fast.record())
+    return fast

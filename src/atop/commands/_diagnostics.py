@@ -1,0 +1,38 @@
+"""What the diagnostics commands share: the defense, the attack and the test images they measure."""
+
+from __future__ import annotations
+
+from ..config import resolve_numbers
+
+
+def diagnostic_defense(spec: dict, data_path, defense_name: str, classifier, purifier, device):
+    """The defense as the evaluation builds it (no fast path: diagnostics measure fp32 gradients)."""
+    from ..defense import build_defense
+    from ..io import load_checkpoint, require_same_data, sha256_file
+
+    data_sha = sha256_file(data_path)
+    for checkpoint in filter(None, (classifier, purifier)):
+        require_same_data(load_checkpoint(checkpoint)[1], data_path, data_sha, checkpoint)
+    defense, built_from = build_defense(defense_name, classifier, purifier, seed=spec["seed"])
+    return defense.to(device), built_from
+
+
+def diagnostic_attack(spec: dict, defense, num_classes: int):
+    """The evaluation attack diagnostics.attack names, at its budget (EOT 1 on a deterministic defense)."""
+    from ..attacks import build_attack
+
+    params = {k: v for k, v in resolve_numbers(spec["attack"]).items() if k not in ("method", "defenses")}
+    if "eot" in params and not defense.randomized:
+        params["eot"] = 1
+    draws = spec["evaluation"]["draws"] if defense.randomized else 1
+    context = {"num_classes": num_classes, "seed": spec["seed"], "draws": draws}
+    return build_attack(spec["attack"]["method"], defense, params, **context), draws
+
+
+def evaluation_subset(data, spec: dict, n_images: int):
+    """The first ``n_images`` of the evaluation's fixed test subset (the same seeded order)."""
+    from ..evaluate import sample_indices
+
+    n = min(n_images, spec["evaluation"]["n_samples"])
+    idx = sample_indices(len(data.labels("test")), n, spec["evaluation"]["sample_seed"])
+    return data.images("test")[idx], data.labels("test")[idx], idx

@@ -1,0 +1,44 @@
+"""What the training commands share: their argument block, checkpoint metadata and curves."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import add_spec
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Train from the prepared data alone: the spec, the data, the checkpoint and curve written."""
+    add_spec(parser)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out-checkpoint", type=Path, required=True)
+    parser.add_argument("--out-curve", type=Path, required=True)
+
+
+def resume_path(checkpoint: Path) -> Path:
+    """Where training keeps its resume state beside the checkpoint it will write."""
+    return Path(str(checkpoint) + ".resume")
+
+
+def checkpoint_meta(kind: str, stage: str, spec: dict, device, inputs: dict, **extra) -> dict:
+    from ..io import sha256_file
+    from ..provenance import provenance
+
+    return {
+        "kind": kind,
+        "stage": stage,
+        "seed": spec.get("seed", 0),
+        "spec": spec,
+        "provenance": provenance(device, {name: sha256_file(path) for name, path in inputs.items()}),
+        **extra,
+    }
+
+
+def write_curve(path, history) -> None:
+    import pandas as pd
+
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)

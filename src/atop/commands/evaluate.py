@@ -1,0 +1,52 @@
+"""``python -m atop evaluate``: one attack on one defense -> one JSON."""
+
+from __future__ import annotations
+
+from ..config import resolve_numbers
+from ._common import add_defense_arguments, fast_path, setup
+
+HELP = "run one attack on one defense"
+
+
+def add_arguments(parser) -> None:
+    add_defense_arguments(parser, attack=True)
+
+
+def run(args) -> None:
+    from ..data import load_prepared
+    from ..defense import build_defense, fast_defense
+    from ..evaluate import evaluate_defense
+    from ..io import load_checkpoint, require_same_data, sha256_file, write_json
+    from ..provenance import provenance
+
+    device = setup(args.spec)
+    spec = args.spec
+    attack_spec = resolve_numbers(spec["attack"])
+    data = load_prepared(args.data)
+    data_sha = sha256_file(args.data)
+    for checkpoint in filter(None, (args.classifier, args.purifier)):
+        require_same_data(load_checkpoint(checkpoint)[1], args.data, data_sha, checkpoint)
+    defense, built_from = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"])
+    fast = fast_path(spec, "evaluation", device)
+    defense = fast_defense(defense.to(device), fast, device)
+    result = evaluate_defense(
+        defense,
+        args.defense,
+        args.attack,
+        attack_spec,
+        data,
+        spec["evaluation"],
+        spec["seed"],
+        finetune_attack=spec.get("finetune_attack"),
+    )
+    result["performance"] = fast.record()
+    result["precision"] = fast.precision
+    result |= built_from  # kind, variant, purifier arch and RT: the report reads them, not just the name
+    if "sweep" in spec:
+        result["sweep"] = spec["sweep"]
+    inputs = {"data": args.data, "classifier": args.classifier}
+    if args.purifier:
+        inputs["purifier"] = args.purifier
+    result["experiment"] = spec["experiment"]
+    result["provenance"] = provenance(device, {name: sha256_file(path) for name, path in inputs.items()})
+    write_json(args.out, result)

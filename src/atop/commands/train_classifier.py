@@ -1,0 +1,43 @@
+"""``python -m atop train-classifier``."""
+
+from __future__ import annotations
+
+from ._common import fast_path, setup
+from ._training import add_training_arguments, checkpoint_meta, resume_path, write_curve
+
+HELP = "train the classifier normally (or load a provided one)"
+
+
+def add_arguments(parser) -> None:
+    add_training_arguments(parser)
+
+
+def run(args) -> None:
+    from ..data import load_prepared
+    from ..io import save_checkpoint
+    from ..train.classifier import train_classifier
+
+    device = setup(args.spec)
+    data = load_prepared(args.data)
+    spec = args.spec["classifier"]
+    inputs = {"data": args.data}
+    if spec.get("pretrained"):
+        # A user-provided RobustBench checkpoint replaces training.
+        from ..models.classifiers import load_robustbench_classifier
+
+        provided = spec["pretrained"]
+        model, model_meta = load_robustbench_classifier(
+            provided["path"], provided["sha256"], spec["arch"], data.num_classes, data.info["image_shape"][-1]
+        )
+        stage, history, inputs["pretrained"] = "provided", [], provided["path"]
+    else:
+        resume = resume_path(args.out_checkpoint)
+        fast = fast_path(args.spec, "training", device)
+        model, model_meta, history = train_classifier(data, spec, args.spec["seed"], device, resume, fast)
+        stage = "trained"
+    performance = {"performance": fast.record()} if stage == "trained" else {}
+    meta = checkpoint_meta("classifier", stage, args.spec, device, inputs, model=model_meta, **performance)
+    save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
+    write_curve(args.out_curve, history)
+    if stage == "trained":
+        resume.unlink(missing_ok=True)
