@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
-	$(BIN)/python -m atop.dvc_pipeline --check
+	$(BIN)/python tools/dvc_pipeline.py --check
 
 # On-demand measurements (not part of the tests); each prints its figures side by side.
 bench: install

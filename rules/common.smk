@@ -137,7 +137,7 @@ def code_version(command, attacks=None):
 
 
 # Spec keys that are not config sections, by the section they are drawn from: DVC
-# tracks a stage's params by section (src/atop/dvc_pipeline.py reads this).
+# tracks a stage's params by section (tools/dvc_pipeline.py reads this).
 SPEC_SOURCES = {
     "seed": "seeds",
     "purifier": "purifiers",

@@ -144,7 +144,7 @@ rule diagnostics_summary:
         " --out-dir results/{wildcards.experiment}/diagnostics/seed{wildcards.seed} > {log} 2>&1"
 
 
-# DVC's diagnostics stage runs this target (src/atop/dvc_pipeline.py).
+# DVC's diagnostics stage runs this target (tools/dvc_pipeline.py).
 rule stage_diagnostics:
     input:
         expand(

@@ -1,6 +1,6 @@
 # One target per pipeline stage whose outputs depend on the config (one file per seed,
 # variant, defense or attack): `snakemake stage_evaluation` runs every evaluation.
-# DVC's generated stages (src/atop/dvc_pipeline.py) run these targets.
+# DVC's generated stages (tools/dvc_pipeline.py) run these targets.
 
 
 rule stage_classifiers:

@@ -3,7 +3,7 @@
 Snakemake tracks a rule's shell text, not the modules it imports, and DVC tracks
 files. Both front doors must agree on what a source edit reruns, so the set of
 files behind a job is computed once, here, from the syntax trees (no import).
-dvc_pipeline lists these files as a stage's deps; the rules hand their hash to each
+tools/dvc_pipeline.py lists these files as a stage's deps; the rules hand their hash to each
 job as a param, so Snakemake reruns the jobs whose code changed (and only those).
 
 The closure follows what a job can run, at the level of a module's top-level
