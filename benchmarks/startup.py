@@ -2,8 +2,8 @@
 has imported what it runs, this checkout beside another git revision, interleaved.
 
 A job's start-up is the interpreter plus `atop.cli` plus the modules its command
-imports (src/atop/code_closure.py reads them from the syntax tree, as DVC does); it is
-paid once per job, so it multiplies by the DAG's job count.
+imports (each revision's own src/atop/code_closure.py reads them from the syntax tree, as
+DVC does); it is paid once per job, so it multiplies by the DAG's job count.
 
     python benchmarks/startup.py [--before REV] [--repeats 5]
 """
@@ -11,6 +11,7 @@ paid once per job, so it multiplies by the DAG's job count.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -19,10 +20,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from atop.code_closure import cli_command_modules
-
 COMMANDS = [
     "prepare-data",
     "train-classifier",
@@ -42,8 +39,25 @@ def export(revision: str, target: Path) -> Path:
     return target
 
 
-def startup_seconds(root: Path, command: str) -> float:
-    modules = sorted(cli_command_modules(root, command) - {"atop"})
+def command_modules(root: Path, command: str) -> list[str]:
+    """What a job of ``command`` imports after atop.cli, read by ``root``'s own code_closure.py (each
+    revision knows its own layout: its commands' functions in cli.py, or one module per command)."""
+    code = (
+        "import json, sys\n"
+        "from atop.code_closure import cli_command_modules\n"
+        "print(json.dumps(sorted(cli_command_modules(sys.argv[1], sys.argv[2]))))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(root), command],
+        env={"PYTHONPATH": str(root / "src")},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [name for name in json.loads(run.stdout) if name != "atop"]
+
+
+def startup_seconds(root: Path, modules: list[str]) -> float:
     code = (
         "import importlib, time\n"
         "t = time.perf_counter()\n"
@@ -69,11 +83,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="atop-startup-") as scratch:
         roots = {args.before: export(args.before, Path(scratch)), "this checkout": REPO}
+        modules = {
+            (label, command): command_modules(root, command)
+            for label, root in roots.items()
+            for command in args.commands
+        }
         times: dict[tuple[str, str], list[float]] = {}
         for _ in range(args.repeats):  # interleaved: a load spike hits both sides
             for command in args.commands:
                 for label, root in roots.items():
-                    times.setdefault((label, command), []).append(startup_seconds(root, command))
+                    times.setdefault((label, command), []).append(startup_seconds(root, modules[label, command]))
     before, after = list(roots)
     print(f"seconds from interpreter start to imports done, median of {args.repeats} (interleaved)")
     print(f"{'command':<20}{before:>16}{after:>16}{'after / before':>16}")
