@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this che
 from atop.config import resolve_numbers
 from atop.data import PreparedData
 from atop.diagnostics.distortion import boundary_distortion
-from atop.diagnostics.overfitting import OverfittingMonitor
 from atop.diagnostics.settings import distortion_settings, monitor_settings
 from atop.evaluate import sample_indices
 from atop.models import build_purifier
 from atop.train.adversarial import train_adversarial
+from atop.train.monitor import OverfittingMonitor
 from atop.train.purifier import finetune_purifier
 
 from fixtures import CONFIG, add_fixture_args, digits_defense

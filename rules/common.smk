@@ -180,6 +180,11 @@ def evaluation_inputs(wildcards):
     return inputs
 
 
+def purifier_arg(wildcards, input):
+    """``--purifier PATH`` for a job whose defense has a purifier (evaluation_inputs), else nothing."""
+    return f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+
+
 def performance(stage):
     """Only the stage's own speed settings, so changing evaluation's reruns no training."""
     return {stage: config["performance"][stage]}
@@ -367,6 +372,11 @@ def report_purifier_args():
 REFERENCE_NUMBERS = "config/reference/paper.csv"
 REPORT_TABLES = ["defenses", "rt_ablation", "purifiers", "gradients", "reference"]
 REPORT_FIGURES = ["robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"]
+
+
+# The diagnostics' settings, targets and input functions: all_targets below and report.smk read
+# them, rules/diagnostics.smk makes their rules.
+include: "diagnostics_common.smk"
 
 
 def all_targets():

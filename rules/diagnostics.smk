@@ -3,86 +3,39 @@
 # table with figures across defenses. Outputs under results/<experiment>/diagnostics/.
 
 
-include: "diagnostics_common.smk"
+from atop.diagnostics.catalog import PER_DEFENSE
 
+# One rule per per-defense diagnostic (src/atop/diagnostics/catalog.py; settings, targets and
+# input functions in rules/diagnostics_common.smk): one JSON per seed and defense it covers.
+for diagnostic in PER_DEFENSE:
 
-rule gradient_concentration:
-    input:
-        unpack(evaluation_inputs),
-    output:
-        f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
-    log:
-        "results/{experiment}/logs/diagnostics/seed{seed}/gradient_concentration/{defense}.log",
-    benchmark:
-        "results/{experiment}/benchmarks/diagnostics/seed{seed}/gradient_concentration/{defense}.tsv"
-    conda:
-        ENV
-    threads: EVAL_THREADS
-    resources:
-        gpu=GPU,
-    params:
-        code=code_version("gradient-concentration"),
-        spec=lambda w: diagnostics_spec("gradient_concentration", w.seed, attack=False),
-        purifier=lambda w, input: (
-            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
-        ),
-    shell:
-        "python -m atop gradient-concentration --spec {params.spec:q} --data {input.data}"
-        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
-        " --out {output} > {log} 2>&1"
-
-
-rule robustness_measures:
-    input:
-        unpack(evaluation_inputs),
-    output:
-        f"{DIAGNOSTICS}/measures/{{defense}}.json",
-    log:
-        "results/{experiment}/logs/diagnostics/seed{seed}/measures/{defense}.log",
-    benchmark:
-        "results/{experiment}/benchmarks/diagnostics/seed{seed}/measures/{defense}.tsv"
-    conda:
-        ENV
-    threads: EVAL_THREADS
-    resources:
-        gpu=GPU,
-    params:
-        code=code_version("robustness-measures", [DIAGNOSTICS_ATTACK]),
-        spec=lambda w: diagnostics_spec("measures", w.seed),
-        purifier=lambda w, input: (
-            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
-        ),
-    shell:
-        "python -m atop robustness-measures --spec {params.spec:q} --data {input.data}"
-        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
-        " --out {output} > {log} 2>&1"
-
-
-# Decision-boundary distortion (Kim, Lee & Lee, AAAI 2021) of each fine-tuned defense.
-rule boundary_distortion:
-    input:
-        unpack(evaluation_inputs),
-    output:
-        f"{DIAGNOSTICS}/distortion/{{defense}}.json",
-    log:
-        "results/{experiment}/logs/diagnostics/seed{seed}/distortion/{defense}.log",
-    benchmark:
-        "results/{experiment}/benchmarks/diagnostics/seed{seed}/distortion/{defense}.tsv"
-    conda:
-        ENV
-    threads: EVAL_THREADS
-    resources:
-        gpu=GPU,
-    params:
-        code=code_version("boundary-distortion"),
-        spec=lambda w: distortion_spec(w.seed),
-        purifier=lambda w, input: (
-            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
-        ),
-    shell:
-        "python -m atop boundary-distortion --spec {params.spec:q} --data {input.data}"
-        " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
-        " --out {output} > {log} 2>&1"
+    rule:
+        name:
+            diagnostic.name
+        input:
+            unpack(evaluation_inputs),
+        output:
+            diagnostic_output(diagnostic),
+        log:
+            f"results/{{experiment}}/logs/diagnostics/seed{{seed}}/{diagnostic.folder}/{{defense}}.log",
+        benchmark:
+            f"results/{{experiment}}/benchmarks/diagnostics/seed{{seed}}/{diagnostic.folder}/{{defense}}.tsv"
+        conda:
+            ENV
+        threads: EVAL_THREADS
+        resources:
+            gpu=GPU,
+        params:
+            code=code_version(
+                diagnostic.command,
+                [DIAGNOSTICS_ATTACK] if diagnostic.attacks else None,
+            ),
+            spec=diagnostic_spec(diagnostic),
+            purifier=purifier_arg,
+        shell:
+            f"python -m atop {diagnostic.command} --spec {{params.spec:q}} --data {{input.data}}"
+            " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+            " --out {output} > {log} 2>&1"
 
 
 rule diagnostic_pictures:
@@ -111,22 +64,10 @@ rule diagnostic_pictures:
 
 rule diagnostics_summary:
     input:
-        measures=expand(
-            f"{DIAGNOSTICS}/measures/{{defense}}.json",
-            defense=DEFENSES,
-            allow_missing=True,
-        ),
-        concentration=expand(
-            f"{DIAGNOSTICS}/gradient_concentration/{{defense}}.json",
-            defense=DEFENSES,
-            allow_missing=True,
-        ),
+        measures=diagnostic_files("robustness_measures"),
+        concentration=diagnostic_files("gradient_concentration"),
         results=lambda w: eot_results(w.experiment, w.seed),
-        distortion=expand(
-            f"{DIAGNOSTICS}/distortion/{{defense}}.json",
-            defense=FINETUNED_DEFENSES,
-            allow_missing=True,
-        ),
+        distortion=diagnostic_files("boundary_distortion"),
     output:
         [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
     log:
@@ -147,12 +88,5 @@ rule diagnostics_summary:
 # DVC's diagnostics stage runs this target (tools/dvc_pipeline.py).
 rule stage_diagnostics:
     input:
-        expand(
-            f"{DIAGNOSTICS}/{{part}}/{{defense}}.json",
-            experiment=EXPERIMENT,
-            seed=FULL_SEEDS,
-            part=["gradient_concentration", "measures"],
-            defense=DEFENSES,
-        ),
         diagnostics_targets(EXPERIMENT),
     localrule: True

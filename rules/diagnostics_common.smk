@@ -1,6 +1,8 @@
-# The diagnostics rules' settings and input functions (rules/diagnostics.smk).
+# The diagnostics' settings, targets and input functions: rules/diagnostics.smk makes their
+# rules, common.smk's all_targets and report.smk read their outputs (common.smk includes this).
 from types import SimpleNamespace
 
+from atop.diagnostics import catalog as diagnostics_catalog
 from atop.diagnostics.settings import PARTIAL_GRADIENT_METHODS, check_diagnostics
 
 try:
@@ -19,11 +21,17 @@ DIAGNOSTICS_SUMMARY = [
 ]
 
 
-def diagnostics_spec(part, seed, attack=True):
-    """One diagnostic's settings, the evaluation's subset and draws, and (if it attacks) the attack."""
-    evaluation = {
-        k: config["evaluation"][k] for k in ("n_samples", "sample_seed", "draws")
-    }
+def diagnostics_spec(
+    section,
+    seed,
+    attack=True,
+    evaluation=("n_samples", "sample_seed", "draws"),
+    settings=None,
+):
+    """One diagnostic's settings (default: its config section), the evaluation's settings it reads
+    (its fixed images, draws), and (if it attacks) the diagnostics attack."""
+    if settings is None:
+        settings = config["diagnostics"][section]
     extra = {}
     if attack:
         extra = {
@@ -32,27 +40,49 @@ def diagnostics_spec(part, seed, attack=True):
         }
     return spec(
         seed=seed,
-        diagnostics={part: config["diagnostics"][part]},
-        evaluation=evaluation,
+        diagnostics={section: settings},
+        evaluation={k: config["evaluation"][k] for k in evaluation},
         **extra,
     )
 
 
-# Decision-boundary distortion (Kim, Lee & Lee 2021) is measured on every fine-tuned defense.
-FINETUNED_DEFENSES = [
-    d
-    for d in DEFENSES
-    if DEFENSE_KINDS[split_defense(d)[0]].purifier_stage == "finetuned"
-]
+def diagnostic_spec(diagnostic):
+    """The ``spec`` param of a per-defense diagnostic's jobs."""
+    return lambda wildcards: diagnostics_spec(
+        diagnostic.section,
+        wildcards.seed,
+        attack=diagnostic.attacks,
+        evaluation=diagnostic.evaluation,
+        settings=diagnostics_catalog.settings(diagnostic, config),
+    )
 
 
-def distortion_spec(seed):
-    """The distortion settings, eps null resolved to the fine-tuning attack's eps."""
-    settings = dict(config["diagnostics"]["distortion"])
-    if settings.get("eps") is None:
-        settings["eps"] = config["finetune"]["eps"]
-    evaluation = {k: config["evaluation"][k] for k in ("n_samples", "sample_seed")}
-    return spec(seed=seed, diagnostics={"distortion": settings}, evaluation=evaluation)
+def diagnostic_defenses(diagnostic):
+    """The evaluated defenses a per-defense diagnostic runs on (decision-boundary distortion:
+    the fine-tuned ones)."""
+    if diagnostic.purifier_stage is None:
+        return DEFENSES
+    return [
+        d
+        for d in DEFENSES
+        if DEFENSE_KINDS[split_defense(d)[0]].purifier_stage
+        == diagnostic.purifier_stage
+    ]
+
+
+def diagnostic_output(diagnostic):
+    """The output pattern of a per-defense diagnostic: one JSON per seed and defense."""
+    return f"{DIAGNOSTICS}/{diagnostic.folder}/{{defense}}.json"
+
+
+def diagnostic_files(name):
+    """A per-defense diagnostic's outputs for every defense it covers ({experiment}, {seed} left)."""
+    diagnostic = diagnostics_catalog.BY_NAME[name]
+    return expand(
+        diagnostic_output(diagnostic),
+        defense=diagnostic_defenses(diagnostic),
+        allow_missing=True,
+    )
 
 
 def eot_results(experiment, seed):
@@ -113,13 +143,18 @@ def picture_inputs(wildcards):
 
 
 def diagnostics_targets(experiment, seeds=FULL_SEEDS):
+    """Every diagnostics output of the seeds: pictures, summary, each per-defense diagnostic's."""
     targets = []
     for seed in seeds:
         folder = DIAGNOSTICS.format(experiment=experiment, seed=seed)
         targets += [
             f"{folder}/pictures.png",
             *(f"{folder}/{name}" for name in DIAGNOSTICS_SUMMARY),
-            *(f"{folder}/distortion/{defense}.json" for defense in FINETUNED_DEFENSES),
+            *(
+                f"{folder}/{diagnostic.folder}/{defense}.json"
+                for diagnostic in diagnostics_catalog.PER_DEFENSE
+                for defense in diagnostic_defenses(diagnostic)
+            ),
         ]
     return targets
 

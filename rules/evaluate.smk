@@ -15,9 +15,7 @@ rule evaluate:
     params:
         code=lambda w: code_version("evaluate", [w.attack]),
         spec=lambda w: evaluation_spec(w.attack, w.seed),
-        purifier=lambda w, input: (
-            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
-        ),
+        purifier=purifier_arg,
     shell:
         "python -m atop evaluate --spec {params.spec:q} --data {input.data}"
         " --defense {wildcards.defense} --attack {wildcards.attack}"
@@ -42,9 +40,7 @@ rule evaluate_sweep:
         code=lambda w: code_version("evaluate", [SWEEPS[w.sweep]["attack"]]),
         spec=lambda w: sweep_spec(w.sweep, w.point, w.seed),
         attack=sweep_attack_name,
-        purifier=lambda w, input: (
-            f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
-        ),
+        purifier=purifier_arg,
     shell:
         "python -m atop evaluate --spec {params.spec:q} --data {input.data}"
         " --defense {wildcards.defense} --attack {params.attack:q}"

@@ -100,7 +100,7 @@ def test_a_command_edit_changes_the_code_version_of_its_own_jobs_only(tmp_path):
 def test_diagnostics_run_their_own_code():
     distortion = command_closure(REPO, "boundary-distortion")
     assert "src/atop/diagnostics/distortion.py" in distortion
-    assert "src/atop/diagnostics/overfitting.py" not in distortion  # the monitor is training's
+    assert "src/atop/train/monitor.py" not in distortion  # the monitor is training's
     assert not attack_modules(distortion)
     measures = command_closure(REPO, "robustness-measures", ("eot_pgd",))
     assert attack_modules(measures) == {"eot.py"} and "src/atop/diagnostics/measures.py" in measures

@@ -19,6 +19,9 @@ from torch import nn
 from atop.attacks import ATTACKS, build_attack
 from atop.config import ConfigError
 from atop.defense import DefendedModel
+from atop.defense_kinds import DEFENSES as DEFENSE_KINDS
+from atop.defense_kinds import split_defense
+from atop.diagnostics import catalog
 from atop.diagnostics.concentration import (
     disjoint_cosine,
     gradient_concentration,
@@ -445,6 +448,34 @@ def test_partial_gradient_methods_match_the_attack_registry():
     }
 
 
+def test_each_catalogued_diagnostic_has_its_command_settings_and_stage():
+    """One entry in diagnostics/catalog.py is all the workflow needs: the CLI runs its command, the
+    schema holds its settings section, DVC's diagnostics stage runs its rule."""
+    from atop import dvc_pipeline
+    from atop.code_closure import command_closure
+
+    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
+    sections = schema["properties"]["diagnostics"]["properties"]
+    for name in ("name", "command", "folder"):
+        values = [getattr(diagnostic, name) for diagnostic in catalog.PER_DEFENSE]
+        assert len(set(values)) == len(values), name
+    for diagnostic in catalog.PER_DEFENSE:
+        assert diagnostic.section in sections, diagnostic
+        assert any("/diagnostics/" in path for path in command_closure(ROOT, diagnostic.command)), diagnostic
+        assert set(diagnostic.evaluation) <= set(schema["properties"]["evaluation"]["properties"]), diagnostic
+        assert diagnostic.purifier_stage in {None, *(DEFENSE_KINDS[kind].purifier_stage for kind in DEFENSE_KINDS)}
+    assert dvc_pipeline.STAGES["diagnostics"] == list(catalog.RULES)
+
+
+def test_a_null_distortion_eps_is_the_fine_tuning_eps(config):
+    distortion = catalog.BY_NAME["boundary_distortion"]
+    assert catalog.settings(distortion, config)["eps"] == config["finetune"]["eps"]
+    config["diagnostics"]["distortion"]["eps"] = 0.1
+    assert catalog.settings(distortion, config)["eps"] == 0.1
+    measures = catalog.settings(catalog.BY_NAME["robustness_measures"], config)
+    assert measures == config["diagnostics"]["measures"]
+
+
 # --------------------------------------------------------------------------- the workflow
 
 
@@ -454,8 +485,12 @@ def test_tiny_dag_runs_every_diagnostic_per_defense(workflow_dir):
     plan = run_snakemake(workflow_dir, "-n", "--quiet", "rules", "all", "--configfile", "config/tiny.yaml")
     assert plan.returncode == 0, plan.stderr[-2000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, flags=re.MULTILINE))
-    defenses = len(yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())["evaluation"]["defenses"])
-    assert counts["gradient_concentration"] == counts["robustness_measures"] == str(defenses)
+    defenses = yaml.safe_load((ROOT / "config" / "tiny.yaml").read_text())["evaluation"]["defenses"]
+    for diagnostic in catalog.PER_DEFENSE:  # one job per defense it covers
+        stages = [DEFENSE_KINDS[split_defense(d)[0]].purifier_stage for d in defenses]
+        covered = [s for s in stages if diagnostic.purifier_stage in {None, s}]
+        assert counts[diagnostic.name] == str(len(covered)), diagnostic.name
+    assert counts["gradient_concentration"] == counts["robustness_measures"] == str(len(defenses))
     assert counts["diagnostic_pictures"] == counts["diagnostics_summary"] == "1"
 
 

@@ -133,7 +133,7 @@ PLANNED_EDITS = {
         {"train_adversarial", "finetune_purifier", "evaluate"},
         {"classifiers", "finetuning", "evaluation", "diagnostics"},
     ),
-    "src/atop/diagnostics/overfitting.py": (
+    "src/atop/train/monitor.py": (
         {"train_adversarial", "finetune_purifier", "report"},
         {"classifiers", "finetuning"},
     ),

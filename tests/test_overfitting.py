@@ -8,14 +8,13 @@ import torch
 from torch import nn
 
 from atop.config import ConfigError
-from atop.diagnostics.distortion import boundary_distortion
-from atop.diagnostics.overfitting import (
+from atop.diagnostics.detectors import (
     COLUMNS,
-    OverfittingMonitor,
     catastrophic_overfitting,
     overfitting_flags,
     robust_overfitting,
 )
+from atop.diagnostics.distortion import boundary_distortion
 from atop.diagnostics.settings import (
     MONITOR_DEFAULTS,
     OVERFITTING_DEFAULTS,
@@ -27,6 +26,7 @@ from atop.diagnostics.settings import (
 from atop.finetune_attacks import FINETUNE_ATTACKS, CheckedFGSM
 from atop.models import build_classifier
 from atop.train.adversarial import train_adversarial
+from atop.train.monitor import OverfittingMonitor
 
 from synthetic_data import brightness_data
 

@@ -311,7 +311,7 @@ def test_finetune_purifier_resume_is_bitwise_identical(pretrained, tmp_path, mon
 
 
 def test_finetune_monitor_changes_no_weight_and_writes_its_columns(pretrained, tmp_path):
-    from atop.diagnostics.overfitting import COLUMNS
+    from atop.diagnostics.detectors import COLUMNS
 
     data, modules, model_meta, transform_meta, _, _ = pretrained
     args = (data, 0, CPU, _classifier(), modules.state_dict(), model_meta, transform_meta)

@@ -7,7 +7,8 @@ Snakemake's API for every shipped experiment config), never written twice:
 - outs: the rules' output patterns; a pattern with only the ``{experiment}``
   wildcard is one file, a pattern with more wildcards (one file per seed, defense
   and attack) becomes its wildcard-free folder, so the stage covers any config;
-- deps: the Snakefile and shared .smk files, the stage's own .smk files, the
+- deps: the Snakefile and shared .smk files, the stage's own .smk files and the
+  ``atop`` modules they import (the diagnostics' catalog defines their rules), the
   config schema (its defaults fill the config), and the ``src/atop`` files the
   rule's ``python -m atop <command>`` can run (code_closure.py; for any config, so
   every attack an evaluation may build);
@@ -38,8 +39,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's atop
 
-from atop.code_closure import ClosureError, module_closure, stage_closure
+from atop.code_closure import ClosureError, module_closure, module_file, stage_closure
 from atop.config import ConfigError, check_selection
+from atop.diagnostics import catalog as diagnostics_catalog
 from atop.io import write_text
 
 # DVC stage -> the Snakemake rules it runs, in pipeline order.
@@ -49,13 +51,7 @@ STAGES = {
     "purifiers": ["pretrain_purifier"],
     "finetuning": ["finetune_purifier"],
     "evaluation": ["evaluate", "evaluate_sweep", "obfuscation_checks"],
-    "diagnostics": [
-        "gradient_concentration",
-        "robustness_measures",
-        "boundary_distortion",
-        "diagnostic_pictures",
-        "diagnostics_summary",
-    ],
+    "diagnostics": list(diagnostics_catalog.RULES),  # one rule per per-defense diagnostic, pictures, summary
     "report": ["report"],  # after diagnostics: the summary reads its EOT-sufficiency checks
 }
 PARAMS_FILE = "params.yaml"
@@ -213,7 +209,8 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
                 curves.append(path)  # a curve, or a stage's folder of per-seed curves
         smk = sorted({rules[name]["snakefile"] for name in names})
         # any config's jobs: every attack an evaluation or diagnostic may build
-        deps = [*shared, *smk, SCHEMA, *stage_closure(repo, sorted(commands))]
+        closure = stage_closure(repo, sorted(commands))
+        deps = [*shared, *smk, *(path for path in smk_modules(repo, smk) if path not in closure), SCHEMA, *closure]
         # Inputs made by earlier stages are their outs: DVC orders the stages from them.
         deps += [path for path in produced if _feeds(path, names, rules)] or [SELECTION_RECORD]
         produced += outs
@@ -243,6 +240,22 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
         "metrics": metrics,
         "plots": [{path: {"x": "epoch"}} for path in curves] + figures,
     }
+
+
+def smk_modules(repo: Path, smk_files: list[str]) -> list[str]:
+    """The ``src/atop`` files that .smk files import at the top level (the rules they define read them)."""
+    found = []
+    for smk in smk_files:
+        text = (repo / smk).read_text()
+        for base, names in re.findall(
+            r"^(?:from|import) (atop[\w.]*)(?: import \(?([\w ,\n]+))?", text, flags=re.MULTILINE
+        ):
+            modules = [base, *(f"{base}.{name}" for name in re.findall(r"\w+", names) if name != "as")]
+            paths = [module_file(repo, module) for module in modules]
+            if paths[0] is None:
+                raise PipelineError(f"{smk} imports {base}, which is not under src/")
+            found += [path for path in paths if path is not None and path not in found]
+    return found
 
 
 def _feeds(path: str, names: list[str], rules: dict) -> bool:

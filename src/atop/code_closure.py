@@ -119,6 +119,12 @@ def _module_file(repo: Path, name: str) -> Path | None:
     return None
 
 
+def module_file(repo: Path, name: str) -> str | None:
+    """The source file of atop module ``name``, relative to ``repo``; None if there is none."""
+    path = _module_file(Path(repo), name)
+    return None if path is None else str(path.relative_to(repo))
+
+
 def _parse(repo: Path, name: str) -> _Module | None:
     path = _module_file(repo, name)
     if path is None:

@@ -1,5 +1,16 @@
 """Overfitting detectors on a stage's monitored curve (torch-free: the report reads them).
 
+The curve's columns come from the training stages' overfitting monitor (src/atop/train/monitor.py);
+minimum sizes are ``diagnostics.overfitting``:
+
+- catastrophic overfitting (Kim, Lee & Lee, "Understanding catastrophic overfitting in single-step
+  adversarial training", AAAI 2021): an epoch whose FGSM accuracy rose over the epoch before (by at
+  least ``fgsm_rise``) while its PGD accuracy fell over it (by at least ``pgd_drop``), both
+  significantly; checked on the training and on the validation batch;
+- robust overfitting (Rice, Wong & Kolter, "Overfitting in adversarially robust deep learning",
+  ICML 2020): the last epoch's validation PGD accuracy is significantly, and at least ``robust_drop``,
+  below its best epoch's while the training PGD accuracy rose after that epoch by more than ``train_rise``.
+
 A curve's monitor columns are accuracies on fixed images (``{split}_images`` of them, the same
 images every epoch), so every decision is a test on counts, with its false-alarm rate stated:
 
@@ -15,8 +26,7 @@ images every epoch), so every decision is a test on counts, with its false-alarm
   drop of 0.05, not 0.0499...).
 
 tests/test_overfitting.py simulates curves without overfitting at the default sizes and 30 epochs
-and checks each detector's false-alarm rate stays at most ``alpha``. See overfitting.py for the
-monitor that writes the columns and for the definitions' sources.
+and checks each detector's false-alarm rate stays at most ``alpha``.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def check_flatness(xi: float, draws: int, prefix: str = "diagnostics.") -> None:
         raise ConfigError(f"{key}.flatness_draws = {draws!r} must be a positive integer")
 
 
-# Overfitting monitors (diagnostics/overfitting.py): a ``monitor:`` section in each adversarial
+# Overfitting monitors (src/atop/train/monitor.py): a ``monitor:`` section in each adversarial
 # training stage (adversarial_training, finetune). 0 images switch a batch off; both 0 switch the
 # monitor off. eps is the stage's training eps; PGD steps are 2.5 eps / steps from a random start.
 MONITOR_DEFAULTS = {"train_images": 64, "val_images": 64, "steps": 5, "eot": 2, "seed": 0}

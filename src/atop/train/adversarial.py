@@ -11,7 +11,7 @@ steps of eps/4, Rice et al.'s 2/255 at 8/255) scores the validation split (its
 first ``val_samples`` images), and the epoch with the highest validation robust
 accuracy is the one kept.
 
-Overfitting monitor (``monitor``; src/atop/diagnostics/overfitting.py): clean, FGSM and PGD accuracy
+Overfitting monitor (``monitor``; monitor.py): clean, FGSM and PGD accuracy
 on fixed training and validation batches after every epoch, as curve columns; it changes no weight.
 """
 
@@ -22,12 +22,12 @@ from torch import nn
 
 from ..config import resolve_numbers
 from ..data import PreparedData
-from ..diagnostics.overfitting import OverfittingMonitor
 from ..diagnostics.settings import monitor_settings
 from ..fastpath import FastPath
 from ..torchattacks_lean import torchattacks
 from .classifier import fit_classifier, recipe
 from .loop import epoch_seed
+from .monitor import OverfittingMonitor
 
 VALIDATION_DEFAULTS = {"val_samples": None, "val_steps": 10}
 NOT_TRAINING = ("monitor",)  # settings that change no trained weight: a resume file may differ in them

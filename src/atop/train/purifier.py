@@ -5,7 +5,7 @@ adversarial term + L1 to the reconstruction target (summed over the generator's
 ``forward_train`` outputs: DeepFill's coarse and refined images), the target also
 being the discriminator's real image. A purifier without a discriminator (the
 autoencoder) gets the L1 term only. Pre-training reconstructs clean images.
-Fine-tuning (with an overfitting monitor, diagnostics/overfitting.py) feeds adversarial examples x' instead and adds
+Fine-tuning (with an overfitting monitor, monitor.py) feeds adversarial examples x' instead and adds
 ``ce_weight * CE(f(g(t(x'))), y)`` with the classifier f frozen; its target is x'
 itself (``recon_target: adversarial``, the paper's L_df(x') and the public code)
 or the clean image (``clean``).
@@ -215,9 +215,9 @@ def finetune_purifier(
     # Imported here, not above: pre-training runs none of them (src/atop/code_closure.py), so an
     # edit of the monitor, the defense or the fine-tuning attacks reruns fine-tuning only.
     from ..defense import DefendedModel
-    from ..diagnostics.overfitting import OverfittingMonitor
     from ..diagnostics.settings import monitor_settings
     from ..finetune_attacks import FINETUNE_ATTACKS
+    from .monitor import OverfittingMonitor
 
     torch.manual_seed(seed)
     ft = {**FINETUNE_DEFAULTS, **spec["finetune"]}
@@ -247,7 +247,7 @@ def finetune_purifier(
     attack = FINETUNE_ATTACKS[ft["attack"]].build(classifier, defense, ft)
     optimizers = make_optimizers(parts, ft)
     check_seed = seed + 2
-    # Clean / FGSM / EOT-PGD accuracy of the whole defense on fixed batches (diagnostics/overfitting.py).
+    # Clean / FGSM / EOT-PGD accuracy of the whole defense on fixed batches (monitor.py).
     monitor = OverfittingMonitor(
         (data.images("train"), data.labels("train")),
         (data.images("val"), data.labels("val")),

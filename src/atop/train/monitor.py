@@ -1,27 +1,20 @@
-"""Overfitting monitors of adversarial training and their detectors.
+"""The overfitting monitor of adversarial training (the AT baseline and AToP fine-tuning).
 
-Monitors (per epoch, on fixed images; both adversarial training stages):
-  clean, FGSM (one eps step) and PGD (``steps`` steps of 2.5 eps / steps from a random start, so it
-  can cross the whole ball and back: Madry et al.'s rule) accuracy on a fixed
-  training batch and a fixed validation batch, the images drawn once by ``monitor.seed``. For the AT
-  baseline the attacks run on the classifier; for AToP fine-tuning through the whole defended model
-  (RT + purifier + classifier) with ``eot`` samples per gradient and one scored draw, its randomness
-  seeded the same every epoch. A monitor runs on its own RNG streams and hands every RNG (torch's
-  CPU one, every CUDA device's, and the RT's) back as it found it, and every module's train/eval
-  flag, so training is bitwise the same with or without it. The number of images per batch is
-  written beside the accuracies (``train_images``, ``val_images``): the detectors test counts.
+Per epoch, on fixed images: clean, FGSM (one eps step) and PGD (``steps`` steps of 2.5 eps / steps
+from a random start, so it can cross the whole ball and back: Madry et al.'s rule) accuracy on a
+fixed training batch and a fixed validation batch, the images drawn once by ``monitor.seed``. For
+the AT baseline the attacks run on the classifier; for AToP fine-tuning through the whole defended
+model (RT + purifier + classifier) with ``eot`` samples per gradient and one scored draw, its
+randomness seeded the same every epoch. The monitor runs on its own RNG streams and hands every RNG
+(torch's CPU one, every CUDA device's, and the RT's) back as it found it, and every module's
+train/eval flag (diagnostics/rng.py, shared with decision-boundary distortion), so training is
+bitwise the same with or without it. The number of images per batch is written beside the
+accuracies (``train_images``, ``val_images``): the detectors test counts.
 
-Detectors (pure functions on a curve's rows, torch-free in detectors.py, which states their tests and
-false-alarm rate ``alpha``; minimum sizes ``diagnostics.overfitting``):
-  - catastrophic overfitting (Kim, Lee & Lee, "Understanding catastrophic overfitting in single-step
-    adversarial training", AAAI 2021): an epoch whose FGSM accuracy rose over the epoch before (by at
-    least ``fgsm_rise``) while its PGD accuracy fell over it (by at least ``pgd_drop``), both
-    significantly; checked on the training and on the validation batch.
-  - robust overfitting (Rice, Wong & Kolter, "Overfitting in adversarially robust deep learning",
-    ICML 2020): the last epoch's validation PGD accuracy is significantly, and at least ``robust_drop``,
-    below its best epoch's while the training PGD accuracy rose after that epoch by more than ``train_rise``.
-
-Decision-boundary distortion is in distortion.py; both hand every RNG back through rng.py.
+The columns go to the stage's training curve; the detectors that judge them (catastrophic and
+robust overfitting) are diagnostics/detectors.py, read by the report; the ``monitor:`` settings
+are checked in diagnostics/settings.py. Its FGSM and PGD are literal ``build_attack`` calls, so a
+training job's code closure (code_closure.py) holds their modules and no other attack's.
 """
 
 from __future__ import annotations
@@ -32,28 +25,11 @@ import torch
 from torch import nn
 
 from ..attacks import build_attack
+from ..diagnostics.detectors import ATTACKS, IMAGE_COLUMNS, SPLITS, pgd_above_fgsm
+from ..diagnostics.rng import preserved_modes, preserved_rng, reseed
 from ..metrics import correct_per_draw
-from .detectors import (
-    ATTACKS,
-    COLUMNS,
-    IMAGE_COLUMNS,
-    SPLITS,
-    catastrophic_overfitting,
-    overfitting_flags,
-    pgd_above_fgsm,
-    robust_overfitting,
-)
-from .rng import preserved_modes, preserved_rng, reseed
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "COLUMNS",
-    "OverfittingMonitor",
-    "catastrophic_overfitting",
-    "overfitting_flags",
-    "robust_overfitting",
-]
 
 
 def fixed_batch(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
