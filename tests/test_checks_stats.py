@@ -25,8 +25,9 @@ from atop.checks import (
 from atop.defense import DefendedModel
 from atop.evaluate import evaluate_defense
 from atop.report import write_report
+from atop.report.estimates import worst_case
 from atop.report.results import load_results
-from atop.report.tables import defenses_table, worst_case
+from atop.report.tables import defenses_table
 from atop.stats import aligned, holm, image_bootstrap, mcnemar_exact, sign_test, upper_bound_below
 from atop.transforms import build_transform
 

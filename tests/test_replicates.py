@@ -13,8 +13,9 @@ import yaml
 from scipy.stats import binomtest
 
 from atop.report import write_report
-from atop.report.summary import METHOD, NOISE, SUPPORTED, paired
-from atop.report.tables import Outcomes
+from atop.report.comparisons import METHOD, paired
+from atop.report.estimates import Outcomes
+from atop.report.verdicts import NOISE, SUPPORTED
 
 from conftest import run_snakemake
 from report_fixtures import digits_like_results
@@ -178,8 +179,8 @@ def test_replicates_decide_the_method_on_the_attacks_every_seed_ran(tmp_path):
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "4 seeds on eot_pgd (the attacks every seed ran), 64 images" in summary
     # the image level pairs the seeds both defenses ran: seed 0's 128 images, not the replicates' 64
+    from atop.report.comparisons import _compare
     from atop.report.results import load_results
-    from atop.report.summary import _compare
 
     frame, _ = load_results([tmp_path / "eval"], "gan_unet", "rt2")
     rows_a, rows_b = frame[frame["defense"] == "atop"], frame[frame["defense"] == "standard"]

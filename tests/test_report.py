@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,25 +15,14 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
-from atop.report import write_report
+from atop.report import FIGURES, TABLE_FILES, write_report
+from atop.report.comparisons import METHOD, MODELS, Comparison
+from atop.report.estimates import Estimate
 from atop.report.figures import defense_colour
 from atop.report.reference import join_reference, load_reference
 from atop.report.results import load_results, parse_defense
-from atop.report.summary import (
-    CANNOT,
-    CONTRADICTED,
-    METHOD,
-    MIXED,
-    MODELS,
-    NOISE,
-    SUPPORTED,
-    UNDECIDED,
-    Comparison,
-    judge,
-)
 from atop.report.tables import (
     MISSING,
-    Estimate,
     defenses_table,
     gradient_table,
     purifier_table,
@@ -39,12 +30,12 @@ from atop.report.tables import (
     table_csv,
     table_markdown,
 )
+from atop.report.verdicts import CANNOT, CONTRADICTED, MIXED, NOISE, SUPPORTED, UNDECIDED, judge
 
 from report_fixtures import make_result, paper_scale_results, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "config" / "reference" / "paper.csv"
-FIGURES = ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves")
 
 
 @pytest.fixture(scope="module")
@@ -256,7 +247,7 @@ def test_report_files_and_figures_open(paper_run):
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         assert image[..., :3].std() > 0.01, f"{name} is blank"
         assert ET.parse(report / f"{name}.svg").getroot().tag.endswith("svg")
-    for name in ("defenses", "rt_ablation", "purifiers", "gradients", "reference"):
+    for name in TABLE_FILES:
         assert len(pd.read_csv(report / "tables" / f"{name}.csv")) > 0
         assert (report / "tables" / f"{name}.md").read_text().count("|") > 10
     assert len(pd.read_csv(report / "robustness.csv")) == 58
@@ -264,6 +255,22 @@ def test_report_files_and_figures_open(paper_run):
     assert on_disk == metrics
     assert on_disk["defenses"]["at"]["worst_case_unseen"] == pytest.approx(0.30)
     assert on_disk["reference"]["comparable"] > 0 and on_disk["missing"] == 0
+
+
+def _workflow_list(name: str) -> list[str]:
+    """A list literal of rules/common.smk, read (running it needs Snakemake's globals)."""
+    found = re.search(rf"^{name} = (\[.*?\])$", (REPO / "rules" / "common.smk").read_text(), re.MULTILINE | re.DOTALL)
+    assert found, f"rules/common.smk defines no {name}"
+    return ast.literal_eval(found.group(1))
+
+
+def test_the_workflow_declares_exactly_the_files_the_report_writes(paper_run):
+    """The report rule's outputs (REPORT_TABLES, REPORT_FIGURES) are what write_report writes: no more, no fewer."""
+    report = paper_run[0] / "report"
+    written_tables = {p.stem for p in (report / "tables").iterdir()}
+    assert set(_workflow_list("REPORT_TABLES")) == set(TABLE_FILES) == written_tables
+    for suffix in (".png", ".svg"):
+        assert set(_workflow_list("REPORT_FIGURES")) == set(FIGURES) == {p.stem for p in report.glob(f"*{suffix}")}
 
 
 def test_summary_supports_the_claims_when_the_numbers_do(paper_run):

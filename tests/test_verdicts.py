@@ -11,22 +11,12 @@ import pytest
 from scipy.stats import binomtest, norm
 
 from atop.report import write_report
+from atop.report.claims import ClaimSpec
+from atop.report.comparisons import METHOD, MODELS, Comparison, paired, with_holm
+from atop.report.estimates import Estimate, Outcomes
 from atop.report.results import load_results, missing_results
-from atop.report.summary import (
-    CANNOT,
-    METHOD,
-    MODELS,
-    NOISE,
-    PARTLY,
-    SUPPORTED,
-    UNDECIDED,
-    Comparison,
-    judge,
-    paired,
-    universal,
-    with_holm,
-)
-from atop.report.tables import Estimate, Outcomes, defenses_table, table_csv, table_markdown
+from atop.report.tables import defenses_table, table_csv, table_markdown
+from atop.report.verdicts import CANNOT, NOISE, PARTLY, SUPPORTED, UNDECIDED, judge, universal
 from atop.stats import all_draws_right, detectable_difference, image_bootstrap
 
 from report_fixtures import digits_like_results, make_result, write_results
@@ -295,3 +285,10 @@ def test_an_equivalence_margin_out_of_range_is_refused_before_any_output(tmp_pat
     with pytest.raises(ValueError, match=r"verdicts.equivalence_margin = 0.7 must lie in \(0, 0.5\]"):
         write_report([tmp_path / "eval"], tmp_path / "report", "d", "digits", verdicts={"equivalence_margin": 0.7})
     assert not (tmp_path / "report").exists()
+
+
+def test_a_claim_selects_defenses_by_registered_kinds_only():
+    with pytest.raises(ValueError, match="'atp' is not a defense kind"):
+        ClaimSpec("typo", "AToP beats AP.", a={"kind": "atp"}, b={"kind": "ap"})
+    with pytest.raises(ValueError, match="'ae' is not a defense kind"):
+        ClaimSpec("typo", "GAN beats AE.", a={"kind": ("ap", "ae")})

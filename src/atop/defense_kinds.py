@@ -19,16 +19,29 @@ class DefenseKind:
     classifier: str  # which classifier checkpoint: "standard" or "adversarial"
     purifier_stage: str | None  # which purifier checkpoint the defense puts in front, if any
     description: str
+    palette: str  # the report's hue family for the kind (a seaborn palette): one colour per defense everywhere
+
+    @property
+    def finetuned(self) -> bool | None:
+        """Whether the purifier in front is fine-tuned (AToP) or pre-trained (AP); None without one."""
+        return None if self.purifier_stage is None else self.purifier_stage == "finetuned"
 
 
 # Checkpoint stages each classifier role accepts (a provided RobustBench Standard file is standard).
 CLASSIFIER_STAGES = {"standard": ("trained", "provided"), "adversarial": ("adversarially_trained",)}
 
+# In the paper's order: the report's rows and legends follow it (KIND_ORDER); AP blues and AToP
+# oranges stay apart for colour-blind readers too.
+_KINDS = {
+    "standard": DefenseKind("standard", None, "classifier alone", "Greys"),
+    "at": DefenseKind("adversarial", None, "adversarially trained classifier alone (PGD AT)", "Purples"),
+    "ap": DefenseKind("standard", "pretrained", "RT + pre-trained purifier (adversarial purification)", "Blues"),
+    "atop": DefenseKind("standard", "finetuned", "RT + fine-tuned purifier (AToP)", "Oranges"),
+}
 DEFENSES: Registry = Registry("defense")
-DEFENSES.register("standard")(DefenseKind("standard", None, "classifier alone"))
-DEFENSES.register("at")(DefenseKind("adversarial", None, "adversarially trained classifier alone (PGD AT)"))
-DEFENSES.register("ap")(DefenseKind("standard", "pretrained", "RT + pre-trained purifier (adversarial purification)"))
-DEFENSES.register("atop")(DefenseKind("standard", "finetuned", "RT + fine-tuned purifier (AToP)"))
+for _name, _kind in _KINDS.items():
+    DEFENSES.register(_name)(_kind)
+KIND_ORDER: tuple[str, ...] = tuple(_KINDS)
 
 
 def split_defense(name: str) -> tuple[str, str | None]:

@@ -15,96 +15,33 @@ on partial results too and lists what is missing. Outputs (in ``out_dir``):
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
+from .comparisons import gradient_comparisons
+from .estimates import seeds_of
+from .metrics_json import headline_metrics
 from .overfitting import overfitting_lines, stage_flags
-from .reference import EQUIVALENCE_MARGIN, join_reference, load_reference, reference_summary
-from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results, parse_defense
-from .summary import (
-    METHOD,
-    MODELS,
-    claims,
-    comparison_metrics,
-    doubts,
-    gradient_comparisons,
-    headline,
-    leading_question,
-    markdown_to_rst,
-    summary_markdown,
-)
-from .tables import (
-    Estimate,
-    attacks_markdown,
-    defenses_table,
-    gradient_table,
-    purifier_table,
-    rt_ablation_table,
-    seeds_of,
-    table_csv,
-    table_markdown,
-)
+from .reference import EQUIVALENCE_MARGIN, join_reference, load_reference
+from .render import markdown_to_rst, reference_page, robustness_markdown, summary_markdown, table_page
+from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results
+from .tables import TABLES, defenses_table, gradient_table, purifier_table, rt_ablation_table, table_csv
+from .verdicts import claims, leading_question
 
 log = logging.getLogger("atop.report")
 
-TABLES = {
-    "defenses": "(1) AT vs AP vs AToP across seen and unseen attacks",
-    "rt_ablation": "(2) Random transform x fine-tuning ablation",
-    "purifiers": "(3) GAN vs AE purifier, with and without fine-tuning",
-    "gradients": "(4) Classifier-only (BPDA, an upper bound) vs full-gradient attacks",
-}
+# The tables (tables/<name>.csv and .md) and figures (<name>.png and .svg) write_report writes:
+# rules/common.smk's REPORT_TABLES and REPORT_FIGURES name them too (tests/test_report.py keeps them equal).
+TABLE_FILES = (*TABLES, "reference")
 FIGURES = ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves")
 
 
 def _write_csv(frame: pd.DataFrame, path: Path, index: bool) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=index)
-
-
-def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, missing, cross_checks=()) -> dict:
-    """Numbers DVC tracks: per-defense accuracies (fractions), both questions' claim verdicts, reference and
-    missing counts."""
-
-    def key(column: str) -> str:  # "pgd (seen)" -> "pgd", "worst case (seen)" -> "worst_case_seen"
-        if column.startswith("worst case"):
-            return column.replace(" (", "_").rstrip(")").replace(" ", "_")
-        return column.split(" (")[0]
-
-    top = headline(judged, frame)
-    doubted, _ = doubts(frame, cross_checks)
-    # draw-mean under the column's key, worst case over draws under key_all_draws (NaN-free: unknown is left out)
-    defenses = {
-        defense: {
-            name: round(float(number), 4)
-            for col, v in row.items()
-            if isinstance(v, Estimate)
-            for name, number in ((key(col), v.value), (f"{key(col)}_all_draws", v.strict))
-            if not math.isnan(number)
-        }
-        for defense, row in table.iterrows()
-    }
-    # a worst case picks the strongest attack per seed (and per resample), so its interval is its own
-    worst_case_ci95 = {
-        defense: {
-            key(col): {"low": round(float(v.low), 4), "high": round(float(v.high), 4)}
-            for col, v in row.items()
-            if isinstance(v, Estimate) and col.startswith("worst case")
-        }
-        for defense, row in table.iterrows()
-    }
-    return {
-        "defenses": defenses,
-        "worst_case_ci95": worst_case_ci95,
-        "claims": {claim.key: {level: claim.verdicts[level] for level in (METHOD, MODELS)} for claim in judged},
-        "headline": comparison_metrics(top, any(d.covers(top) for d in doubted) if top is not None else False),
-        "reference": reference_summary(joined),
-        "results": len(frame),
-        "missing": len(missing),
-    }
 
 
 # Check groups of obfuscation_checks/seed<N>.json (the `checks` job) and diagnostics/seed<N>/eot_checks.json.
@@ -180,13 +117,13 @@ def write_report(
         _write_csv(frame.drop(columns=list(PER_IMAGE_COLUMNS)), staging / "robustness.csv", index=False)
         for name, table in tables.items():
             _write_csv(table_csv(table), staging / "tables" / f"{name}.csv", index=True)
-            write_text(staging / "tables" / f"{name}.md", f"# {TABLES[name]}\n\n{table_markdown(table)}\n")
+            write_text(staging / "tables" / f"{name}.md", table_page(name, table))
         _write_csv(joined, staging / "tables" / "reference.csv", index=False)
+        write_text(staging / "tables" / "reference.md", reference_page(joined))
         write_text(
-            staging / "tables" / "reference.md",
-            "# The paper's numbers next to the run's\n\n" + _reference_markdown(joined) + "\n",
+            staging / "robustness.md",
+            robustness_markdown(experiment, dataset, frame, tables, joined, missing, problems),
         )
-        write_text(staging / "robustness.md", _document(experiment, dataset, frame, tables, joined, missing, problems))
 
         figures.robust_accuracy_figure(frame, staging / "robust_accuracy")
         figures.eps_curves_figure(frame, staging / "robust_vs_eps")
@@ -209,85 +146,3 @@ def write_report(
         write_text(staging / "summary.rst", markdown_to_rst(summary, staging / "robust_accuracy.png"))
         write_json(staging / "metrics.json", metrics)
     return metrics
-
-
-def _reference_markdown(joined: pd.DataFrame) -> str:
-    shown = joined.drop(columns=["note"]).astype(object).fillna("")
-    shown["run_value"] = [
-        f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if v != "" else "missing"
-        for v, lo, hi in zip(shown["run_value"], shown["run_ci95_low"], shown["run_ci95_high"])
-    ]
-    columns = [
-        "paper_setting",
-        "paper_dataset",
-        "paper_defense",
-        "paper_purifier",
-        "paper_rt",
-        "paper_attack",
-        "gradient",
-        "metric",
-        "paper_value",
-        "run_defense",
-        "run_attack",
-        "run_eps",
-        "run_value",
-        "status",
-        "difference",
-        "equivalence",
-    ]
-    return shown[columns].to_markdown(index=False)
-
-
-def _document(experiment, dataset, frame, tables, joined, missing, problems) -> str:
-    main = main_results(frame)
-    n = main["n"].max()
-    settings = sorted(
-        {
-            f"{s.name}: {s.kind}" + (f" ({s.purifier}, {s.rt})" if s.purifier or s.rt else "")
-            for s in map(parse_defense, main["defense"].unique())
-        }
-    )
-    text = [
-        f"# Robustness of the defenses: experiment `{experiment}` ({dataset})",
-        "",
-        (
-            f"Accuracy in % on the same {int(n) if pd.notna(n) else '?'} test images for every defense and attack. "
-            "Full-gradient attacks target the whole defended model (random transform + purifier + classifier); "
-            "classifier-only (BPDA) numbers are upper bounds and appear only in table (4). Randomized defenses are "
-            "scored on independent draws: each cell gives the draw-mean accuracy (one evaluation, the paper's metric) "
-            "with its 95 % interval in brackets (Wilson for one attack; a worst case's own bootstrap; with several "
-            "training seeds, seeds as the unit), then `all draws`: the worst case over draws, the share of images "
-            "right on every draw of one evaluation (what an attacker who may resubmit faces; equal to the draw-mean "
-            "for a deterministic defense). `missing` marks what the run has not produced. Differences between defenses "
-            "are judged in summary.md by paired tests on the same images, not by these intervals."
-        ),
-        "",
-        "Defenses: " + "; ".join(settings) + ".",
-        "",
-    ]
-    text += [
-        "## Attacks: threat model and EOT",
-        "",
-        (
-            "EOT = random-transform samples averaged per gradient step (1: no averaging; deterministic defenses "
-            "always get 1). Library attacks without EOT on a randomized defense can understate its weakness."
-        ),
-        "",
-        attacks_markdown(frame),
-        "",
-    ]
-    for name, table in tables.items():
-        text += [f"## {TABLES[name]}", "", table_markdown(table), ""]
-    text += [
-        (
-            "Worst cases are the defense's strongest attack: the lowest of its per-attack accuracies over the images "
-            "every attack scored (per training seed), the same rule for every defense and both metrics; the "
-            "interval is an image bootstrap that re-picks the attack in every resample (with several seeds: seeds "
-            "as the unit). `all draws` is right on every draw of one evaluation (N = draws), never pooled over "
-            "attacks or result files."
-        ),
-        "",
-    ]
-    text += ["## The paper's numbers next to the run's", "", _reference_markdown(joined), ""]
-    text += ["## Missing", ""] + ([f"- {m}" for m in missing + problems] or ["- Nothing."]) + [""]
-    return "\n".join(text)

@@ -4,8 +4,9 @@ Each entry says what is claimed, which pairs of defenses test it (a selector for
 defense b, and the settings both must share), on which attacks (any, or only those neither defense's
 training saw), and on what metric (robust: each defense under its strongest attack; clean accuracy;
 or the classifier-only vs full-gradient pairs of one defense). A claim over several pairs is
-universal: supported only if every pair supports it (summary.universal). To add a claim, add an
-entry; summary.py judges every entry the same way, with one Holm family over all comparisons.
+universal: supported only if every pair supports it (verdicts.universal). To add a claim, add an
+entry; verdicts.py judges every entry the same way, with one Holm family over all comparisons.
+A ``kind`` selector names kinds of the defense registry (defense_kinds.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from ..defense_kinds import DEFENSES
 
 ANY_ATTACK = (None, "seen", "unseen")  # attack labels a comparison may use
 UNSEEN = ("unseen",)
@@ -32,6 +35,11 @@ class ClaimSpec:
     def __post_init__(self) -> None:
         if self.metric not in ("robust", "clean", "gradient"):
             raise ValueError(f"claim {self.key!r}: metric must be robust, clean or gradient, not {self.metric!r}")
+        for selector in (self.a, self.b):
+            kinds = selector.get("kind", ())
+            for kind in kinds if isinstance(kinds, tuple) else (kinds,):
+                if kind not in DEFENSES:
+                    raise ValueError(f"claim {self.key!r}: {kind!r} is not a defense kind (defense_kinds.py)")
 
     @property
     def needs_labels(self) -> bool:

@@ -14,27 +14,36 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..defense_kinds import DEFENSES
 from ..diagnostics.detectors import COLUMNS as MONITOR_COLUMNS
 from ..io import atomic_path
+from .estimates import attack_estimate, clean_estimate
 from .overfitting import curve_stage, monitored, stage_flags
-from .results import PURIFIER_ORDER, RT_ORDER, defense_order, main_results, parse_defense, seed_means
-from .tables import attack_columns, attack_estimate, clean_estimate, full_gradient
+from .results import (
+    PURIFIER_ORDER,
+    RT_ORDER,
+    attack_columns,
+    defense_order,
+    full_gradient,
+    main_results,
+    parse_defense,
+    seed_means,
+)
 
 FORMATS = ("png", "svg")
-# Families of hues by defense kind (AP blues, AToP oranges: apart for colour-blind
-# readers too), one shade per purifier x RT setting, so a defense keeps its colour
-# in every figure and every run whatever else is plotted next to it.
-KIND_COLOURS = {"standard": "Greys", "at": "Purples", "ap": "Blues", "atop": "Oranges"}
+# A family of hues per defense kind (its palette in defense_kinds.py), one shade per purifier x RT
+# setting, so a defense keeps its colour in every figure and every run whatever else is plotted next to it.
 SETTINGS = [(p, rt) for p in PURIFIER_ORDER for rt in RT_ORDER]
 
 
 def defense_colour(name: str) -> tuple[float, float, float]:
     """The colour of a defense: a function of its name only."""
     setting = parse_defense(name)
-    if setting.kind in ("standard", "at"):
-        return sns.color_palette(KIND_COLOURS[setting.kind], 5)[3]
-    if setting.kind in KIND_COLOURS:
-        shades = sns.color_palette(KIND_COLOURS[setting.kind], len(SETTINGS) + 3)[2:]
+    if setting.kind in DEFENSES:
+        kind = DEFENSES[setting.kind]
+        if kind.purifier_stage is None:
+            return sns.color_palette(kind.palette, 5)[3]
+        shades = sns.color_palette(kind.palette, len(SETTINGS) + 3)[2:]
         key = (setting.purifier, setting.rt)
         # bare ap / atop (one purifier, one RT) take the headline GAN + RT2 shade
         return shades[SETTINGS.index(key) if key in SETTINGS else SETTINGS.index(("gan", "rt2"))]

@@ -10,8 +10,8 @@ import pandas as pd
 from ..attack_catalog import paper_family
 from ..config import number
 from ..stats import equivalence
+from .estimates import Estimate, clean_estimate, worst_case
 from .results import main_results
-from .tables import Estimate, clean_estimate, worst_case
 
 REFERENCE_COLUMNS = [
     "setting",

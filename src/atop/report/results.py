@@ -17,10 +17,10 @@ import pandas as pd
 
 from ..attack_catalog import attack_family
 from ..config import ConfigError, number
+from ..defense_kinds import DEFENSES, KIND_ORDER, split_defense
 
 log = logging.getLogger("atop.report")
 
-KIND_ORDER = ("standard", "at", "ap", "atop")
 RT_ORDER = ("rt1", "rt2", "rt3")
 PURIFIER_ORDER = ("gan", "ae")
 
@@ -30,13 +30,13 @@ class DefenseSetting:
     """What a defense name says: its kind and, for purification, purifier and RT."""
 
     name: str
-    kind: str  # standard | at | ap | atop | the name itself when unrecognised
+    kind: str  # a registered kind (defense_kinds.DEFENSES), or the name itself when unrecognised
     purifier: str | None = None  # gan | ae
     rt: str | None = None  # rt1 | rt2 | rt3
 
     @property
     def finetuned(self) -> bool | None:
-        return {"ap": False, "atop": True}.get(self.kind)
+        return DEFENSES[self.kind].finetuned if self.kind in DEFENSES else None
 
 
 # Architecture-name prefixes of each family: the paper's GAN purifier is DeepFill v2.
@@ -52,19 +52,22 @@ def purifier_family(arch: str | None) -> str | None:
 
 
 def parse_defense(name: str, purifier: str | None = None, rt: str | None = None) -> DefenseSetting:
-    """``atop-gan-rt2`` -> atop / gan / rt2; bare ``ap``/``atop`` take the experiment's purifier and RT."""
-    kind, *parts = name.split("-")
-    if kind not in KIND_ORDER:
+    """``atop-gan-rt2`` -> atop / gan / rt2 (defense_kinds.split_defense, then the variant read as purifier
+    family and RT); bare ``ap``/``atop`` take the experiment's purifier and RT; an unknown name is its own kind."""
+    try:
+        kind, variant = split_defense(name)
+    except KeyError:
         return DefenseSetting(name, name)
-    if kind in ("standard", "at"):
-        return DefenseSetting(name, kind) if not parts else DefenseSetting(name, name)
+    if DEFENSES[kind].purifier_stage is None:
+        return DefenseSetting(name, kind)
+    parts = variant.split("-") if variant else []
     named_rt = next((p for p in parts if p in RT_ORDER), None)
     named_purifier = next((purifier_family(p) for p in parts if p not in RT_ORDER), None)
     return DefenseSetting(name, kind, named_purifier or purifier_family(purifier), named_rt or rt)
 
 
 def defense_order(names) -> list[str]:
-    """Paper order: standard, AT, then AP and AToP by purifier and RT; unknown names last."""
+    """Paper order (defense_kinds.KIND_ORDER: standard, AT, AP, AToP), then purifier and RT; unknown names last."""
 
     def key(name: str):
         s = parse_defense(name)
@@ -284,6 +287,19 @@ def seed_means(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 def main_results(frame: pd.DataFrame) -> pd.DataFrame:
     """The one result per (defense, attack) the tables use: sweep points excluded."""
     return frame[~frame["sweep"]]
+
+
+def full_gradient(frame: pd.DataFrame) -> pd.DataFrame:
+    main = main_results(frame)
+    return main[main["gradient"] == "full"]
+
+
+def attack_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
+    """Full-gradient attacks with their seen/unseen label, seen first (the paper's column order)."""
+    full = full_gradient(frame)
+    labels = full.groupby("attack")["seen"].agg(lambda s: next((v for v in s if v), None))
+    rank = {"seen": 0, "unseen": 1, None: 2}
+    return sorted(labels.items(), key=lambda item: (rank[item[1]], item[0]))
 
 
 def missing_results(frame: pd.DataFrame, expected: list[str]) -> list[str]:
