@@ -21,7 +21,7 @@ from fixtures import add_fixture_args, digits_defense
 
 LINF, L2 = 0.1, 1.0
 # name -> (attack spec, the EOT-PGD reference at the same budget)
-ATTACKS = {
+SETTINGS = {
     "eot_pgd_linf": {"method": "eot_pgd", "eps": LINF, "alpha": LINF / 4, "steps": 10, "eot": "EOT"},
     "fgsm": {"method": "fgsm", "eps": LINF},
     "pgd_linf": {"method": "pgd_linf", "eps": LINF, "alpha": LINF / 4, "steps": 10},
@@ -57,8 +57,8 @@ def main() -> None:
         "checks": {"gradient_samples": 1, "eps_zero_samples": 0},
     }
     rows = []
-    for name in args.only or ATTACKS:
-        attack = {k: (args.eot if v == "EOT" else v) for k, v in ATTACKS[name].items()}
+    for name in args.only or SETTINGS:
+        attack = {k: (args.eot if v == "EOT" else v) for k, v in SETTINGS[name].items()}
         began = time.perf_counter()
         result = evaluate_defense(defense, "ap", name, attack, data, spec, seed=0)
         row = {

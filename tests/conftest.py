@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 # whichever checkout the shared virtual environment was installed from.
 WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+# The repository's tools (tools/dvc_pipeline.py) are scripts outside the package; tests import them.
+sys.path.insert(0, str(REPO / "tools"))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -451,7 +451,8 @@ def test_partial_gradient_methods_match_the_attack_registry():
 def test_each_catalogued_diagnostic_has_its_command_settings_and_stage():
     """One entry in diagnostics/catalog.py is all the workflow needs: the CLI runs its command, the
     schema holds its settings section, DVC's diagnostics stage runs its rule."""
-    from atop import dvc_pipeline
+    import dvc_pipeline  # tools/dvc_pipeline.py
+
     from atop.code_closure import command_closure
 
     schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())

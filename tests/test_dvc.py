@@ -13,14 +13,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import dvc_pipeline  # tools/dvc_pipeline.py (conftest puts tools/ on the path)
 import pytest
 import yaml
 from dvc_repo import copy_build, output, run
 
 from conftest import REPO
-
-sys.path.insert(0, str(REPO / "tools"))  # tools/dvc_pipeline.py: a repository tool, outside the package
-import dvc_pipeline
 
 pytestmark = pytest.mark.workflow
 

@@ -1,5 +1,9 @@
 """Diagnostics of every defense of an experiment, beside the accuracies.
 
+- ``catalog``: the per-defense diagnostics as data (one entry each), which the workflow expands;
+- ``distortion``: decision-boundary distortion along the FGSM direction;
+- ``detectors``: the overfitting detectors reading the training monitors' curves;
+- ``rng``: borrowed random states and module modes, handed back;
 - ``concentration``: how aligned the input gradients of a randomized defense's draws
   are (GradDiv's mean resultant length), and how many EOT draws an attack needs;
 - ``measures``: robust-generalization measures (gap, margin, input-gradient norm,

@@ -36,8 +36,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 SPLITS = ("train", "val")
-ATTACKS = ("clean", "fgsm", "pgd")
-COLUMNS = tuple(f"{split}_{attack}" for split in SPLITS for attack in ATTACKS)
+MONITORED = ("clean", "fgsm", "pgd")  # what the overfitting monitor scores, per split
+COLUMNS = tuple(f"{split}_{attack}" for split in SPLITS for attack in MONITORED)
 # The monitor writes the number of fixed images per split next to the accuracies.
 IMAGE_COLUMNS = {split: f"{split}_images" for split in SPLITS}
 TOLERANCE = 1e-9  # a change this close to a threshold (in images) meets it

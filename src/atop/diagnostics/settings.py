@@ -5,8 +5,6 @@ from __future__ import annotations
 from ..attack_catalog import PARTIAL_GRADIENT_METHODS
 from ..config import ConfigError, number
 
-MAX_EOT = 1024  # the largest EOT the expected-cosine curve of gradient concentration is read up to
-
 # The diagnostics attack must follow the full gradient through the defense (the pictures show "the
 # full-gradient adversarial example"): not one of PARTIAL_GRADIENT_METHODS (src/atop/attack_catalog.py).
 __all__ = ["PARTIAL_GRADIENT_METHODS", "check_diagnostics"]

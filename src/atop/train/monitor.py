@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..attacks import build_attack
-from ..diagnostics.detectors import ATTACKS, IMAGE_COLUMNS, SPLITS, pgd_above_fgsm
+from ..diagnostics.detectors import IMAGE_COLUMNS, MONITORED, SPLITS, pgd_above_fgsm
 from ..diagnostics.rng import preserved_modes, preserved_rng, reseed
 from ..metrics import correct_per_draw
 
@@ -71,7 +71,7 @@ class OverfittingMonitor:
             model.eval()
             attacks = self.attacks(model)
             for split, (x, y) in self.batches.items():
-                for offset, name in enumerate(ATTACKS):
+                for offset, name in enumerate(MONITORED):
                     seed = self.settings["seed"] + 101 * offset
                     torch.manual_seed(seed)  # PGD's random start
                     reseed(model, seed)
