@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from ..config import resolve_numbers
 
 
@@ -36,3 +38,15 @@ def evaluation_subset(data, spec: dict, n_images: int):
     n = min(n_images, spec["evaluation"]["n_samples"])
     idx = sample_indices(len(data.labels("test")), n, spec["evaluation"]["sample_seed"])
     return data.images("test")[idx], data.labels("test")[idx], idx
+
+
+def write_diagnostic(out, result: dict, name: str, defense, began: float, built_from: dict, **record) -> dict:
+    """Publish one diagnostic's result with what every diagnostic records beside it: the defense,
+    whether it is randomized, what the command adds (its images, its attack), the seconds since
+    ``began`` and the checkpoints the defense was built from."""
+    from ..io import write_json
+
+    record = {"defense": name, "randomized": defense.randomized, **record}
+    result = result | record | {"seconds": time.perf_counter() - began, **built_from}
+    write_json(out, result)
+    return result

@@ -7,7 +7,7 @@ import time
 
 from ..config import resolve_numbers
 from ._common import add_defense_arguments, setup
-from ._diagnostics import diagnostic_defense, evaluation_subset
+from ._diagnostics import diagnostic_defense, evaluation_subset, write_diagnostic
 
 log = logging.getLogger("atop")
 
@@ -22,7 +22,6 @@ def run(args) -> None:
     from ..data import load_prepared
     from ..diagnostics.distortion import boundary_distortion
     from ..diagnostics.settings import distortion_settings
-    from ..io import write_json
 
     device = setup(args.spec)
     settings = distortion_settings(resolve_numbers(args.spec["diagnostics"]["distortion"]))
@@ -35,14 +34,7 @@ def run(args) -> None:
     result = boundary_distortion(
         defense, x, y, settings["eps"], settings["points"], settings["draws"], seed=args.spec["seed"]
     )
-    result |= {
-        "defense": args.defense,
-        "randomized": defense.randomized,
-        "sample_indices": idx.tolist(),
-        "seconds": time.perf_counter() - began,
-        **built_from,
-    }
-    write_json(args.out, result)
+    result = write_diagnostic(args.out, result, args.defense, defense, began, built_from, sample_indices=idx.tolist())
     log.info(
         "%s: decision-boundary distortion %s (%d of %d segments right at both ends, m = %d, %d draws)",
         args.defense,

@@ -6,7 +6,7 @@ import logging
 import time
 
 from ._common import add_defense_arguments, setup
-from ._diagnostics import diagnostic_defense, evaluation_subset
+from ._diagnostics import diagnostic_defense, evaluation_subset, write_diagnostic
 
 log = logging.getLogger("atop")
 
@@ -24,7 +24,6 @@ def run(args) -> None:
     from ..data import load_prepared
     from ..diagnostics.concentration import gradient_concentration
     from ..diagnostics.settings import check_concentration
-    from ..io import write_json
 
     device = setup(args.spec)
     settings = args.spec["diagnostics"]["gradient_concentration"]
@@ -39,14 +38,7 @@ def run(args) -> None:
     result = gradient_concentration(
         defense, x, y, draws, reference, settings["cosine"], chunk=GRADIENT_REPLICAS.get(device.type, 16)
     )
-    result |= {
-        "defense": args.defense,
-        "randomized": defense.randomized,
-        "sample_indices": idx.tolist(),
-        "seconds": time.perf_counter() - began,
-        **built_from,
-    }
-    write_json(args.out, result)
+    result = write_diagnostic(args.out, result, args.defense, defense, began, built_from, sample_indices=idx.tolist())
     log.info(
         "%s: R = %.3f over %d draws; EOT needed for cosine %.2f: %s",
         args.defense,

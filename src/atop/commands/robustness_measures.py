@@ -6,7 +6,7 @@ import logging
 import time
 
 from ._common import add_defense_arguments, setup
-from ._diagnostics import diagnostic_attack, diagnostic_defense, evaluation_subset
+from ._diagnostics import diagnostic_attack, diagnostic_defense, evaluation_subset, write_diagnostic
 
 log = logging.getLogger("atop")
 
@@ -23,7 +23,6 @@ def run(args) -> None:
     from ..data import load_prepared
     from ..diagnostics.measures import robustness_measures
     from ..diagnostics.settings import check_flatness
-    from ..io import write_json
 
     device = setup(args.spec)
     settings = args.spec["diagnostics"]["measures"]
@@ -49,17 +48,18 @@ def run(args) -> None:
         settings["flatness_draws"],
         networks,
     )
-    result |= {
-        "defense": args.defense,
-        "randomized": defense.randomized,
-        "attack": args.spec["attack_name"],
-        "attack_params": args.spec["attack"],
-        "train_indices": train_idx.tolist(),
-        "test_indices": test_idx.tolist(),
-        "seconds": time.perf_counter() - began,
-        **built_from,
-    }
-    write_json(args.out, result)
+    result = write_diagnostic(
+        args.out,
+        result,
+        args.defense,
+        defense,
+        began,
+        built_from,
+        attack=args.spec["attack_name"],
+        attack_params=args.spec["attack"],
+        train_indices=train_idx.tolist(),
+        test_indices=test_idx.tolist(),
+    )
     log.info(
         "%s: robust accuracy train %.3f test %.3f (gap %.3f); flatness %s",
         args.defense,
