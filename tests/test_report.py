@@ -20,7 +20,7 @@ from atop.report.comparisons import METHOD, MODELS, Comparison
 from atop.report.estimates import Estimate
 from atop.report.figures import defense_colour
 from atop.report.reference import join_reference, load_reference
-from atop.report.results import load_results, parse_defense
+from atop.report.results import attack_columns, load_results, parse_defense
 from atop.report.tables import (
     MISSING,
     defenses_table,
@@ -405,3 +405,17 @@ def test_training_curve_axes_hold_losses_and_accuracies_not_the_learning_rate():
         }
     )
     assert curve_columns(curve) == (["train_loss"], ["val_accuracy"])
+
+
+def test_attack_columns_read_a_seen_label_that_only_some_results_carry():
+    """Results of one attack written with and without its seen/unseen label (NaN once in a frame)
+    keep the label; attacks without any label come last."""
+    frame = pd.DataFrame(
+        {
+            "attack": ["pgd", "pgd", "fgsm", "stadv"],
+            "seen": [float("nan"), "unseen", float("nan"), "seen"],
+            "sweep": [False] * 4,
+            "gradient": ["full"] * 4,
+        }
+    )
+    assert attack_columns(frame) == [("stadv", "seen"), ("pgd", "unseen"), ("fgsm", None)]

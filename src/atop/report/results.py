@@ -297,9 +297,11 @@ def full_gradient(frame: pd.DataFrame) -> pd.DataFrame:
 def attack_columns(frame: pd.DataFrame) -> list[tuple[str, str | None]]:
     """Full-gradient attacks with their seen/unseen label, seen first (the paper's column order)."""
     full = full_gradient(frame)
-    labels = full.groupby("attack")["seen"].agg(lambda s: next((v for v in s if v), None))
+    # A label missing from some results reads as NaN (truthy): only strings are labels.
+    labels = full.groupby("attack")["seen"].agg(lambda s: next((v for v in s if isinstance(v, str)), None))
+    columns = [(attack, label if isinstance(label, str) else None) for attack, label in labels.items()]
     rank = {"seen": 0, "unseen": 1, None: 2}
-    return sorted(labels.items(), key=lambda item: (rank[item[1]], item[0]))
+    return sorted(columns, key=lambda item: (rank[item[1]], item[0]))
 
 
 def missing_results(frame: pd.DataFrame, expected: list[str]) -> list[str]:
