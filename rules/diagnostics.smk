@@ -32,8 +32,11 @@ for diagnostic in PER_DEFENSE:
             ),
             spec=diagnostic_spec(diagnostic),
             purifier=purifier_arg,
+            # Through params, bound now: the shell text is evaluated again when the job runs,
+            # when the loop variable names the last diagnostic.
+            command=diagnostic.command,
         shell:
-            f"python -m atop {diagnostic.command} --spec {{params.spec:q}} --data {{input.data}}"
+            "python -m atop {params.command} --spec {params.spec:q} --data {input.data}"
             " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
             " --out {output} > {log} 2>&1"
 

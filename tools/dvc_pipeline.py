@@ -132,7 +132,10 @@ def workflow_rules(repo: Path, configfile: Path) -> tuple[dict, str, list[str], 
                 {
                     "snakefile": str(Path(rule.snakefile).relative_to(repo)),
                     "patterns": [strip_wildcard_constraints(str(p)) for p in rule.output],
-                    "shell": rule.shellcmd or "",
+                    # A rule made in a loop names its command through params (rules/diagnostics.smk).
+                    "shell": (rule.shellcmd or "").replace(
+                        "{params.command}", str(dict(job.params.items()).get("command", "{params.command}"))
+                    ),
                     "spec_keys": set(),
                     "inputs": set(),
                 },
