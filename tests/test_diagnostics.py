@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import re
@@ -571,3 +572,25 @@ def test_eot_check_fails_where_eot_4_is_truly_too_small(noise, too_small):
         assert record["passed"] is False and "EOT TOO SMALL" in record["detail"]
     else:
         assert record["accuracy"] == [0.0, 0.0] and record["passed"] is True
+
+
+def test_rules_made_in_a_loop_never_name_the_loop_variable_in_their_shell_text():
+    """Snakemake evaluates a rule's shell text again when the job runs, after the loop has ended:
+    a loop variable there names the last entry for every rule (every per-defense diagnostic job
+    once ran boundary-distortion). Values reach the shell through params, bound when defined."""
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        lines = smk.read_text().splitlines()
+        for start, line in enumerate(lines):
+            loop = re.match(r"for (\w+) in ", line)
+            if not loop:
+                continue
+            body = list(itertools.takewhile(lambda text: not text or text.startswith(" "), lines[start + 1 :]))
+            in_shell = False
+            for text in body:
+                indent = len(text) - len(text.lstrip())
+                if text.strip() in ("shell:", "run:"):
+                    in_shell, shell_indent = True, indent
+                elif in_shell and text.strip() and indent <= shell_indent:
+                    in_shell = False
+                if in_shell:
+                    assert not re.search(rf"\b{loop.group(1)}\b", text), f"{smk.name}: {text.strip()}"
