@@ -79,7 +79,7 @@ def test_paired_comparison_matches_scipy():
     assert (outcome.model.a_better, outcome.model.b_better, outcome.n) == (14, 4, 128)
     assert outcome.model.p_value == pytest.approx(binomtest(14, 18, 0.5).pvalue)
     assert outcome.model.p_value == pytest.approx(2 * sum(math.comb(18, k) for k in range(14, 19)) / 2**18)
-    assert outcome.strict_a == pytest.approx(64 / 128) and outcome.strict_b == pytest.approx(54 / 128)
+    assert outcome.all_draws_a == pytest.approx(64 / 128) and outcome.all_draws_b == pytest.approx(54 / 128)
     assert outcome.detectable == pytest.approx((norm.ppf(0.975) + norm.ppf(0.8)) * math.sqrt(18) / 128)
     assert outcome.method is None and outcome.outcome(METHOD) == "undecided", "one seed: the method is undecided"
 
@@ -227,10 +227,10 @@ def test_tables_show_both_robust_metrics(tmp_path):
     frame, _ = load_results([tmp_path / "eval"])
     table = defenses_table(frame)
     cell = table.loc["atop", "worst case"]
-    assert 0 < cell.strict < cell.value, "a randomized defense: fewer images survive every draw than one"
-    assert table.loc["standard", "pgd"].strict == table.loc["standard", "pgd"].value  # deterministic
+    assert 0 < cell.all_draws < cell.value, "a randomized defense: fewer images survive every draw than one"
+    assert table.loc["standard", "pgd"].all_draws == table.loc["standard", "pgd"].value  # deterministic
     csv = table_csv(table)
-    assert csv.loc["atop", "worst case_all_draws"] == pytest.approx(round(100 * cell.strict, 2))
+    assert csv.loc["atop", "worst case_all_draws"] == pytest.approx(round(100 * cell.all_draws, 2))
     assert "all draws" in table_markdown(table)
     metrics, _ = _digits_report(tmp_path / "r")
     assert metrics["defenses"]["atop"]["worst_case_all_draws"] < metrics["defenses"]["atop"]["worst_case"]

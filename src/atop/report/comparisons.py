@@ -71,8 +71,8 @@ class Paired:
 
     images: int
     seeds: int
-    strict_a: float
-    strict_b: float
+    all_draws_a: float
+    all_draws_b: float
     mean_a: float
     mean_b: float
     model: PairedTest  # worst case over draws: sign test on per-image (seed-averaged) differences
@@ -120,7 +120,7 @@ class Paired:
     def model_text(self) -> str:
         test = self.model
         return (
-            f"{PRIMARY} {100 * self.strict_a:.1f} vs {100 * self.strict_b:.1f}, {pp(self.interval.estimate)} pp "
+            f"{PRIMARY} {100 * self.all_draws_a:.1f} vs {100 * self.all_draws_b:.1f}, {pp(self.interval.estimate)} pp "
             f"[{pp(self.interval.low)}, {pp(self.interval.high)}] (sign test {test.a_better}:{test.b_better} images, "
             f"Holm p {p_text(self.model_holm)}); {SECONDARY} {100 * self.mean_a:.1f} vs {100 * self.mean_b:.1f}, "
             f"{pp(self.mean_interval.estimate)} pp [{pp(self.mean_interval.low)}, {pp(self.mean_interval.high)}] "
@@ -153,7 +153,7 @@ def paired(
         return None
     a, b = pair
     images, seeds = a.images, a.seeds
-    strict_a, strict_b = a.per_image(ALL_DRAWS), b.per_image(ALL_DRAWS)
+    all_draws_a, all_draws_b = a.per_image(ALL_DRAWS), b.per_image(ALL_DRAWS)
     mean_a, mean_b = a.per_image(DRAW_MEAN), b.per_image(DRAW_MEAN)
     method_pair = shared(*method) if method is not None else (a, b)
     method_attacks: tuple[str, ...] = ()
@@ -161,21 +161,21 @@ def paired(
         method_attacks = tuple(dict.fromkeys((*method_pair[0].attacks, *method_pair[1].attacks)))
     several = method_pair is not None and len(method_pair[0].seeds) > 1 and len(method_pair[0].images) > 1
     if several:
-        method_strict = method_pair[0].per_image(ALL_DRAWS) - method_pair[1].per_image(ALL_DRAWS)
+        method_all_draws = method_pair[0].per_image(ALL_DRAWS) - method_pair[1].per_image(ALL_DRAWS)
         method_mean = method_pair[0].per_image(DRAW_MEAN) - method_pair[1].per_image(DRAW_MEAN)
     return Paired(
         images=len(images),
         seeds=len(seeds),
-        strict_a=float(strict_a.mean()),
-        strict_b=float(strict_b.mean()),
+        all_draws_a=float(all_draws_a.mean()),
+        all_draws_b=float(all_draws_b.mean()),
         mean_a=float(mean_a.mean()),
         mean_b=float(mean_b.mean()),
-        model=clustered_sign_test(strict_a, strict_b),
+        model=clustered_sign_test(all_draws_a, all_draws_b),
         model_mean=clustered_sign_test(mean_a, mean_b),
         interval=image_bootstrap(a.metric(ALL_DRAWS), b.metric(ALL_DRAWS), a.how, b.how, RESAMPLES, seed),
         mean_interval=image_bootstrap(a.metric(DRAW_MEAN), b.metric(DRAW_MEAN), a.how, b.how, RESAMPLES, seed),
-        differences=tuple((strict_a - strict_b).mean(axis=0).tolist()),
-        method=method_test(method_strict) if several else None,
+        differences=tuple((all_draws_a - all_draws_b).mean(axis=0).tolist()),
+        method=method_test(method_all_draws) if several else None,
         method_mean=method_test(method_mean) if several else None,
         method_attacks=method_attacks if several else (),
     )

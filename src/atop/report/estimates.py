@@ -37,10 +37,11 @@ class Estimate:
     """An accuracy (fraction) with its 95 % interval and where it came from.
 
     ``value`` is the draw-mean accuracy (one evaluation of a randomized defense, the paper's
-    metric); ``strict`` the worst case over draws: the share of images right on every one of the
+    metric); ``all_draws`` the worst case over draws (one metric, one name in code: ``all_draws``;
+    the result files' field is ``strict_accuracy``, the report's words "worst case over draws"): the share of images right on every one of the
     ``draws`` draws of one evaluation, what an attacker who may resubmit that many times faces.
     The two agree on a deterministic defense. With several training seeds (``seeds`` > 1)
-    ``value`` and ``strict`` are means over the seeds, ``sd`` the standard deviation of the
+    ``value`` and ``all_draws`` are means over the seeds, ``sd`` the standard deviation of the
     seeds' values, and the interval the method-level one (seeds as the unit, docs/verdicts.md).
     """
 
@@ -49,7 +50,7 @@ class Estimate:
     high: float
     source: str = ""  # the attack behind the number; a worst case names every attack it covers
     basis: str = ""  # how a worst case was taken
-    strict: float = math.nan
+    all_draws: float = math.nan
     sd: float = math.nan  # across training seeds
     seeds: int = 1
 
@@ -62,7 +63,7 @@ class Estimate:
             row["robust_ci95_low"],
             row["robust_ci95_high"],
             row["attack"],
-            strict=row["robust_strict_accuracy"],
+            all_draws=row["robust_strict_accuracy"],
         )
 
     def beats(self, other: Estimate) -> bool:
@@ -72,8 +73,8 @@ class Estimate:
     def text(self) -> str:
         spread = f" ± {100 * self.sd:.1f}" if self.seeds > 1 and not math.isnan(self.sd) else ""
         bounds = "" if math.isnan(self.low) else f" [{100 * self.low:.1f}, {100 * self.high:.1f}]"
-        strict = "" if math.isnan(self.strict) else f"; {ALL_DRAWS} {100 * self.strict:.1f}"
-        return f"{100 * self.value:.1f}{spread}{bounds}{strict}"
+        all_draws = "" if math.isnan(self.all_draws) else f"; {ALL_DRAWS} {100 * self.all_draws:.1f}"
+        return f"{100 * self.value:.1f}{spread}{bounds}{all_draws}"
 
 
 @dataclass(frozen=True)
@@ -185,13 +186,13 @@ def clean_outcomes(rows: pd.DataFrame) -> Outcomes | None:
 def outcomes_estimate(outcomes: Outcomes, source: str, basis: str = "") -> Estimate:
     """An accuracy from per-image outcomes: one seed, an image bootstrap; several, seeds as the unit."""
     per_image = outcomes.per_image(DRAW_MEAN)
-    strict = float(outcomes.per_image(ALL_DRAWS).mean())
+    all_draws = float(outcomes.per_image(ALL_DRAWS).mean())
     value = float(per_image.mean())
     if len(outcomes.seeds) > 1:
         test = seed_test(per_image)
-        return Estimate(value, test.low, test.high, source, basis, strict, sd=test.seed_sd, seeds=test.seeds)
+        return Estimate(value, test.low, test.high, source, basis, all_draws, sd=test.seed_sd, seeds=test.seeds)
     interval = image_bootstrap(outcomes.metric(DRAW_MEAN), how_a=outcomes.how, resamples=RESAMPLES)
-    return Estimate(value, max(0.0, interval.low), min(1.0, interval.high), source, basis, strict)
+    return Estimate(value, max(0.0, interval.low), min(1.0, interval.high), source, basis, all_draws)
 
 
 def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
@@ -203,12 +204,12 @@ def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
     if outcomes is not None:
         return outcomes_estimate(outcomes, "clean")
     value = float(rows["clean_accuracy"].mean())
-    strict = float(rows["clean_strict_accuracy"].mean())
+    all_draws = float(rows["clean_strict_accuracy"].mean())
     n = rows["n"].max()
     if pd.isna(n) or n <= 0:
-        return Estimate(value, math.nan, math.nan, "clean", strict=strict)
+        return Estimate(value, math.nan, math.nan, "clean", all_draws=all_draws)
     low, high = wilson_interval(value * n, int(n))
-    return Estimate(value, low, high, "clean", strict=strict)
+    return Estimate(value, low, high, "clean", all_draws=all_draws)
 
 
 def attack_estimate(rows: pd.DataFrame) -> Estimate | None:
@@ -244,9 +245,9 @@ def worst_case(rows: pd.DataFrame) -> Estimate | None:
             for i, f in zip(rows["sample_indices"], rows["robust_fractions"])
         )
         why = "no image scored by every attack" if has_all else "no per-image outcomes"
-        strict = float(rows["robust_strict_accuracy"].min())
+        all_draws = float(rows["robust_strict_accuracy"].min())
         basis = f"lowest of the per-attack accuracies: {lowest.source} ({why}: its own interval)"
-        return Estimate(lowest.value, lowest.low, lowest.high, attacks, basis, strict)
+        return Estimate(lowest.value, lowest.low, lowest.high, attacks, basis, all_draws)
     images, seeds = len(outcomes.images), len(outcomes.seeds)
     largest = max(len(i) for i in rows["sample_indices"])
     scope = f"{images} images" + (f" x {seeds} seeds" if seeds > 1 else "")

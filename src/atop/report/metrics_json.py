@@ -23,7 +23,7 @@ def comparison_metrics(comparison: Comparison | None, doubted: bool = False) -> 
     p = comparison.paired
     models = {
         "question": "these trained models (the run's checkpoints; images are the unit)",
-        "all_draws": [round(p.strict_a, 4), round(p.strict_b, 4)],
+        "all_draws": [round(p.all_draws_a, 4), round(p.all_draws_b, 4)],
         "all_draws_difference": round(p.interval.estimate, 4),
         "all_draws_ci95": [round(p.interval.low, 4), round(p.interval.high, 4)],
         "sign_test_images": [p.model.a_better, p.model.b_better],
@@ -88,7 +88,7 @@ def headline_metrics(frame: pd.DataFrame, table: pd.DataFrame, judged, joined, m
             name: round(float(number), 4)
             for col, v in row.items()
             if isinstance(v, Estimate)
-            for name, number in ((key(col), v.value), (f"{key(col)}_all_draws", v.strict))
+            for name, number in ((key(col), v.value), (f"{key(col)}_all_draws", v.all_draws))
             if not math.isnan(number)
         }
         for defense, row in table.iterrows()

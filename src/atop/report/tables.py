@@ -149,7 +149,7 @@ def table_csv(table: pd.DataFrame) -> pd.DataFrame:
     for column in table.columns:
         values = table[column]
         if any(isinstance(v, Estimate) for v in values):
-            parts = [("", "value"), ("_ci95_low", "low"), ("_ci95_high", "high"), ("_all_draws", "strict")]
+            parts = [("", "value"), ("_ci95_low", "low"), ("_ci95_high", "high"), ("_all_draws", "all_draws")]
             if any(isinstance(v, Estimate) and v.seeds > 1 for v in values):
                 parts.append(("_seed_sd", "sd"))  # across training seeds
             for suffix, attr in parts:
