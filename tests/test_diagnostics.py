@@ -37,7 +37,7 @@ from atop.diagnostics.measures import (
     robustness_measures,
     weight_flatness,
 )
-from atop.diagnostics.pictures import STAGES, defense_pictures, pictures_figure
+from atop.diagnostics.pictures import PANELS, defense_pictures, pictures_figure
 from atop.diagnostics.settings import PARTIAL_GRADIENT_METHODS, check_diagnostics
 from atop.diagnostics.summary import eot_sufficiency_checks, write_summary
 from atop.models import build_classifier, build_purifier
@@ -290,7 +290,7 @@ def test_pictures_of_a_randomized_and_a_deterministic_defense(tmp_path):
     assert plain["images"]["purified"] is None and plain["images"]["after RT"] is None
     path = pictures_figure({"atop": randomized, "standard": plain}, tmp_path / "pictures.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(STAGES) == 5
+    assert len(PANELS) == 5
 
 
 # --------------------------------------------------------------------------- EOT-sufficiency checks

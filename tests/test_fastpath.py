@@ -51,7 +51,7 @@ def test_auto_is_off_on_a_cpu_and_on_on_cuda():
 
 
 @pytest.mark.parametrize(
-    "performance, stage, message",
+    "performance, phase, message",
     [
         ({"training": {"autocast": "fp16"}}, "training", "performance.training.autocast: 'fp16'"),
         (
@@ -59,12 +59,12 @@ def test_auto_is_off_on_a_cpu_and_on_on_cuda():
             "evaluation",
             "performance.evaluation: unknown setting(s) channel_last",
         ),
-        ({}, "report", "performance stage 'report'"),
+        ({}, "report", "performance phase 'report'"),
     ],
 )
-def test_bad_settings_are_named(performance, stage, message):
+def test_bad_settings_are_named(performance, phase, message):
     with pytest.raises(ValueError) as error:
-        FastPath.resolve(performance, stage, CPU)
+        FastPath.resolve(performance, phase, CPU)
     assert message in str(error.value)
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-STAGES = ("training", "evaluation")
+PHASES = ("training", "evaluation")  # the config's performance.<phase>
 # The schema's defaults, repeated for callers that pass no config (tests, benchmarks).
 DEFAULTS = {
     "training": {"channels_last": "auto", "tf32": "auto", "autocast": "none", "compile": False},
@@ -36,17 +36,17 @@ class FastPath:
     compile: bool = False
 
     @classmethod
-    def resolve(cls, performance: dict | None, stage: str, device: torch.device) -> FastPath:
-        """The settings of ``stage`` (training or evaluation) on ``device``, ``auto`` decided."""
-        if stage not in STAGES:
-            raise ValueError(f"performance stage {stage!r}: expected one of {', '.join(STAGES)}")
-        settings = {**DEFAULTS[stage], **((performance or {}).get(stage) or {})}
-        unknown = set(settings) - set(DEFAULTS[stage])
+    def resolve(cls, performance: dict | None, phase: str, device: torch.device) -> FastPath:
+        """The settings of ``phase`` (training or evaluation) on ``device``, ``auto`` decided."""
+        if phase not in PHASES:
+            raise ValueError(f"performance phase {phase!r}: expected one of {', '.join(PHASES)}")
+        settings = {**DEFAULTS[phase], **((performance or {}).get(phase) or {})}
+        unknown = set(settings) - set(DEFAULTS[phase])
         if unknown:
-            raise ValueError(f"performance.{stage}: unknown setting(s) {', '.join(sorted(unknown))}")
+            raise ValueError(f"performance.{phase}: unknown setting(s) {', '.join(sorted(unknown))}")
         if settings["autocast"] not in ("none", *AUTOCAST_DTYPES):
             raise ValueError(
-                f"performance.{stage}.autocast: {settings['autocast']!r}, expected none or {', '.join(AUTOCAST_DTYPES)}"
+                f"performance.{phase}.autocast: {settings['autocast']!r}, expected none or {', '.join(AUTOCAST_DTYPES)}"
             )
         on_cuda = torch.device(device).type == "cuda"
 

@@ -50,11 +50,11 @@ def setup(spec: dict):
     return device
 
 
-def fast_path(spec: dict, stage: str, device):
-    """The stage's speed settings, with TF32 switched on or off for the whole process."""
+def fast_path(spec: dict, phase: str, device):
+    """The phase's (training or evaluation) speed settings, with TF32 switched on or off for the whole process."""
     from ..fastpath import FastPath
 
-    fast = FastPath.resolve(spec.get("performance"), stage, device)
+    fast = FastPath.resolve(spec.get("performance"), phase, device)
     fast.apply_backends()
-    log.info("%s fast path: %s", stage, fast.record())
+    log.info("%s fast path: %s", phase, fast.record())
     return fast

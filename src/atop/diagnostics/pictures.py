@@ -19,7 +19,7 @@ from torch import nn
 from ..io import atomic_path
 from .measures import adversarial_examples
 
-STAGES = ("clean", "after RT", "purified", "adversarial", "adversarial, purified")
+PANELS = ("clean", "after RT", "purified", "adversarial", "adversarial, purified")
 
 
 @torch.no_grad()
@@ -61,20 +61,20 @@ def defense_pictures(defense: nn.Module, attack, x: torch.Tensor, y: torch.Tenso
 
 
 def pictures_figure(pictures: dict[str, dict], path: Path) -> Path:
-    """One row per (image, defense), one column per stage; written atomically as PNG."""
+    """One row per (image, defense), one column per panel (clean, after RT, purified, ...); written atomically as PNG."""
     import matplotlib.pyplot as plt
 
     defenses = list(pictures)
     n_images = len(next(iter(pictures.values()))["labels"])
     rows = [(i, d) for i in range(n_images) for d in defenses]
-    fig, axes = plt.subplots(len(rows), len(STAGES), figsize=(1.6 * len(STAGES), 1.7 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(PANELS), figsize=(1.6 * len(PANELS), 1.7 * len(rows)), squeeze=False)
     for row, (image, defense) in enumerate(rows):
         entry = pictures[defense]
-        for column, stage in enumerate(STAGES):
+        for column, panel in enumerate(PANELS):
             ax = axes[row, column]
             ax.set_xticks([])
             ax.set_yticks([])
-            picture = entry["images"][stage]
+            picture = entry["images"][panel]
             if picture is None:
                 ax.text(0.5, 0.5, "no purifier", ha="center", va="center", color="0.5", fontsize=7)
                 ax.set_frame_on(False)
@@ -83,10 +83,10 @@ def pictures_figure(pictures: dict[str, dict], path: Path) -> Path:
             caption = {
                 "clean": f"pred {entry['clean_prediction'][image]}",
                 "adversarial": f"pred {entry['adversarial_prediction'][image]}",
-            }.get(stage, "")
+            }.get(panel, "")
             ax.set_xlabel(caption, fontsize=7)
             if row == 0:
-                ax.set_title(stage, fontsize=8)
+                ax.set_title(panel, fontsize=8)
         axes[row, 0].set_ylabel(f"#{image} (y={entry['labels'][image]})\n{defense}", fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
