@@ -11,6 +11,7 @@ same checks, so these tests can fail.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -292,3 +293,69 @@ def test_gap_interval_of_two_proportions_covers(images):
                 low, high = difference_interval(a / images, images, b / images, images)
                 covered += low <= p_train - p_test <= high
             assert covered / sims >= 0.95 - _tolerance(sims, 0.95), (p_train, p_test)
+
+
+# ----------------------------------------------------------------------- resubmission (N-evaluation)
+
+
+def _resubmission_outcomes(rng, images: int, draws: int):
+    from atop.report.estimates import Outcomes
+
+    rates = rng.beta(2.0, 1.0, images)  # many robust images, a tail of fragile ones
+    fractions = _draws(rng, rates, draws)[None, None]
+    return Outcomes((0,), ("eot_pgd",), tuple(range(images)), fractions, draws), rates
+
+
+def test_resubmission_estimate_is_unbiased_for_every_n_and_spans_draw_mean_to_all_draws():
+    """C(k, n) / C(D, n) from k of D draws estimates the chance that n fresh draws are all right
+    (p^n per image) without bias; n = 1 is the draw-mean, n = D the all-draws metric."""
+    from atop.report.estimates import ALL_DRAWS, DRAW_MEAN
+
+    rng = np.random.default_rng(11)
+    draws, sims = 8, 400
+    errors = {n: [] for n in (1, 2, 4, 8)}
+    for _ in range(sims):
+        outcomes, rates = _resubmission_outcomes(rng, 200, draws)
+        for n, found in errors.items():
+            found.append(outcomes.resubmitted(n).mean() - (rates**n).mean())
+        assert np.array_equal(outcomes.resubmitted(1), outcomes.metric(DRAW_MEAN))
+        assert np.array_equal(outcomes.resubmitted(draws), outcomes.metric(ALL_DRAWS))
+        curve = [outcomes.resubmitted(n).mean() for n in range(1, draws + 1)]
+        assert all(later <= earlier + 1e-12 for earlier, later in itertools.pairwise(curve))
+    for n, values in errors.items():
+        values = np.asarray(values)
+        assert abs(values.mean()) <= 3 * values.std() / math.sqrt(sims), n
+    # a plug-in p_hat^n is biased: at n = 4 it overstates the resubmission accuracy
+    outcomes, rates = _resubmission_outcomes(np.random.default_rng(12), 20000, draws)
+    plug_in = (outcomes.metric(DRAW_MEAN) ** 4).mean()
+    assert plug_in - (rates**4).mean() > 0.01 > abs(outcomes.resubmitted(4).mean() - (rates**4).mean())
+
+
+def test_resubmission_interval_covers_the_population_accuracy():
+    """The image bootstrap on the per-image estimates (resubmission_estimates' interval on one seed)
+    covers the population's chance that n resubmissions are all right at least 95 % of the time
+    (200 images, 8 draws)."""
+    rng = np.random.default_rng(13)
+    sims, covered = 300, {2: 0, 8: 0}
+    truth = {n: 2.0 / (n + 2.0) for n in covered}  # E[p^n] for p ~ Beta(2, 1)
+    for s in range(sims):
+        outcomes, _ = _resubmission_outcomes(rng, 200, 8)
+        for n in covered:
+            interval = image_bootstrap(outcomes.resubmitted(n), resamples=400, seed=s)
+            covered[n] += interval.contains(truth[n])
+    for n, count in covered.items():
+        assert count / sims >= 0.95 - _tolerance(sims, 0.95), n
+
+
+def test_resubmission_estimates_run_from_one_shot_to_every_draw_and_n_is_checked():
+    from atop.report.estimates import Outcomes, resubmission_estimates
+
+    outcomes, _ = _resubmission_outcomes(np.random.default_rng(14), 64, 4)
+    estimates = resubmission_estimates(outcomes)
+    assert [e.value for e in estimates] == pytest.approx([outcomes.resubmitted(n).mean() for n in range(1, 5)])
+    assert all(e.low <= e.value <= e.high for e in estimates)
+    fractions = np.array([[[1.0, 0.0, 1.0, 1.0]]])
+    outcomes = Outcomes((0,), ("pgd",), (0, 1, 2, 3), fractions, 1)
+    assert [e.value for e in resubmission_estimates(outcomes)] == [0.75]
+    with pytest.raises(ValueError, match="between 1 and the 1 draws"):
+        outcomes.resubmitted(2)

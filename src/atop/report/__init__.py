@@ -6,7 +6,8 @@ on partial results too and lists what is missing. Outputs (in ``out_dir``):
 - ``robustness.csv``: every result, one row each; ``robustness.md``: all tables;
 - ``tables/{defenses,rt_ablation,purifiers,gradients,reference}.{csv,md}``: the paper's tables
   (1) AT vs AP vs AToP, (2) RT x FT, (3) GAN vs AE, (4) classifier-only vs full gradient,
-  and the paper's published numbers joined to the run's;
+  and the paper's published numbers joined to the run's; ``tables/resubmission.{csv,md}``: the
+  randomized defenses' robust accuracy when each adversarial image is resubmitted N times;
 - ``robust_accuracy``, ``robust_vs_eps``, ``sweeps``, ``training_curves`` as PNG and SVG;
 - ``metrics.json`` (headline numbers for DVC) and ``summary.md`` (the paper's claims, judged), with
   ``summary.rst``, the same text that opens Snakemake's HTML report.
@@ -28,7 +29,15 @@ from .overfitting import overfitting_lines, stage_flags
 from .reference import EQUIVALENCE_MARGIN, join_reference, load_reference
 from .render import markdown_to_rst, reference_page, robustness_markdown, summary_markdown, table_page
 from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results
-from .tables import TABLES, defenses_table, gradient_table, purifier_table, rt_ablation_table, table_csv
+from .tables import (
+    TABLES,
+    defenses_table,
+    gradient_table,
+    purifier_table,
+    resubmission_table,
+    rt_ablation_table,
+    table_csv,
+)
 from .verdicts import claims, leading_question
 
 log = logging.getLogger("atop.report")
@@ -87,6 +96,7 @@ def write_report(
         "rt_ablation": rt_ablation_table(frame),
         "purifiers": purifier_table(frame),
         "gradients": gradient_table(frame),
+        "resubmission": resubmission_table(frame),
     }
     joined = join_reference(frame, reference, dataset, margin)
     judged = claims(frame, gradient_comparisons(frame), joined, dataset)

@@ -101,6 +101,19 @@ class Outcomes:
             return (self.fractions >= ALL_RIGHT).astype(float)
         raise ValueError(f"unknown metric {name!r}: {', '.join(METRICS)}")
 
+    def resubmitted(self, n: int) -> np.ndarray:
+        """(seeds, attacks, images): each image's chance that ``n`` fresh draws are all right, when
+        the attacker may submit its adversarial image ``n`` times (DiffHammer's N-evaluation).
+
+        From k right of the D stored draws, C(k, n) / C(D, n) is the unbiased estimate of p^n (the
+        draws of one image are independent given the image): n = 1 is the draw-mean, n = D all draws.
+        """
+        if not 1 <= n <= self.draws:
+            raise ValueError(f"n = {n} resubmissions: between 1 and the {self.draws} draws stored")
+        right = np.rint(self.fractions * self.draws).astype(int)
+        chances = np.array([math.comb(k, n) for k in range(self.draws + 1)], dtype=float) / math.comb(self.draws, n)
+        return chances[right]
+
     def per_image(self, name: str) -> np.ndarray:
         """(seeds, images): each seed's outcome per image under its weakest attack (or the replicates' average)."""
         return combine(self.metric(name), self.how)
@@ -193,6 +206,24 @@ def outcomes_estimate(outcomes: Outcomes, source: str, basis: str = "") -> Estim
         return Estimate(value, test.low, test.high, source, basis, all_draws, sd=test.seed_sd, seeds=test.seeds)
     interval = image_bootstrap(outcomes.metric(DRAW_MEAN), how_a=outcomes.how, resamples=RESAMPLES)
     return Estimate(value, max(0.0, interval.low), min(1.0, interval.high), source, basis, all_draws)
+
+
+def resubmission_estimates(outcomes: Outcomes, source: str = "") -> list[Estimate]:
+    """Robust accuracy when each adversarial image is submitted N = 1..draws times and counts only if
+    every submission is right: per seed the defense's weakest attack at that N (an attacker picks
+    the attack for the protocol), the interval as for every accuracy (images; seeds when several)."""
+    estimates = []
+    for n in range(1, outcomes.draws + 1):
+        chances = outcomes.resubmitted(n)
+        per_image = combine(chances, outcomes.how)
+        value = float(per_image.mean())
+        if len(outcomes.seeds) > 1:
+            test = seed_test(per_image)
+            estimates.append(Estimate(value, test.low, test.high, source, sd=test.seed_sd, seeds=test.seeds))
+        else:
+            interval = image_bootstrap(chances, how_a=outcomes.how, resamples=RESAMPLES)
+            estimates.append(Estimate(value, max(0.0, interval.low), min(1.0, interval.high), source))
+    return estimates
 
 
 def clean_estimate(rows: pd.DataFrame) -> Estimate | None:
