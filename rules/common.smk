@@ -371,7 +371,14 @@ def report_purifier_args():
 # The paper's published numbers the report sets the run's next to.
 REFERENCE_NUMBERS = "config/reference/paper.csv"
 # What the report writes (atop.report TABLE_FILES and FIGURES; tests/test_report.py keeps them equal).
-REPORT_TABLES = ["defenses", "rt_ablation", "purifiers", "gradients", "resubmission", "reference"]
+REPORT_TABLES = [
+    "defenses",
+    "rt_ablation",
+    "purifiers",
+    "gradients",
+    "resubmission",
+    "reference",
+]
 REPORT_FIGURES = ["robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"]
 
 
