@@ -31,7 +31,8 @@ So training, whose overfitting monitor builds FGSM and PGD, runs ``attacks/eot.p
 but not StAdv, BPDA or AutoAttack's modules; an evaluation job of one attack runs
 that attack's modules; an edit of another attack's module reruns neither.
 Everything in a file that counts is hashed, so an edit anywhere in it reruns the job.
-``if TYPE_CHECKING:`` blocks never run and never count.
+``if TYPE_CHECKING:`` and ``if __name__ == "__main__":`` blocks never run on import and never count
+(``python -m atop.config``, DVC's first stage, counts its module whole).
 """
 
 from __future__ import annotations
@@ -187,11 +188,23 @@ def _absolute(node: ast.ImportFrom, module: _Module) -> str:
     return f"{base}.{node.module}" if node.module else base
 
 
-def _type_checking_only(statement: ast.stmt) -> bool:
-    test = getattr(statement, "test", None)
-    return isinstance(statement, ast.If) and (
-        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
-        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+def _never_runs_on_import(statement: ast.stmt) -> bool:
+    """``if TYPE_CHECKING:`` and ``if __name__ == "__main__":`` blocks (a module run with
+    ``python -m`` counts whole: module_closure)."""
+    if not isinstance(statement, ast.If):
+        return False
+    test = statement.test
+    if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    ):
+        return True
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
     )
 
 
@@ -200,7 +213,7 @@ def _module_level(module: _Module) -> list[ast.AST]:
     decorators, defaults and bases."""
     nodes: list[ast.AST] = []
     for statement in module.tree.body:
-        if _type_checking_only(statement):
+        if _never_runs_on_import(statement):
             continue
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             nodes += statement.decorator_list + statement.args.defaults

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .attack_catalog import L2_METHODS  # attacks whose budget is an L2 radius (may exceed 1)
 from .defense_kinds import DEFENSES, split_defense
-from .diagnostics.catalog import PER_DEFENSE
 
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 BUDGET_KEYS = ("eps", "alpha")
@@ -132,13 +131,6 @@ def _check_data(config: dict) -> None:
     evaluation = config["evaluation"]
     counts = {"evaluation.n_samples": evaluation.get("n_samples")}
     counts |= {f"evaluation.sweeps.{k}.n_samples": s.get("n_samples") for k, s in evaluation.get("sweeps", {}).items()}
-    for part in (diagnostic.section for diagnostic in PER_DEFENSE):
-        n = (config.get("diagnostics", {}).get(part) or {}).get("n_images")
-        if n is not None and evaluation.get("n_samples") is not None and n > evaluation["n_samples"]:
-            raise ConfigError(
-                f"diagnostics.{part}.n_images = {n} exceeds evaluation.n_samples = {evaluation['n_samples']}: "
-                "the diagnostics take the first images of the evaluation's fixed subset"
-            )
     for key, n in counts.items():
         if n is not None and n > test:
             raise ConfigError(
@@ -498,6 +490,9 @@ def validate_file(path) -> dict:
     validate(config, str(schema), set_default=True)
     check_config(config)
     check_device(config)
+    from .diagnostics.settings import check_diagnostics  # it imports this module
+
+    check_diagnostics(config)
     return config
 
 

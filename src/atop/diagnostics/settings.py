@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..attack_catalog import PARTIAL_GRADIENT_METHODS
 from ..config import ConfigError, number
+from .catalog import PER_DEFENSE
 
 # The diagnostics attack must follow the full gradient through the defense (the pictures show "the
 # full-gradient adversarial example"): not one of PARTIAL_GRADIENT_METHODS (src/atop/attack_catalog.py).
@@ -29,6 +30,14 @@ def check_diagnostics(config: dict) -> None:
     measures = section.get("measures", {})
     check_flatness(measures.get("flatness_xi", 0.5), measures.get("flatness_draws", 10))
     check_overfitting_settings(config)
+    n_samples = config["evaluation"].get("n_samples")
+    for diagnostic in PER_DEFENSE:
+        n = (section.get(diagnostic.section) or {}).get("n_images")
+        if n is not None and n_samples is not None and n > n_samples:
+            raise ConfigError(
+                f"diagnostics.{diagnostic.section}.n_images = {n} exceeds evaluation.n_samples = {n_samples}: "
+                "the diagnostics take the first images of the evaluation's fixed subset"
+            )
     n_test = config["data"].get("test_size")
     n_samples = min(config["evaluation"].get("n_samples", 200), n_test or float("inf"))
     for position in section.get("pictures", {}).get("images", []):
