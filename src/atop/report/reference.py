@@ -30,6 +30,36 @@ REFERENCE_COLUMNS = [
 ]
 
 
+# The joined table (tables/reference.csv), and the columns its Markdown page shows.
+JOINED_COLUMNS = [
+    "paper_setting",
+    "paper_dataset",
+    "paper_defense",
+    "paper_purifier",
+    "paper_rt",
+    "paper_attack",
+    "gradient",
+    "metric",
+    "paper_eps",
+    "paper_n",
+    "paper_value",
+    "run_defense",
+    "run_attack",
+    "run_eps",
+    "run_n",
+    "run_value",
+    "run_ci95_low",
+    "run_ci95_high",
+    "status",
+    "difference",
+    "equivalence",
+    "note",
+]
+SHOWN_COLUMNS = [
+    c for c in JOINED_COLUMNS if c not in ("paper_eps", "paper_n", "run_n", "run_ci95_low", "run_ci95_high", "note")
+]
+
+
 def load_reference(paths) -> pd.DataFrame:
     """Reference rows from CSV files; a file missing a column fails with its name."""
     frames = []
@@ -109,31 +139,7 @@ def join_reference(
             picked = group[group["attack"].isin(estimate.source.split(", "))] if robust else group
             run_eps = float(picked["eps"].iloc[0])
             rows.append({**base, **_compare(ref, estimate, dataset, run_eps, picked, defense, margin)})
-    columns = [
-        "paper_setting",
-        "paper_dataset",
-        "paper_defense",
-        "paper_purifier",
-        "paper_rt",
-        "paper_attack",
-        "gradient",
-        "metric",
-        "paper_eps",
-        "paper_n",
-        "paper_value",
-        "run_defense",
-        "run_attack",
-        "run_eps",
-        "run_n",
-        "run_value",
-        "run_ci95_low",
-        "run_ci95_high",
-        "status",
-        "difference",
-        "equivalence",
-        "note",
-    ]
-    joined = pd.DataFrame(rows, columns=columns)
+    joined = pd.DataFrame(rows, columns=JOINED_COLUMNS)
     joined.attrs["equivalence_margin"] = margin
     return joined
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from .comparisons import ALPHA, METHOD, MODELS, PRIMARY, SECONDARY, Comparison
 from .estimates import DRAW_MEAN, seeds_of
+from .reference import SHOWN_COLUMNS
 from .results import main_results, parse_defense
 from .tables import TABLES, attacks_markdown, eot_averaged, table_markdown
 from .verdicts import SEEDS_CONFIG, VERDICT_WORDS, Claim, doubts, headline
@@ -245,25 +246,7 @@ def reference_markdown(joined: pd.DataFrame) -> str:
         f"{v:.2f} [{lo:.2f}, {hi:.2f}]" if v != "" else "missing"
         for v, lo, hi in zip(shown["run_value"], shown["run_ci95_low"], shown["run_ci95_high"])
     ]
-    columns = [
-        "paper_setting",
-        "paper_dataset",
-        "paper_defense",
-        "paper_purifier",
-        "paper_rt",
-        "paper_attack",
-        "gradient",
-        "metric",
-        "paper_value",
-        "run_defense",
-        "run_attack",
-        "run_eps",
-        "run_value",
-        "status",
-        "difference",
-        "equivalence",
-    ]
-    return shown[columns].to_markdown(index=False)
+    return shown[SHOWN_COLUMNS].to_markdown(index=False)
 
 
 def robustness_markdown(experiment, dataset, frame, tables, joined, missing, problems) -> str:
