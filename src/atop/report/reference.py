@@ -31,13 +31,10 @@ REFERENCE_COLUMNS = [
 
 
 # The joined table (tables/reference.csv), and the columns its Markdown page shows.
+# What identifies one of the paper's numbers (with its metric).
+PAPER_NUMBER = ["paper_setting", "paper_dataset", "paper_defense", "paper_purifier", "paper_rt", "paper_attack"]
 JOINED_COLUMNS = [
-    "paper_setting",
-    "paper_dataset",
-    "paper_defense",
-    "paper_purifier",
-    "paper_rt",
-    "paper_attack",
+    *PAPER_NUMBER,
     "gradient",
     "metric",
     "paper_eps",
@@ -182,19 +179,7 @@ def _compare(
 def reference_summary(joined: pd.DataFrame) -> dict:
     comparable = joined[joined["status"] == "comparable"]
     return {
-        "paper_numbers": int(
-            joined.drop_duplicates(
-                [
-                    "paper_setting",
-                    "paper_dataset",
-                    "paper_defense",
-                    "paper_purifier",
-                    "paper_rt",
-                    "paper_attack",
-                    "metric",
-                ]
-            ).shape[0]
-        ),
+        "paper_numbers": int(joined.drop_duplicates([*PAPER_NUMBER, "metric"]).shape[0]),
         "run_next_to_paper": int(joined["run_value"].notna().sum()),
         "comparable": len(comparable),
         "equivalent": int((comparable["equivalence"] == "equivalent").sum()),
