@@ -1,6 +1,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from atop.config import (
     purifier_variant,
     seed_plan,
 )
+from atop import custom_defenses
 from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
 from atop.code_closure import command_code_version
 from atop.previous_outputs import PreviousOutputs
@@ -106,6 +108,8 @@ CLASSIFIER_CHECKPOINT = {
     "adversarial": "models/{experiment}/classifier_adversarial/seed{seed}.pt",
 }
 PURIFIER_CHECKPOINT = "models/{experiment}/purifier_{stage}/seed{seed}/{variant}.pt"
+# A custom defense's check (python -m atop check-defense): its evaluations and diagnostics wait for it.
+DEFENSE_CHECK = "results/{experiment}/defense_checks/seed{seed}/{defense}.json"
 
 
 def _alternatives(names):
@@ -160,16 +164,33 @@ def spec(*sections, seed=None, **extra):
     return json.dumps(payload, sort_keys=True)
 
 
-def evaluation_inputs(wildcards):
-    """The data and the checkpoints the defense is built from (defense_kinds.py)."""
+def classifier_role(defense):
+    """Which classifier a defense is built on: its kind's, or (custom) its config entry's; None: none."""
+    kind = DEFENSE_KINDS[split_defense(defense)[0]]
+    if kind.variants_from == custom_defenses.SECTION:
+        return custom_defenses.entry(config, defense)["classifier"]
+    return kind.classifier
+
+
+def is_custom(defense):
+    return (
+        DEFENSE_KINDS[split_defense(defense)[0]].variants_from
+        == custom_defenses.SECTION
+    )
+
+
+def defense_inputs(wildcards, checked=True):
+    """The data and the files the defense is built from (defense_kinds.py); a custom defense's jobs
+    also wait for its defense check (``checked``), so a broken factory fails before any attack runs.
+    """
     kind = DEFENSE_KINDS[split_defense(wildcards.defense)[0]]
     experiment, seed = wildcards.experiment, wildcards.seed
-    inputs = {
-        "data": f"results/{experiment}/data/dataset.pt",
-        "classifier": CLASSIFIER_CHECKPOINT[kind.classifier].format(
+    inputs = {"data": f"results/{experiment}/data/dataset.pt"}
+    role = classifier_role(wildcards.defense)
+    if role is not None:
+        inputs["classifier"] = CLASSIFIER_CHECKPOINT[role].format(
             experiment=experiment, seed=seed
-        ),
-    }
+        )
     if kind.purifier_stage is not None:
         inputs["purifier"] = PURIFIER_CHECKPOINT.format(
             experiment=experiment,
@@ -177,12 +198,33 @@ def evaluation_inputs(wildcards):
             variant=purifier_variant(config, wildcards.defense),
             stage=kind.purifier_stage,
         )
+    if is_custom(wildcards.defense):
+        inputs |= custom_defenses.files(config, wildcards.defense, Path.cwd())
+        if checked:
+            inputs["defense_check"] = DEFENSE_CHECK.format(
+                experiment=experiment, seed=seed, defense=wildcards.defense
+            )
     return inputs
 
 
-def purifier_arg(wildcards, input):
-    """``--purifier PATH`` for a job whose defense has a purifier (evaluation_inputs), else nothing."""
-    return f"--purifier {input.purifier}" if "purifier" in input.keys() else ""
+def evaluation_inputs(wildcards):
+    """What an evaluation or a diagnostic of one defense reads (defense_inputs, checked)."""
+    return defense_inputs(wildcards)
+
+
+def defense_args(wildcards, input):
+    """``--classifier PATH``, ``--purifier PATH`` and (custom) ``--custom-defense JSON`` of a job's defense."""
+    args = [
+        f"--{role} {input[role]}"
+        for role in ("classifier", "purifier")
+        if role in input.keys()
+    ]
+    if is_custom(wildcards.defense):
+        entry = json.dumps(
+            custom_defenses.entry(config, wildcards.defense), sort_keys=True
+        )
+        args.append(f"--custom-defense {shlex.quote(entry)}")
+    return " ".join(args)
 
 
 def performance(stage):
@@ -330,10 +372,7 @@ def pretrained_variants(seed):
 
 
 def needs_adversarial(seed):
-    return any(
-        DEFENSE_KINDS[split_defense(d)[0]].classifier == "adversarial"
-        for d in seed_defenses(seed)
-    )
+    return any(classifier_role(d) == "adversarial" for d in seed_defenses(seed))
 
 
 def training_curves(experiment, seeds=SEEDS):
@@ -344,7 +383,7 @@ def training_curves(experiment, seeds=SEEDS):
         for defense in seed_defenses(seed):
             kind = DEFENSE_KINDS[split_defense(defense)[0]]
             variant = purifier_variant(config, defense)
-            if kind.classifier == "adversarial":
+            if classifier_role(defense) == "adversarial":
                 curves.append(f"classifier_adversarial/seed{seed}")
             if kind.purifier_stage is not None:
                 curves.append(f"purifier_pretrain/seed{seed}/{variant}")

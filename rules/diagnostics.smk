@@ -31,13 +31,13 @@ for diagnostic in PER_DEFENSE:
                 [DIAGNOSTICS_ATTACK] if diagnostic.attacks else None,
             ),
             spec=diagnostic_spec(diagnostic),
-            purifier=purifier_arg,
+            defense=defense_args,
             # Through params, bound now: the shell text is evaluated again when the job runs,
             # when the loop variable names the last diagnostic.
             command=diagnostic.command,
         shell:
             "python -m atop {params.command} --spec {params.spec:q} --data {input.data}"
-            " --defense {wildcards.defense} --classifier {input.classifier} {params.purifier}"
+            " --defense {wildcards.defense} {params.defense}"
             " --out {output} > {log} 2>&1"
 
 

@@ -112,10 +112,15 @@ def eot_results(experiment, seed):
     return evaluations + sweeps
 
 
+def pictured_defenses():
+    """The defenses the pictures show: a custom defense has no purified image to show."""
+    return [d for d in DEFENSES if not is_custom(d)]
+
+
 def picture_defenses(wildcards):
-    """--defense NAME CLASSIFIER [PURIFIER] for every evaluated defense."""
+    """--defense NAME CLASSIFIER [PURIFIER] for every pictured defense."""
     args = []
-    for defense in DEFENSES:
+    for defense in pictured_defenses():
         inputs = evaluation_inputs(
             SimpleNamespace(
                 defense=defense, experiment=wildcards.experiment, seed=wildcards.seed
@@ -130,7 +135,7 @@ def picture_inputs(wildcards):
     return sorted(
         {
             path
-            for defense in DEFENSES
+            for defense in pictured_defenses()
             for path in evaluation_inputs(
                 SimpleNamespace(
                     defense=defense,

@@ -15,11 +15,11 @@ rule evaluate:
     params:
         code=lambda w: code_version("evaluate", [w.attack]),
         spec=lambda w: evaluation_spec(w.attack, w.seed),
-        purifier=purifier_arg,
+        defense=defense_args,
     shell:
         "python -m atop evaluate --spec {params.spec:q} --data {input.data}"
         " --defense {wildcards.defense} --attack {wildcards.attack}"
-        " --classifier {input.classifier} {params.purifier} --out {output} > {log} 2>&1"
+        " {params.defense} --out {output} > {log} 2>&1"
 
 
 rule evaluate_sweep:
@@ -40,11 +40,11 @@ rule evaluate_sweep:
         code=lambda w: code_version("evaluate", [SWEEPS[w.sweep]["attack"]]),
         spec=lambda w: sweep_spec(w.sweep, w.point, w.seed),
         attack=sweep_attack_name,
-        purifier=purifier_arg,
+        defense=defense_args,
     shell:
         "python -m atop evaluate --spec {params.spec:q} --data {input.data}"
         " --defense {wildcards.defense} --attack {params.attack:q}"
-        " --classifier {input.classifier} {params.purifier} --out {output} > {log} 2>&1"
+        " {params.defense} --out {output} > {log} 2>&1"
 
 
 rule obfuscation_checks:
@@ -62,3 +62,30 @@ rule obfuscation_checks:
     shell:
         "python -m atop checks --results {input.results} --sweeps {input.sweeps}"
         " --out {output} > {log} 2>&1"
+
+
+rule check_defense:
+    input:
+        unpack(lambda w: defense_inputs(w, checked=False)),
+    output:
+        DEFENSE_CHECK,
+    log:
+        "results/{experiment}/logs/defense_checks/seed{seed}/{defense}.log",
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=code_version("check-defense"),
+        spec=lambda w: spec(
+            seed=w.seed,
+            evaluation={
+                k: config["evaluation"][k] for k in ("n_samples", "sample_seed")
+            },
+            performance=performance("evaluation"),
+        ),
+        defense=defense_args,
+    shell:
+        "python -m atop check-defense --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} {params.defense} --out {output} > {log} 2>&1"

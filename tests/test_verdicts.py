@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
 
+from atop.claims import ClaimSpec
 from atop.report import write_report
-from atop.report.claims import ClaimSpec
 from atop.report.comparisons import METHOD, MODELS, Comparison, paired, with_holm
 from atop.report.estimates import Estimate, Outcomes
 from atop.report.results import load_results, missing_results

@@ -26,6 +26,7 @@ COMMANDS = (
     "train-adversarial",
     "pretrain-purifier",
     "finetune-purifier",
+    "check-defense",
     "evaluate",
     "checks",
     "gradient-concentration",

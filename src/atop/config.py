@@ -11,14 +11,12 @@ import shutil
 from pathlib import Path
 
 from .attack_catalog import L2_METHODS  # attacks whose budget is an L2 radius (may exceed 1)
+from .custom_defenses import check_custom_defenses
 from .defense_kinds import DEFENSES, split_defense
+from .errors import ConfigError
 
 _FRACTION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 BUDGET_KEYS = ("eps", "alpha")
-
-
-class ConfigError(ValueError):
-    """The workflow config is invalid; the message names the key."""
 
 
 def number(value):
@@ -79,6 +77,7 @@ def check_config(config: dict) -> None:
     _check_verdicts(config)
     _check_data(config)
     _check_provided_files(config)
+    check_custom_defenses(config, Path.cwd())
 
 
 def _keyed_number(key: str, value):
@@ -221,6 +220,22 @@ def _check_replicates(config: dict) -> None:
 
 
 def _check_verdicts(config: dict) -> None:
+    from .claims import CLAIMS
+
+    defenses = config["evaluation"]["defenses"]
+    taken = {claim.key for claim in CLAIMS} | {"reproduces_paper_numbers"}
+    for index, claim in enumerate(config.get("verdicts", {}).get("claims", [])):
+        key = f"verdicts.claims[{index}]"
+        if claim["key"] in taken:
+            raise ConfigError(f"{key}.key = {claim['key']!r} is taken (by the paper's claims or an earlier entry)")
+        taken.add(claim["key"])
+        for side in ("a", "b"):
+            if claim[side] not in defenses:
+                raise ConfigError(
+                    f"{key}.{side} = {claim[side]!r} is not in evaluation.defenses ({', '.join(defenses)})"
+                )
+        if claim["a"] == claim["b"]:
+            raise ConfigError(f"{key} compares {claim['a']!r} with itself")
     seeds = config.get("seeds", [0])
     if config.get("verdicts", {}).get("decide_on") == "method" and len(seeds) < 2:
         raise ConfigError(
@@ -248,8 +263,6 @@ def attack_defenses(config: dict, attack: str) -> list[str]:
 
 
 def _check_defenses(config: dict) -> None:
-    purifiers = config.get("purifiers", {})
-    known = ", ".join(purifiers) or "none"
     built: dict[tuple[str, str | None], str] = {}
     for name in config["evaluation"]["defenses"]:
         key = f"evaluation.defenses: {name!r}"
@@ -257,15 +270,19 @@ def _check_defenses(config: dict) -> None:
             kind, variant = split_defense(name)
         except KeyError as error:
             raise ConfigError(f"{key}: {error.args[0]}") from None
-        if DEFENSES[kind].purifier_stage is not None:
-            if variant is None and len(purifiers) != 1:
+        section = DEFENSES[kind].variants_from
+        if section is not None:
+            entries = config.get(section) or {}
+            known = ", ".join(entries) or "none"
+            what = "purifier variant" if section == "purifiers" else "entry"
+            if variant is None and len(entries) != 1:
                 raise ConfigError(
-                    f"{key} names no purifier variant, which only works with exactly one in purifiers "
-                    f"(there are: {known}); write {kind}-<variant>"
+                    f"{key} names no {what}, which only works with exactly one in {section} "
+                    f"(there are: {known}); write {kind}-<{'variant' if section == 'purifiers' else 'name'}>"
                 )
-            if variant is not None and variant not in purifiers:
-                raise ConfigError(f"{key} names purifier variant {variant!r}, not in purifiers ({known})")
-            variant = purifier_variant(config, name)
+            if variant is not None and variant not in entries:
+                raise ConfigError(f"{key} names {what} {variant!r}, not in {section} ({known})")
+            variant = variant or next(iter(entries))
         if (kind, variant) in built:
             raise ConfigError(f"{key} is the same defense as {built[kind, variant]!r}")
         built[kind, variant] = name

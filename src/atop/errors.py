@@ -11,6 +11,10 @@ class DataError(RuntimeError):
     """An upstream archive is missing, cannot be downloaded, or fails its checksum; or a prepared dataset is damaged."""
 
 
+class ConfigError(ValueError):
+    """The workflow config is invalid; the message names the key."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, damaged, unsafe or from another model."""
 

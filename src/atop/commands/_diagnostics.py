@@ -7,15 +7,11 @@ import time
 from ..config import resolve_numbers
 
 
-def diagnostic_defense(spec: dict, data_path, defense_name: str, classifier, purifier, device):
+def diagnostic_defense(spec: dict, args, device):
     """The defense as the evaluation builds it (no fast path: diagnostics measure fp32 gradients)."""
-    from ..defense import build_defense
-    from ..io import load_checkpoint, require_same_data, sha256_file
+    from ._common import defense_from_args
 
-    data_sha = sha256_file(data_path)
-    for checkpoint in filter(None, (classifier, purifier)):
-        require_same_data(load_checkpoint(checkpoint)[1], data_path, data_sha, checkpoint)
-    defense, built_from = build_defense(defense_name, classifier, purifier, seed=spec["seed"])
+    defense, built_from = defense_from_args(args, spec["seed"])
     return defense.to(device), built_from
 
 

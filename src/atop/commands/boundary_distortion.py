@@ -28,7 +28,7 @@ def run(args) -> None:
     if settings["eps"] is None:
         raise ValueError("diagnostics.distortion.eps is null here: the rule resolves it to finetune.eps")
     data = load_prepared(args.data)
-    defense, built_from = diagnostic_defense(args.spec, args.data, args.defense, args.classifier, args.purifier, device)
+    defense, built_from = diagnostic_defense(args.spec, args, device)
     x, y, idx = evaluation_subset(data, args.spec, settings["n_images"])
     began = time.perf_counter()
     result = boundary_distortion(

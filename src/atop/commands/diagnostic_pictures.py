@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 from ._common import add_spec, setup
 from ._diagnostics import diagnostic_attack, diagnostic_defense, evaluation_subset
@@ -40,9 +41,14 @@ def run(args) -> None:
     chosen = torch.tensor(positions)
     pictures = {}
     for name, classifier, *purifier in args.defense:
-        defense, _ = diagnostic_defense(
-            args.spec, args.data, name, classifier, purifier[0] if purifier else None, device
+        built = SimpleNamespace(
+            data=args.data,
+            defense=name,
+            classifier=Path(classifier),
+            purifier=Path(purifier[0]) if purifier else None,
+            custom_defense=None,  # custom defenses are not pictured (rules/diagnostics_common.smk)
         )
+        defense, _ = diagnostic_defense(args.spec, built, device)
         attack, _ = diagnostic_attack(args.spec, defense, data.num_classes)
         pictures[name] = defense_pictures(defense, attack, x_all[chosen], y_all[chosen], args.spec["seed"])
     pictures_figure(pictures, args.out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import resolve_numbers
-from ._common import add_defense_arguments, fast_path, setup
+from ._common import add_defense_arguments, defense_from_args, defense_inputs, fast_path, setup
 
 HELP = "run one attack on one defense"
 
@@ -14,19 +14,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> None:
     from ..data import load_prepared
-    from ..defense import build_defense, fast_defense
+    from ..defense import fast_defense
     from ..evaluate import evaluate_defense
-    from ..io import load_checkpoint, require_same_data, sha256_file, write_json
+    from ..io import sha256_file, write_json
     from ..provenance import provenance
 
     device = setup(args.spec)
     spec = args.spec
     attack_spec = resolve_numbers(spec["attack"])
     data = load_prepared(args.data)
-    data_sha = sha256_file(args.data)
-    for checkpoint in filter(None, (args.classifier, args.purifier)):
-        require_same_data(load_checkpoint(checkpoint)[1], args.data, data_sha, checkpoint)
-    defense, built_from = build_defense(args.defense, args.classifier, args.purifier, seed=spec["seed"])
+    defense, built_from = defense_from_args(args, spec["seed"])
     fast = fast_path(spec, "evaluation", device)
     defense = fast_defense(defense.to(device), fast, device)
     result = evaluate_defense(
@@ -44,9 +41,7 @@ def run(args) -> None:
     result |= built_from  # kind, variant, purifier arch and RT: the report reads them, not just the name
     if "sweep" in spec:
         result["sweep"] = spec["sweep"]
-    inputs = {"data": args.data, "classifier": args.classifier}
-    if args.purifier:
-        inputs["purifier"] = args.purifier
+    inputs = defense_inputs(args)
     result["experiment"] = spec["experiment"]
     result["provenance"] = provenance(device, {name: sha256_file(path) for name, path in inputs.items()})
     write_json(args.out, result)

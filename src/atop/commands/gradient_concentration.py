@@ -29,7 +29,7 @@ def run(args) -> None:
     settings = args.spec["diagnostics"]["gradient_concentration"]
     check_concentration(settings["draws"], settings["reference_draws"], settings["cosine"])
     data = load_prepared(args.data)
-    defense, built_from = diagnostic_defense(args.spec, args.data, args.defense, args.classifier, args.purifier, device)
+    defense, built_from = diagnostic_defense(args.spec, args, device)
     x, y, idx = evaluation_subset(data, args.spec, settings["n_images"])
     defense.reseed(args.spec["seed"])
     began = time.perf_counter()

@@ -28,7 +28,7 @@ def run(args) -> None:
     settings = args.spec["diagnostics"]["measures"]
     check_flatness(settings["flatness_xi"], settings["flatness_draws"])
     data = load_prepared(args.data)
-    defense, built_from = diagnostic_defense(args.spec, args.data, args.defense, args.classifier, args.purifier, device)
+    defense, built_from = diagnostic_defense(args.spec, args, device)
     attack, draws = diagnostic_attack(args.spec, defense, data.num_classes)
     x_test, y_test, test_idx = evaluation_subset(data, args.spec, settings["n_images"])
     order = torch.randperm(len(data.labels("train")), generator=torch.Generator().manual_seed(args.spec["seed"]))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..claims import user_claims
 from ..io import atomic_path, read_json, staged_directory, write_json, write_text
 from . import figures
 from .comparisons import gradient_comparisons
@@ -99,7 +100,7 @@ def write_report(
         "resubmission": resubmission_table(frame),
     }
     joined = join_reference(frame, reference, dataset, margin)
-    judged = claims(frame, gradient_comparisons(frame), joined, dataset)
+    judged = claims(frame, gradient_comparisons(frame), joined, dataset, user_claims(verdicts.get("claims", ())))
 
     curves = find_files(curve_paths, ".csv")
     overfitting_found = stage_flags(curves, overfitting)

@@ -305,7 +305,7 @@ def _attacks_of_every_seed(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> list[s
 
 def defense_pairs(frame: pd.DataFrame, match) -> list[tuple[str, str]]:
     """(a, b) defense pairs for which ``match(setting_a, setting_b)`` holds."""
-    settings = main_results(frame).drop_duplicates("defense").set_index("defense")
+    settings = main_results(frame).drop_duplicates("defense").set_index("defense", drop=False)
     return [
         (a, b) for a in settings.index for b in settings.index if a != b and match(settings.loc[a], settings.loc[b])
     ]

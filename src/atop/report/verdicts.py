@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .claims import CLAIMS, ClaimSpec, matches
+from ..claims import CLAIMS, ClaimSpec, matches
 from .comparisons import (
     METHOD,
     MODELS,
@@ -155,9 +155,16 @@ def _comparisons(frame: pd.DataFrame, spec: ClaimSpec, gradient_pairs: list[Comp
     return robust_comparisons(frame, pairs, common_attacks(spec.attacks), scope), spec.why_not
 
 
-def claims(frame: pd.DataFrame, gradient_pairs: list[Comparison], reference: pd.DataFrame, dataset: str) -> list[Claim]:
+def claims(
+    frame: pd.DataFrame,
+    gradient_pairs: list[Comparison],
+    reference: pd.DataFrame,
+    dataset: str,
+    extra: tuple[ClaimSpec, ...] = (),
+) -> list[Claim]:
+    """The paper's claims and ``extra`` ones (a user's: claims.user_claims), judged in one Holm family."""
     labelled = bool(full_gradient(frame)["seen"].notna().any())
-    tested = [(spec, *_comparisons(frame, spec, gradient_pairs, labelled)) for spec in CLAIMS]
+    tested = [(spec, *_comparisons(frame, spec, gradient_pairs, labelled)) for spec in (*CLAIMS, *extra)]
     # one family for Holm: every paired comparison of the report
     family = with_holm([c for _, comparisons, _ in tested for c in comparisons])
     judged, at = [], 0

@@ -6,7 +6,9 @@ training saw), and on what metric (robust: each defense under its strongest atta
 or the classifier-only vs full-gradient pairs of one defense). A claim over several pairs is
 universal: supported only if every pair supports it (verdicts.universal). To add a claim, add an
 entry; verdicts.py judges every entry the same way, with one Holm family over all comparisons.
-A ``kind`` selector names kinds of the defense registry (defense_kinds.py).
+A ``kind`` selector names kinds of the defense registry (defense_kinds.py), a ``defense`` selector
+one defense by name. A user's own claims (config ``verdicts.claims``) become entries the same way
+(``user_claims``) and are judged in the same Holm family.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..defense_kinds import DEFENSES
+from .defense_kinds import DEFENSES
 
 ANY_ATTACK = (None, "seen", "unseen")  # attack labels a comparison may use
 UNSEEN = ("unseen",)
@@ -134,3 +136,19 @@ def _missing(value) -> bool:
 def matches(spec: ClaimSpec, a: Mapping, b: Mapping) -> bool:
     """Whether defense settings ``a`` and ``b`` (kind, purifier, rt, ...) form one of the claim's pairs."""
     return _has(a, spec.a) and _has(b, spec.b) and all(_shared(a, b, key) for key in spec.same)
+
+
+def user_claims(entries) -> tuple[ClaimSpec, ...]:
+    """The config's ``verdicts.claims`` entries as claims: defense ``a`` beats defense ``b`` (by name)."""
+    return tuple(
+        ClaimSpec(
+            entry["key"],
+            entry["statement"],
+            a={"defense": entry["a"]},
+            b={"defense": entry["b"]},
+            metric=entry.get("metric", "robust"),
+            attacks=UNSEEN if entry.get("attacks", "any") == "unseen" else ANY_ATTACK,
+            why_not=f"{entry['a']} and {entry['b']} have no results on a common attack",
+        )
+        for entry in entries
+    )
