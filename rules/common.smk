@@ -16,9 +16,11 @@ from atop.config import (
     check_device,
     full_seeds,
     number,
+    protocol_defenses,
     purifier_variant,
     seed_plan,
 )
+from atop.protocols import JOB_PROTOCOLS
 from atop import custom_defenses
 from atop.defense_kinds import DEFENSES as DEFENSE_KINDS, split_defense
 from atop.code_closure import command_code_version
@@ -70,6 +72,8 @@ FULL_SEEDS = full_seeds(config)
 DEFENSES = config["evaluation"]["defenses"]
 ATTACKS = list(config["evaluation"]["attacks"])
 SWEEPS = config["evaluation"]["sweeps"]
+# Scoring protocols side by side (src/atop/protocols.py): empty without evaluation.protocols.
+PROTOCOL_SETTINGS = config["evaluation"].get("protocols") or {}
 PURIFIERS = config["purifiers"]
 # Jobs run `python -m atop` from this checkout's src/ (so --use-conda envs need only
 # the dependencies), with the environment running Snakemake first on PATH (so
@@ -124,6 +128,7 @@ wildcard_constraints:
     sweep=_alternatives(SWEEPS) or "(?!)",
     variant=_alternatives(PURIFIERS) or "(?!)",
     point=r"\d+",
+    protocol=_alternatives(JOB_PROTOCOLS),
 
 
 def code_version(command, attacks=None):
@@ -392,6 +397,38 @@ def training_curves(experiment, seeds=SEEDS):
     return [f"results/{experiment}/curves/{c}.csv" for c in dict.fromkeys(curves)]
 
 
+def protocol_spec(protocol, seed):
+    """A scoring protocol's job (protocols.py): the protocols' attack on its first n_samples images."""
+    settings = PROTOCOL_SETTINGS
+    entry = {"name": protocol}
+    attack = attack_params(settings["attack"])
+    if protocol == "majority_vote":
+        entry["copies"] = settings.get("majority_vote", {}).get("copies", 4)
+        # the vote's gradient already averages its K copies: EOT over the K-copy ensemble
+        if "eot" in attack:
+            attack = {**attack, "eot": 1}
+    return spec(
+        seed=seed,
+        attack=attack,
+        evaluation=evaluation_settings(
+            n_samples=settings.get("n_samples", config["evaluation"]["n_samples"])
+        ),
+        finetune_attack=config["finetune"]["attack"],
+        performance=performance("evaluation"),
+        protocol=entry,
+    )
+
+
+def protocol_results(experiment, seeds=FULL_SEEDS):
+    """The protocols' own jobs: each job protocol on each compared defense (none without the section)."""
+    return [
+        f"results/{experiment}/protocols/seed{seed}/{defense}/{protocol}.json"
+        for seed in seeds
+        for defense in protocol_defenses(config)
+        for protocol in JOB_PROTOCOLS
+    ]
+
+
 def obfuscation_checks(experiment, seeds=FULL_SEEDS):
     """The cross-attack and sweep checks, one file per seed (rules/evaluate.smk)."""
     return [
@@ -416,9 +453,16 @@ REPORT_TABLES = [
     "purifiers",
     "gradients",
     "resubmission",
+    "protocols",
     "reference",
 ]
-REPORT_FIGURES = ["robust_accuracy", "robust_vs_eps", "sweeps", "training_curves"]
+REPORT_FIGURES = [
+    "robust_accuracy",
+    "robust_vs_eps",
+    "sweeps",
+    "training_curves",
+    "protocols",
+]
 
 
 # The diagnostics' settings, targets and input functions: all_targets below and report.smk read

@@ -47,6 +47,31 @@ rule evaluate_sweep:
         " {params.defense} --out {output} > {log} 2>&1"
 
 
+rule evaluate_protocol:
+    input:
+        unpack(evaluation_inputs),
+    output:
+        "results/{experiment}/protocols/seed{seed}/{defense}/{protocol}.json",
+    log:
+        "results/{experiment}/logs/protocols/seed{seed}/{defense}/{protocol}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/protocols/seed{seed}/{defense}/{protocol}.tsv"
+    conda:
+        ENV
+    threads: EVAL_THREADS
+    resources:
+        gpu=GPU,
+    params:
+        code=lambda w: code_version("evaluate", [PROTOCOL_SETTINGS["attack"]]),
+        spec=lambda w: protocol_spec(w.protocol, w.seed),
+        attack=lambda w: PROTOCOL_SETTINGS["attack"],
+        defense=defense_args,
+    shell:
+        "python -m atop evaluate --spec {params.spec:q} --data {input.data}"
+        " --defense {wildcards.defense} --attack {params.attack:q}"
+        " {params.defense} --out {output} > {log} 2>&1"
+
+
 rule obfuscation_checks:
     input:
         results=lambda w: evaluation_results(w.experiment, [w.seed]),

@@ -14,6 +14,7 @@ rule report:
             *eot_checks(w.experiment),
         ],
         curves=lambda w: training_curves(w.experiment),
+        protocols=lambda w: protocol_results(w.experiment),
         reference=REFERENCE_NUMBERS,
     output:
         table=f"{REPORT}/robustness.csv",
@@ -61,6 +62,7 @@ rule report:
         "python -m atop report --experiment {wildcards.experiment} --dataset {params.dataset}"
         " {params.purifier}"
         " --results {input.results} {input.sweeps} --expected {input.results} {input.sweeps}"
-        " --checks {input.checks} --curves {input.curves} --overfitting {params.overfitting:q}"
+        " --checks {input.checks} --curves {input.curves} --protocols {input.protocols}"
+        " --overfitting {params.overfitting:q}"
         " --verdicts {params.verdicts:q}"
         " --reference {input.reference} --out-dir results/{wildcards.experiment}/report > {log} 2>&1"

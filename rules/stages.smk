@@ -57,5 +57,6 @@ rule stage_evaluation:
     input:
         evaluation_results(EXPERIMENT),
         sweep_results(EXPERIMENT),
+        protocol_results(EXPERIMENT),
         obfuscation_checks(EXPERIMENT),
     localrule: True

@@ -50,7 +50,7 @@ STAGES = {
     "classifiers": ["train_classifier", "train_adversarial"],
     "purifiers": ["pretrain_purifier"],
     "finetuning": ["finetune_purifier"],
-    "evaluation": ["evaluate", "evaluate_sweep", "obfuscation_checks"],
+    "evaluation": ["check_defense", "evaluate", "evaluate_sweep", "evaluate_protocol", "obfuscation_checks"],
     "diagnostics": list(diagnostics_catalog.RULES),  # one rule per per-defense diagnostic, pictures, summary
     "report": ["report"],  # after diagnostics: the summary reads its EOT-sufficiency checks
 }
@@ -99,7 +99,7 @@ def experiment_configs(repo: Path, selection: dict) -> list[Path]:
     return [selected, *shipped]
 
 
-def workflow_rules(repo: Path, configfile: Path) -> tuple[dict, str, list[str], set[str]]:
+def workflow_rules(repo: Path, configfile: Path) -> tuple[dict, str, list[str], set[str], set[str]]:
     """Build the workflow's DAG for one config: per rule, its output patterns, files and spec keys."""
     from snakemake.api import SnakemakeApi
     from snakemake.io import get_wildcard_names, strip_wildcard_constraints
@@ -123,6 +123,7 @@ def workflow_rules(repo: Path, configfile: Path) -> tuple[dict, str, list[str], 
         experiment = workflow.config["experiment"]
         included = [str(Path(path.get_path_or_uri(secret_free=True)).relative_to(repo)) for path in workflow.included]
         targets = {rule.name for rule in workflow.rules if not rule.output}
+        defined = {rule.name for rule in workflow.rules}
         for job in workflow.dag.jobs:
             rule = job.rule
             if not rule.output:
@@ -148,7 +149,7 @@ def workflow_rules(repo: Path, configfile: Path) -> tuple[dict, str, list[str], 
                 entry["spec_keys"] |= drawn & set(workflow.config)
         for entry in rules.values():
             entry["wildcards"] = [set(get_wildcard_names(p)) for p in entry["patterns"]]
-    return rules, experiment, included, targets
+    return rules, experiment, included, targets, defined
 
 
 def _generic(path: str, experiment: str) -> str:
@@ -167,20 +168,24 @@ def dvc_out(pattern: str, wildcards: set[str]) -> tuple[str, bool]:
     return str(Path(*parts[:first])).replace("{experiment}", "${experiment}"), False
 
 
-def stage_of_rules(rules: dict) -> None:
-    """Every rule with outputs belongs to exactly one stage, and every staged rule exists."""
+def stage_of_rules(rules: dict, defined: set[str] | None = None) -> None:
+    """Every rule with outputs belongs to exactly one stage, and every staged rule exists.
+
+    ``defined``: every rule the workflow defines; a staged rule with no job under this config (a
+    custom defense's check, with no custom defense) is allowed in its stage but adds no outs.
+    """
     staged = [rule for names in STAGES.values() for rule in names]
     unstaged = sorted(set(rules) - set(staged))
     if unstaged:
         raise PipelineError(f"rules {unstaged} belong to no DVC stage: add them to STAGES in tools/dvc_pipeline.py")
-    absent = sorted(set(staged) - set(rules))
+    absent = sorted(set(staged) - set(defined if defined is not None else rules))
     if absent:
-        raise PipelineError(f"STAGES names rules the workflow does not run: {absent}")
+        raise PipelineError(f"STAGES names rules the workflow does not define: {absent}")
 
 
-def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) -> dict:
+def describe(repo: Path, rules: dict, included: list[str], targets: set[str], defined: set[str] | None = None) -> dict:
     """dvc.yaml's content (stages, metrics, plots) for one config's workflow."""
-    stage_of_rules(rules)
+    stage_of_rules(rules, defined)
     rule_files = {entry["snakefile"] for entry in rules.values()}
     shared = [path for path in included if path not in rule_files]
     stages, produced, metrics, curves, figures = {}, [], [], [], []
@@ -189,6 +194,8 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
     for stage, names in STAGES.items():
         outs, files, commands, keys, per_name = [], [], set(), set(), False
         for name in names:
+            if name not in rules:  # defined, no job under this config: allowed, nothing to track
+                continue
             entry = rules[name]
             for pattern, wildcards in zip(entry["patterns"], entry["wildcards"]):
                 path, is_file = dvc_out(pattern, wildcards)
@@ -210,7 +217,7 @@ def describe(repo: Path, rules: dict, included: list[str], targets: set[str]) ->
                 figures.append(path)
             elif "/curves/" in path and (path.endswith(".csv") or not path.rsplit("/", 1)[-1].count(".")):
                 curves.append(path)  # a curve, or a stage's folder of per-seed curves
-        smk = sorted({rules[name]["snakefile"] for name in names})
+        smk = sorted({rules[name]["snakefile"] for name in names if name in rules})
         # any config's jobs: every attack an evaluation or diagnostic may build
         closure = stage_closure(repo, sorted(commands))
         deps = [*shared, *smk, *(path for path in smk_modules(repo, smk) if path not in closure), SCHEMA, *closure]
@@ -263,15 +270,17 @@ def smk_modules(repo: Path, smk_files: list[str]) -> list[str]:
 
 def _feeds(path: str, names: list[str], rules: dict) -> bool:
     """Whether a DVC out (a file or a folder) holds inputs of the given rules."""
-    return any(used == path or used.startswith(path + "/") for name in names for used in rules[name]["inputs"])
+    return any(
+        used == path or used.startswith(path + "/") for name in names if name in rules for used in rules[name]["inputs"]
+    )
 
 
 def generate(repo: Path) -> str:
     selection = load_selection(repo)
     described, first = None, None
     for configfile in experiment_configs(repo, selection):
-        rules, _experiment, included, targets = workflow_rules(repo, configfile)
-        content = describe(repo, rules, included, targets)
+        rules, _experiment, included, targets, defined = workflow_rules(repo, configfile)
+        content = describe(repo, rules, included, targets, defined)
         if described is None:
             described, first = content, configfile
         elif content != described:

@@ -43,6 +43,9 @@ class AttackFacts:
     cost: Callable[[dict, int], float]
     paper_family: str | None = None  # the name the paper's RT x FT ablation gives it, where that differs
     description: str = ""
+    # every forward pass it makes is a query of the whole defense, and it records which images one
+    # misclassified (attacks/eot.py): the while-optimizing protocol reads it (protocols.py)
+    records_queries: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS or self.gradient not in GRADIENTS:
@@ -59,14 +62,25 @@ class AttackFacts:
 
 
 ATTACK_FACTS: dict[str, AttackFacts] = {
-    "fgsm": AttackFacts("Linf", "full", "fgsm", lambda params, eot: 1, description="one signed-gradient step"),
-    "pgd_linf": AttackFacts("Linf", "full", "pgd", _steps(), description="PGD, Linf ball"),
-    "pgd_l2": AttackFacts("L2", "full", "pgd_l2", _steps(), description="PGD, L2 ball"),
-    "cw_l2": AttackFacts("L2", "full", "cw", _steps(100), description="CW margin loss in the L2 ball"),
+    "fgsm": AttackFacts(
+        "Linf", "full", "fgsm", lambda params, eot: 1, description="one signed-gradient step", records_queries=True
+    ),
+    "pgd_linf": AttackFacts("Linf", "full", "pgd", _steps(), description="PGD, Linf ball", records_queries=True),
+    "pgd_l2": AttackFacts("L2", "full", "pgd_l2", _steps(), description="PGD, L2 ball", records_queries=True),
+    "cw_l2": AttackFacts(
+        "L2", "full", "cw", _steps(100), description="CW margin loss in the L2 ball", records_queries=True
+    ),
     "square": AttackFacts("Linf", "none", "square", _queries, description="score-based black box"),
-    "eot_pgd": AttackFacts("Linf", "full", "pgd_eot", _steps_times_eot(), description="full-gradient PGD with EOT"),
+    "eot_pgd": AttackFacts(
+        "Linf", "full", "pgd_eot", _steps_times_eot(), description="full-gradient PGD with EOT", records_queries=True
+    ),
     "bpda_eot": AttackFacts(
-        "Linf", "bpda_identity", "pgd_eot", _steps_times_eot(), description="BPDA (identity) through the purifier"
+        "Linf",
+        "bpda_identity",
+        "pgd_eot",
+        _steps_times_eot(),
+        description="BPDA (identity) through the purifier",
+        records_queries=True,  # its forward passes are the defense's own
     ),
     "pgd_classifier": AttackFacts(
         "Linf", "classifier_only", "pgd_classifier", _steps(), "pgd", "transfer from the classifier alone"

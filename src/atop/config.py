@@ -74,6 +74,7 @@ def check_config(config: dict) -> None:
             )
     _check_defenses(config)
     _check_replicates(config)
+    _check_protocols(config)
     _check_verdicts(config)
     _check_data(config)
     _check_provided_files(config)
@@ -217,6 +218,50 @@ def _check_replicates(config: dict) -> None:
                 f"({', '.join(chosen)}; evaluation.attacks.{attack}.defenses selects "
                 f"{', '.join(attack_defenses(config, attack))})"
             )
+
+
+def protocol_defenses(config: dict) -> list[str]:
+    """The evaluated defenses the protocols compare (names or kinds in evaluation.protocols.defenses)."""
+    protocols = config["evaluation"].get("protocols")
+    if not protocols:
+        return []
+    selectors = protocols["defenses"]
+    return [d for d in config["evaluation"]["defenses"] if d in selectors or split_defense(d)[0] in selectors]
+
+
+def _check_protocols(config: dict) -> None:
+    protocols = config["evaluation"].get("protocols")
+    if not protocols:
+        return
+    from .attack_catalog import ATTACK_FACTS
+
+    attacks, key = config["evaluation"]["attacks"], "evaluation.protocols"
+    if protocols["attack"] not in attacks:
+        raise ConfigError(f"{key}.attack = {protocols['attack']!r} is not in evaluation.attacks ({', '.join(attacks)})")
+    method = attacks[protocols["attack"]]["method"]
+    if not ATTACK_FACTS[method].records_queries:
+        recording = sorted(m for m, facts in ATTACK_FACTS.items() if facts.records_queries)
+        raise ConfigError(
+            f"{key}.attack = {protocols['attack']!r} ({method}) keeps no record of its queries, which the "
+            f"while-optimizing protocol needs; use one of the methods {', '.join(recording)}"
+        )
+    unknown = [d for d in protocols["defenses"] if d not in config["evaluation"]["defenses"] and d not in DEFENSES]
+    if unknown:
+        raise ConfigError(f"{key}.defenses {unknown} are neither defense kinds nor in evaluation.defenses")
+    chosen = protocol_defenses(config)
+    if not chosen:
+        raise ConfigError(f"{key}.defenses {protocols['defenses']} select none of evaluation.defenses")
+    missing = [d for d in chosen if d not in attack_defenses(config, protocols["attack"])]
+    if missing:
+        raise ConfigError(
+            f"{key}: attack {protocols['attack']!r} does not run on {missing} (its defenses select others)"
+        )
+    images = protocols.get("n_samples")
+    if images is not None and images > config["evaluation"]["n_samples"]:
+        raise ConfigError(
+            f"{key}.n_samples = {images} exceeds evaluation.n_samples = {config['evaluation']['n_samples']}: "
+            "the protocols' jobs score the first of the evaluation's images"
+        )
 
 
 def _check_verdicts(config: dict) -> None:

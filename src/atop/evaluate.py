@@ -38,11 +38,17 @@ def evaluation_batch_size(requested: int | str, device: torch.device) -> int:
 
 
 def run_attack(attack, x: torch.Tensor, y: torch.Tensor, batch_size: int, label: str) -> torch.Tensor:
-    adversarial = []
+    """The adversarial images; ``attack.fooled`` becomes every batch's record of the images its queries
+    misclassified, for attacks that keep one (attacks/eot.py; the while-optimizing protocol), else None."""
+    adversarial, fooled = [], []
     with tqdm(total=len(y), desc=label, unit="img", mininterval=5, dynamic_ncols=False) as bar:
         for start in range(0, len(y), batch_size):
             adversarial.append(attack(x[start : start + batch_size], y[start : start + batch_size]).cpu())
+            recorded = getattr(attack, "fooled", None)
+            fooled.append(None if recorded is None else recorded.cpu())
             bar.update(len(adversarial[-1]))
+    if hasattr(attack, "fooled"):
+        attack.fooled = None if any(f is None for f in fooled) else torch.cat(fooled)
     return torch.cat(adversarial)
 
 
@@ -79,6 +85,8 @@ def evaluate_defense(
     defense.reseed(seed + 1)
     attack_began = time.perf_counter()
     adversarial = run_attack(attack, x, y, batch, f"{defense_name}/{attack_name}")
+    # only an attack whose queries are the defense's own says something about it (not a transfer attack)
+    fooled_while_optimizing = getattr(attack, "fooled", None) if entry.facts.records_queries else None
     attack_seconds = time.perf_counter() - attack_began
     defense.reseed(seed + 2)
     robust = correct_per_draw(defense, adversarial, y, draws, batch)
@@ -141,6 +149,9 @@ def evaluate_defense(
             "clean_correct_fraction": clean.float().mean(dim=0).tolist(),
             "robust_correct_fraction": robust.float().mean(dim=0).tolist(),
         },
+        # protocols.py's while-optimizing protocol: which images a query of the attack misclassified
+        # (absent for attacks that keep no record)
+        **({} if fooled_while_optimizing is None else {"fooled_while_optimizing": fooled_while_optimizing.tolist()}),
         "max_perturbation_linf": delta.abs().max(dim=1).values.max().item(),
         "max_perturbation_l2": delta.norm(dim=1).max().item(),
         "checks": checks,

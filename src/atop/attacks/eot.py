@@ -83,6 +83,9 @@ class BatchedEOTPGD(Attack):
     ``alpha`` along the per-image unit gradient and rescales onto the ball.
     The result is the last iterate (no best-iterate picking on a noisy pass).
     FGSM is one step with ``alpha = eps`` and no random start.
+
+    Every forward pass is also a query: ``fooled`` holds, after each call, which images any of
+    them misclassified (untargeted), for the while-optimizing protocol (protocols.py).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class BatchedEOTPGD(Attack):
         self.norm, self.loss = norm, loss
         self.loss_fn = LOSSES[loss]
         self.supported_mode = ["default", "targeted"]
+        self.fooled: torch.Tensor | None = None  # images some query misclassified, during and after a call
 
     def eot_gradient(self, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         adv = adv.detach().requires_grad_(True)
@@ -115,6 +119,8 @@ class BatchedEOTPGD(Attack):
         while remaining > 0:
             k = min(per_chunk, remaining)
             logits = self.get_logits(adv.repeat(k, *([1] * (adv.dim() - 1))))
+            if self.fooled is not None and not self.targeted:
+                self.fooled |= (logits.argmax(1) != labels.repeat(k)).view(k, -1).any(0)
             cost = self.loss_fn(logits, labels.repeat(k)).sum()
             if self.targeted:
                 cost = -cost
@@ -128,6 +134,7 @@ class BatchedEOTPGD(Attack):
         if self.targeted:
             labels = self.get_target_label(images, labels)
         step, project, start = NORMS[self.norm]
+        self.fooled = torch.zeros(len(images), dtype=torch.bool, device=images.device)
         adv = images.clone()
         if self.random_start:
             adv = (adv + start(images, self.eps)).clamp(0, 1)

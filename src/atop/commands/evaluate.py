@@ -26,6 +26,11 @@ def run(args) -> None:
     defense, built_from = defense_from_args(args, spec["seed"])
     fast = fast_path(spec, "evaluation", device)
     defense = fast_defense(defense.to(device), fast, device)
+    protocol = spec.get("protocol")
+    if protocol is not None:  # a scoring protocol with a job of its own (protocols.py)
+        from ..protocols import protocol_defense
+
+        defense = protocol_defense(protocol["name"], defense, spec["seed"], protocol.get("copies", 1))
     result = evaluate_defense(
         defense,
         args.defense,
@@ -41,6 +46,8 @@ def run(args) -> None:
     result |= built_from  # kind, variant, purifier arch and RT: the report reads them, not just the name
     if "sweep" in spec:
         result["sweep"] = spec["sweep"]
+    if protocol is not None:
+        result["protocol"] = protocol
     inputs = defense_inputs(args)
     result["experiment"] = spec["experiment"]
     result["provenance"] = provenance(device, {name: sha256_file(path) for name, path in inputs.items()})

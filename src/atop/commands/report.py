@@ -33,6 +33,13 @@ def add_arguments(parser) -> None:
         help="obfuscation_checks/seed<N>.json (cross-attack and sweep checks) and diagnostics/seed<N>/eot_checks.json (EOT sufficiency), of every seed",
     )
     parser.add_argument(
+        "--protocols",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="the scoring protocols' own results (protocols/seed<N>/<defense>/<protocol>.json), or folders of them",
+    )
+    parser.add_argument(
         "--overfitting",
         type=parse_spec,
         default=None,
@@ -65,5 +72,6 @@ def run(args) -> None:
         checks_paths=args.checks,
         overfitting=args.overfitting,
         verdicts=args.verdicts,
+        protocol_paths=args.protocols,
     )
     log.info("report written to %s (%d results, %d missing)", args.out_dir, metrics["results"], metrics["missing"])

@@ -27,6 +27,7 @@ from .comparisons import gradient_comparisons
 from .estimates import seeds_of
 from .metrics_json import headline_metrics
 from .overfitting import overfitting_lines, stage_flags
+from .protocols import protocol_outcomes, protocol_table, ranking_lines
 from .reference import EQUIVALENCE_MARGIN, join_reference, load_reference
 from .render import markdown_to_rst, reference_page, robustness_markdown, summary_markdown, table_page
 from .results import PER_IMAGE_COLUMNS, find_files, load_results, main_results, missing_results
@@ -46,7 +47,7 @@ log = logging.getLogger("atop.report")
 # The tables (tables/<name>.csv and .md) and figures (<name>.png and .svg) write_report writes:
 # rules/common.smk's REPORT_TABLES and REPORT_FIGURES name them too (tests/test_report.py keeps them equal).
 TABLE_FILES = (*TABLES, "reference")
-FIGURES = ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves")
+FIGURES = ("robust_accuracy", "robust_vs_eps", "sweeps", "training_curves", "protocols")
 
 
 def _write_csv(frame: pd.DataFrame, path: Path, index: bool) -> None:
@@ -71,6 +72,7 @@ def write_report(
     checks_paths=(),
     overfitting: dict | None = None,
     verdicts: dict | None = None,
+    protocol_paths=(),
 ) -> dict:
     """Write every table, figure, metrics.json and summary.md; return the metrics.
 
@@ -92,12 +94,19 @@ def write_report(
     missing = missing_results(frame, [Path(p) for p in expected])
     expected_defenses = [Path(p).parent.name for p in expected]
 
+    protocol_jobs = [read_json(path) for path in find_files(protocol_paths, ".json")]
+    scored = (
+        protocol_outcomes([read_json(path) for path in find_files(result_paths, ".json")], protocol_jobs)
+        if protocol_jobs
+        else []
+    )
     tables = {
         "defenses": defenses_table(frame, expected_defenses),
         "rt_ablation": rt_ablation_table(frame),
         "purifiers": purifier_table(frame),
         "gradients": gradient_table(frame),
         "resubmission": resubmission_table(frame),
+        "protocols": protocol_table(scored),
     }
     joined = join_reference(frame, reference, dataset, margin)
     judged = claims(frame, gradient_comparisons(frame), joined, dataset, user_claims(verdicts.get("claims", ())))
@@ -140,6 +149,7 @@ def write_report(
         figures.eps_curves_figure(frame, staging / "robust_vs_eps")
         figures.sweeps_figure(frame, staging / "sweeps")
         figures.training_curves_figure(curves, staging / "training_curves", overfitting)
+        figures.protocols_figure(scored, staging / "protocols")
 
         summary = summary_markdown(
             experiment,
@@ -151,6 +161,7 @@ def write_report(
             cross_checks,
             overfitting_lines(overfitting_found, overfitting),
             lead,
+            ranking_lines(scored),
         )
         write_text(staging / "summary.md", summary)
         # the first page of Snakemake's HTML report: the verdicts, then the headline figure

@@ -305,3 +305,52 @@ def training_curves_figure(curve_paths: list[Path], stem: Path, thresholds: dict
                 )
     fig.tight_layout()
     return save_figure(fig, stem)
+
+
+def protocols_figure(outcomes, stem: Path) -> list[Path]:
+    """Left: robust accuracy under every scoring protocol (protocols.py), per defense, 95 % image-bootstrap
+    whiskers. Right: the N-evaluation curve (resubmission, N = 1..draws) of the same images."""
+    from ..protocols import PROTOCOLS
+    from .protocols import estimate, resubmission_curve
+
+    if not outcomes:
+        return save_figure(
+            _message_figure("Scoring protocols", "no protocol results (config evaluation.protocols)"), stem
+        )
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, (bars, curve) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [2, 1]})
+    names = list(PROTOCOLS)
+    width = 0.8 / len(outcomes)
+    for i, o in enumerate(outcomes):
+        colour = defense_colour(o.defense)
+        values, lows, highs = [], [], []
+        for name in names:
+            if name in o.per_image:
+                e = estimate(o.per_image[name], name)
+                values.append(100 * e.value)
+                lows.append(100 * (e.value - e.low))
+                highs.append(100 * (e.high - e.value))
+            else:
+                values.append(math.nan)
+                lows.append(0.0)
+                highs.append(0.0)
+        x = np.arange(len(names)) - 0.4 + width * (i + 0.5)
+        bars.bar(x, values, width, color=colour, label=o.defense, edgecolor="white", linewidth=0.5)
+        bars.errorbar(x, values, yerr=[lows, highs], fmt="none", ecolor="0.2", capsize=2, linewidth=1)
+        points = resubmission_curve(o)
+        n = np.arange(1, len(points) + 1)
+        curve.plot(n, [100 * e.value for e in points], marker="o", color=colour, label=o.defense)
+        curve.fill_between(n, [100 * e.low for e in points], [100 * e.high for e in points], color=colour, alpha=0.2)
+    bars.set_xticks(np.arange(len(names)), [PROTOCOLS[name].label.replace(" (", "\n(") for name in names], fontsize=8)
+    bars.grid(axis="x", visible=False)
+    attack = outcomes[0].attack
+    bars.set(ylim=(0, 105), ylabel="robust accuracy (%)", title=f"One attack ({attack}), five ways to score it")
+    bars.legend(title="defense", fontsize="small")
+    curve.set(
+        xlabel="N: submissions of each adversarial image",
+        ylabel="robust accuracy (%)",
+        ylim=(0, 105),
+        title="Resubmission (N-evaluation)",
+    )
+    curve.set_xticks(np.arange(1, max(o.draws for o in outcomes) + 1))
+    return save_figure(fig, stem)

@@ -85,6 +85,7 @@ def summary_markdown(
     cross_checks: list[dict] = (),
     overfitting: list[str] = (),
     lead: str = MODELS,
+    protocols: list[str] = (),
 ) -> str:
     main = main_results(frame)
     n = main["n"].max()
@@ -194,6 +195,18 @@ def summary_markdown(
         ]
     if overfitting:  # the adversarial training stages' monitors (report/overfitting.py)
         lines += ["", "## Overfitting of adversarial training", "", *overfitting]
+    if protocols:  # report/protocols.py: the same attack scored every way
+        lines += [
+            "",
+            "## Scoring protocols",
+            "",
+            (
+                f"- The verdicts above decide on the {PRIMARY} (the resubmission protocol, N = the evaluation's draws) "
+                f"and quote the {SECONDARY} (one-shot). The other protocols (tables/protocols.md, protocols.png) "
+                "decide no verdict; paired differences on the same images, 95 % image-bootstrap intervals:"
+            ),
+            *(f"- {line}" for line in protocols),
+        ]
     lines += ["", "## Missing", ""]
     if not missing and not problems:
         lines.append("- Nothing: every expected result is here.")

@@ -34,6 +34,9 @@ TABLES = {
     # not the paper's: the resubmission protocol (DiffHammer, NeurIPS 2024) beside its one-shot metric
     "resubmission": "Resubmission: robust accuracy when each adversarial image is classified N times and "
     "must be right every time (N = 1: the paper's one-shot metric; randomized defenses, their strongest attack)",
+    # not the paper's either: the field's competing scoring protocols side by side (report/protocols.py)
+    "protocols": "Scoring protocols: each randomized defense under one attack, scored the field's competing ways on "
+    "the same images (protocols.py; docs/protocols.md)",
 }
 
 
