@@ -29,7 +29,7 @@ dry-run: install
 	$(BIN)/snakemake -n all
 
 test: install
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 --durations=25
 	$(MAKE) --no-print-directory lint
 
 # Everyday tier: the unit tests, no workflow run (pytest -m "not workflow"); make test runs everything.

@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from atop.attack_catalog import ATTACK_FACTS
-from atop.config import attack_defenses, purifier_variant
+from atop.config import attack_defenses, protocol_defenses, purifier_variant
 from atop.defense_kinds import DEFENSES, split_defense
 from atop.diagnostics.settings import DISTORTION_DEFAULTS, MONITOR_DEFAULTS
 from atop.models import build_classifier, build_purifier
@@ -165,6 +165,23 @@ def estimate(config: dict) -> dict[str, float]:
         for d in s.get("defenses", defenses)
         if s["param"] == "eps"
     )
+
+    # Scoring protocols' own jobs (src/atop/protocols.py): the deterministic white-box attacks one fixed
+    # draw at EOT 1 and scores it once; the majority vote runs K copies per pass, EOT 1 on top.
+    protocols = ev.get("protocols") or {}
+    if protocols:
+        attack, n = attacks[protocols["attack"]], protocols.get("n_samples", ev.get("n_samples", 200))
+        copies = protocols.get("majority_vote", {}).get("copies", 4)
+        steps = attack_gradients({**attack, "eot": 1}, False)
+
+        def protocol_jobs(defense: str) -> float:
+            variant = purifier_variant(config, defense)
+            per_pass = (purifier_flops[variant][0] if variant else 0.0) + f_c
+            deterministic = n * (steps * 3 * per_pass + 2 * per_pass)
+            vote = n * copies * (steps * 3 * per_pass + 2 * ev.get("draws", 4) * per_pass)
+            return deterministic + vote
+
+        flops["evaluate_protocols"] = sum(protocol_jobs(d) for d in protocol_defenses(config))
 
     def gradient(defense: str) -> float:  # one input gradient through the whole defense
         variant = purifier_variant(config, defense)

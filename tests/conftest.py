@@ -14,7 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # src/ too: jobs import atop from the workflow's own src/ (rules/common.smk), not from
 # whichever checkout the shared virtual environment was installed from.
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src")
+WORKFLOW_FILES = ("Snakefile", "rules", "config", "profiles", "report", "environment.yml", "src", "examples")
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # The repository's tools (tools/dvc_pipeline.py) are scripts outside the package; tests import them.
 sys.path.insert(0, str(REPO / "tools"))

@@ -155,6 +155,8 @@ def path_features(config: dict, defense: str) -> set[tuple]:
     for name, sweep in evaluation.get("sweeps", {}).items():
         if any(_matches(defense, s) for s in sweep.get("defenses", evaluation["defenses"])):
             features.add(("sweep", name))
+    if any(_matches(defense, s) for s in (evaluation.get("protocols") or {}).get("defenses", [])):
+        features.add(("protocols",))
     return features
 
 
@@ -175,9 +177,12 @@ def covering_defenses(config: dict) -> list[str]:
 def _keep_defenses(config: dict, keep: list[str]) -> None:
     evaluation = config["evaluation"]
     evaluation["defenses"] = keep
-    for section in (*evaluation["attacks"].values(), *evaluation.get("sweeps", {}).values()):
+    protocols = [evaluation["protocols"]] if evaluation.get("protocols") else []
+    for section in (*evaluation["attacks"].values(), *evaluation.get("sweeps", {}).values(), *protocols):
         if "defenses" in section:
             section["defenses"] = [s for s in section["defenses"] if any(_matches(d, s) for d in keep)]
+    if protocols and not protocols[0]["defenses"]:
+        del evaluation["protocols"]
 
 
 def with_schema_defaults(preset: dict) -> dict:

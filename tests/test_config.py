@@ -119,7 +119,7 @@ def test_schema_attack_parameters_match_the_builders(schema):
 
 def test_shipped_config_validates_with_snakemake_and_fills_defaults(config):
     assert config["seeds"] == [0, 1, 2] and config["replicates"]["defenses"] == ["ap", "atop"]
-    assert config["verdicts"] == {"decide_on": "auto", "equivalence_margin": 0.05}
+    assert config["verdicts"] == {"decide_on": "auto", "equivalence_margin": 0.05, "claims": []}
     assert config["classifier"]["weight_decay"] == 0
     assert config["finetune"]["alpha"] == "2/255"
     check_config(config)  # and passes the checks the schema cannot express

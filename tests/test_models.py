@@ -155,7 +155,8 @@ def test_purifier_without_transform_and_vice_versa_raise():
 
 
 def test_defense_kinds():
-    assert DEFENSES.names() == ["ap", "at", "atop", "standard"]
+    assert DEFENSES.names() == ["ap", "at", "atop", "custom", "standard"]
+    assert DEFENSES["custom"].classifier is None and DEFENSES["custom"].variants_from == "custom_defenses"
     assert DEFENSES["standard"].purifier_stage is None and DEFENSES["standard"].classifier == "standard"
     assert DEFENSES["at"].purifier_stage is None and DEFENSES["at"].classifier == "adversarial"
     assert DEFENSES["ap"].purifier_stage == "pretrained"

@@ -318,8 +318,14 @@ def robustness_markdown(experiment, dataset, frame, tables, joined, missing, pro
     return "\n".join(text)
 
 
+# What an empty table's page says instead of rows.
+EMPTY_TABLES = {"protocols": "the run has no scoring-protocol results (config evaluation.protocols names none)."}
+
+
 def table_page(name: str, table: pd.DataFrame) -> str:
-    """tables/<name>.md: one of the paper's tables under its title."""
+    """tables/<name>.md: one of the paper's tables under its title (an empty one says why)."""
+    if table.empty:
+        return f"# {TABLES[name]}\n\nNo rows: {EMPTY_TABLES.get(name, 'the run produced none of its results.')}\n"
     return f"# {TABLES[name]}\n\n{table_markdown(table)}\n"
 
 
