@@ -407,6 +407,8 @@ def protocol_spec(protocol, seed):
         # the vote's gradient already averages its K copies: EOT over the K-copy ensemble
         if "eot" in attack:
             attack = {**attack, "eot": 1}
+    if protocol == "selective_eot":
+        attack = {**attack, "eot_weighting": "selective"}
     return spec(
         seed=seed,
         attack=attack,
@@ -425,7 +427,7 @@ def protocol_results(experiment, seeds=FULL_SEEDS):
         f"results/{experiment}/protocols/seed{seed}/{defense}/{protocol}.json"
         for seed in seeds
         for defense in protocol_defenses(config)
-        for protocol in JOB_PROTOCOLS
+        for protocol in PROTOCOL_SETTINGS.get("jobs", JOB_PROTOCOLS)
     ]
 
 

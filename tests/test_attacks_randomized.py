@@ -296,3 +296,62 @@ def test_classifier_only_results_join_the_papers_rt_ablation_rows(tmp_path):
     assert by_attack["pgd"]["run_attack"] == "pgd_classifier" and by_attack["pgd"]["status"] == "comparable"
     assert by_attack["cw"]["run_attack"] == "cw_classifier" and by_attack["cw"]["status"] == "comparable"
     assert math.isclose(by_attack["pgd"]["run_value"], 80.0) and math.isclose(by_attack["cw"]["run_value"], 85.0)
+
+
+# --------------------------------------------------------------------------- selective EOT (protocols.py)
+
+
+def test_selective_eot_is_as_strong_as_eot_pgd_on_a_randomized_model():
+    """Selective EOT (the draws nearest a misclassification weigh most) against the known-strong mean."""
+    model = NoisyBrightness(noise=2.0)
+    eps = 0.08
+    params = {"eps": eps, "alpha": eps / 4, "steps": 20, "eot": 8}
+    x, y, selective = run("eot_pgd", model, {**params, "eot_weighting": "selective"})
+    _, _, mean = run("eot_pgd", model, params)
+    assert (selective - x).abs().max() <= eps + 1e-6
+    clean = multi_draw_accuracy(model, x, y)
+    selective_acc, mean_acc = multi_draw_accuracy(model, selective, y), multi_draw_accuracy(model, mean, y)
+    assert selective_acc <= mean_acc + TOLERANCE, (selective_acc, mean_acc)
+    assert selective_acc < clean - 0.2, (clean, selective_acc)
+
+
+def test_selective_eot_on_a_deterministic_model_is_the_mean():
+    """Every draw alike: uniform weights, the same gradient as the mean (up to rounding)."""
+    from atop.attacks.eot import BatchedEOTPGD
+
+    model = Deterministic()
+    x, y = graded(16)
+    mean = BatchedEOTPGD(model, eps=0.05, alpha=0.01, steps=1, eot_iter=4)
+    selective = BatchedEOTPGD(model, eps=0.05, alpha=0.01, steps=1, eot_iter=4, eot_weighting="selective")
+    mean.fooled = selective.fooled = torch.zeros(len(x), dtype=torch.bool)
+    assert torch.allclose(selective.eot_gradient(x, y), mean.eot_gradient(x, y), atol=1e-6)
+
+
+def test_selective_eot_weights_the_draw_nearest_a_misclassification():
+    """Two draws with opposite gradients: the mean cancels them, selective EOT follows the riskier one."""
+    from atop.attacks.eot import BatchedEOTPGD
+
+    class TwoDraws(nn.Module):
+        randomized = True
+
+        def __init__(self):
+            super().__init__()
+            self.anchor = nn.Parameter(torch.zeros(1))
+            self.calls = 0
+
+        def forward(self, x):  # the first replica block sees +slope, the second -slope (one image each)
+            n = len(x) // 2
+            brightness = x.mean(dim=(1, 2, 3)) - 0.5
+            score = torch.cat([4 * brightness[:n] + 0.1, -1 * brightness[n:] + 3.0])
+            return torch.stack([score, -score], dim=1)  # class 0 right while score > 0
+
+    x = torch.full((1, 3, SIZE, SIZE), 0.5)
+    y = torch.tensor([0])
+    attack = BatchedEOTPGD(TwoDraws(), eps=0.1, alpha=0.01, steps=1, eot_iter=2, eot_weighting="selective")
+    attack.fooled = torch.zeros(1, dtype=torch.bool)
+    gradient = attack.selective_gradient(x, y)
+    # the first draw (score 0.1, near the boundary) has the larger loss: its gradient (lowering
+    # brightness lowers the score) dominates, so the step darkens the image
+    assert gradient.sum() < 0
+    with pytest.raises(ValueError, match="eot_weighting must be one of"):
+        BatchedEOTPGD(TwoDraws(), eot_weighting="max")

@@ -158,8 +158,17 @@ def test_a_deterministic_defense_scores_the_same_under_every_protocol():
 
 
 def test_protocol_names_and_wrappers():
-    assert list(PROTOCOLS) == ["one_shot", "resubmission", "while_optimizing", "deterministic", "majority_vote"]
-    assert JOB_PROTOCOLS == ("deterministic", "majority_vote")
+    assert list(PROTOCOLS) == [
+        "one_shot",
+        "resubmission",
+        "while_optimizing",
+        "deterministic",
+        "majority_vote",
+        "selective_eot",
+    ]
+    assert JOB_PROTOCOLS == ("deterministic", "majority_vote", "selective_eot")
+    defense = Deterministic()
+    assert protocol_defense("selective_eot", defense, seed=0) is defense  # the attack differs, not the defense
     with pytest.raises(ValueError, match="needs no job of its own"):
         protocol_defense("one_shot", Deterministic(), seed=0)
     with pytest.raises(ValueError, match="copies >= 1"):

@@ -46,6 +46,8 @@ class AttackFacts:
     # every forward pass it makes is a query of the whole defense, and it records which images one
     # misclassified (attacks/eot.py): the while-optimizing protocol reads it (protocols.py)
     records_queries: bool = False
+    # it takes ``eot_weighting: selective`` (selective EOT: the protocols' selective_eot job)
+    selective_eot: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS or self.gradient not in GRADIENTS:
@@ -72,7 +74,13 @@ ATTACK_FACTS: dict[str, AttackFacts] = {
     ),
     "square": AttackFacts("Linf", "none", "square", _queries, description="score-based black box"),
     "eot_pgd": AttackFacts(
-        "Linf", "full", "pgd_eot", _steps_times_eot(), description="full-gradient PGD with EOT", records_queries=True
+        "Linf",
+        "full",
+        "pgd_eot",
+        _steps_times_eot(),
+        description="full-gradient PGD with EOT",
+        records_queries=True,
+        selective_eot=True,
     ),
     "bpda_eot": AttackFacts(
         "Linf",

@@ -245,6 +245,12 @@ def _check_protocols(config: dict) -> None:
             f"{key}.attack = {protocols['attack']!r} ({method}) keeps no record of its queries, which the "
             f"while-optimizing protocol needs; use one of the methods {', '.join(recording)}"
         )
+    if "selective_eot" in protocols.get("jobs", ["selective_eot"]) and not ATTACK_FACTS[method].selective_eot:
+        selective = sorted(m for m, facts in ATTACK_FACTS.items() if facts.selective_eot)
+        raise ConfigError(
+            f"{key}.jobs runs selective_eot, which attack {protocols['attack']!r} ({method}) does not offer "
+            f"(methods with selective EOT: {', '.join(selective)}); leave it out of {key}.jobs"
+        )
     unknown = [d for d in protocols["defenses"] if d not in config["evaluation"]["defenses"] and d not in DEFENSES]
     if unknown:
         raise ConfigError(f"{key}.defenses {unknown} are neither defense kinds nor in evaluation.defenses")

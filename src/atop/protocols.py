@@ -1,6 +1,6 @@
 """How a randomized defense is scored: the field's competing protocols, each described once.
 
-The same attack budget, scored five ways (docs/protocols.md has the sources and the reading):
+The same attack budget, attacked and scored six ways (docs/protocols.md has the sources and the reading):
 
 - ``one_shot``: craft x', classify it once (AutoAttack; the paper). The evaluation's draw-mean.
 - ``resubmission``: the attacker may submit x' N times; an image is robust only if all N are
@@ -13,6 +13,9 @@ The same attack budget, scored five ways (docs/protocols.md has the sources and 
   2404.14309): robustness from purification, without robustness from stochasticity. One job.
 - ``majority_vote``: the defense answers by a vote over K independent copies (DiffBreak's batch
   mode); the attack targets the vote, with EOT over the K-copy ensemble. One job.
+- ``selective_eot``: the attack weights each EOT draw's gradient by how close that draw is to a
+  misclassification (softmax of its loss over the draws) instead of averaging them all
+  (DiffHammer's selective EOT, approximated: attacks/eot.py); scored one-shot. One job.
 
 On a deterministic defense one-shot, resubmission, deterministic and majority vote coincide;
 while-optimizing can only be lower (an intermediate iterate may be misclassified).
@@ -64,6 +67,13 @@ PROTOCOLS = {
             "DiffBreak (batch mode)",
             True,
             "the defense votes over K copies; the attack targets the vote (EOT over the K copies)",
+        ),
+        Protocol(
+            "selective_eot",
+            "selective EOT (one-shot)",
+            "DiffHammer",
+            True,
+            "the attack weights the draws closest to a misclassification instead of averaging them; scored one-shot",
         ),
     )
 }
@@ -117,9 +127,11 @@ def protocol_defense(name: str, defense, seed: int, copies: int = 1):
             decision = (votes + 1e-3 * mean).log()  # the vote decides; the mean probability breaks ties
             return surrogate + (decision - surrogate).detach() if torch.is_grad_enabled() else decision
 
-    wrappers = {"deterministic": FrozenRandomness, "majority_vote": MajorityVote}
+    wrappers = {"deterministic": FrozenRandomness, "majority_vote": MajorityVote, "selective_eot": None}
     if name not in wrappers:
         raise ValueError(f"protocol {name!r} needs no job of its own (protocols with a job: {', '.join(wrappers)})")
     if name == "majority_vote" and copies < 1:
         raise ValueError(f"majority_vote needs copies >= 1, not {copies}")
+    if wrappers[name] is None:  # the attack differs (its eot_weighting), not the defense
+        return defense
     return wrappers[name](defense)

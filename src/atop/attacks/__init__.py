@@ -119,11 +119,28 @@ def square(model: nn.Module, eps: float, n_queries: int = 5000, p_init: float = 
 
 
 @register_attack("eot_pgd")
-def eot_pgd(model: nn.Module, eps: float, alpha: float, steps: int, eot: int, random_start: bool = True):
-    """Full-gradient PGD through the whole (randomized) model with batched EOT."""
+def eot_pgd(
+    model: nn.Module,
+    eps: float,
+    alpha: float,
+    steps: int,
+    eot: int,
+    random_start: bool = True,
+    eot_weighting: str = "mean",
+):
+    """Full-gradient PGD through the whole (randomized) model with batched EOT; ``eot_weighting:
+    selective`` weights the draws closest to a misclassification (selective EOT, DiffHammer)."""
     from .eot import BatchedEOTPGD
 
-    return BatchedEOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=eot, random_start=random_start)
+    return BatchedEOTPGD(
+        model,
+        eps=eps,
+        alpha=alpha,
+        steps=steps,
+        eot_iter=eot,
+        random_start=random_start,
+        eot_weighting=eot_weighting,
+    )
 
 
 @register_attack("bpda_eot")

@@ -63,6 +63,9 @@ def _l2_start(images: torch.Tensor, eps: float) -> torch.Tensor:
     return direction / _per_image_l2(direction) * radius.view(-1, *([1] * (images.dim() - 1)))
 
 
+# How the EOT draws' gradients are combined: their mean, or selective EOT (selective_gradient).
+EOT_WEIGHTINGS = ("mean", "selective")
+
 # norm -> (step from the gradient, projection of the perturbation, random start)
 NORMS = {"Linf": (_linf_step, _linf_project, _linf_start), "L2": (_l2_step, _l2_project, _l2_start)}
 
@@ -99,10 +102,14 @@ class BatchedEOTPGD(Attack):
         max_batch=None,
         norm="Linf",
         loss="ce",
+        eot_weighting="mean",
     ):
         super().__init__("BatchedEOTPGD", model)
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
+        if eot_weighting not in EOT_WEIGHTINGS:
+            raise ValueError(f"eot_weighting must be one of {EOT_WEIGHTINGS}, got {eot_weighting!r}")
+        self.eot_weighting = eot_weighting
         self.eps, self.alpha, self.steps = eps, alpha, steps
         self.eot_iter, self.random_start, self.max_batch = eot_iter, random_start, max_batch
         self.norm, self.loss = norm, loss
@@ -111,6 +118,8 @@ class BatchedEOTPGD(Attack):
         self.fooled: torch.Tensor | None = None  # images some query misclassified, during and after a call
 
     def eot_gradient(self, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.eot_weighting == "selective":
+            return self.selective_gradient(adv, labels)
         adv = adv.detach().requires_grad_(True)
         max_batch = self.max_batch or DEFAULT_MAX_BATCH.get(adv.device.type, 1)
         per_chunk = max(1, max_batch // len(adv))
@@ -127,6 +136,30 @@ class BatchedEOTPGD(Attack):
             grad += torch.autograd.grad(cost, adv)[0]
             remaining -= k
         return grad / self.eot_iter
+
+    def selective_gradient(self, adv: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Selective EOT (after DiffHammer, NeurIPS 2024): each draw's gradient weighted by the softmax of
+        its loss over the draws of that image, so the draws closest to a misclassification dominate
+        instead of an average that the others can cancel. Each draw's gradient comes from one backward
+        pass through a replicated leaf (the same passes as the mean)."""
+        max_batch = self.max_batch or DEFAULT_MAX_BATCH.get(adv.device.type, 1)
+        per_chunk = max(1, max_batch // len(adv))
+        grads, losses = [], []
+        remaining = self.eot_iter
+        while remaining > 0:
+            k = min(per_chunk, remaining)
+            replicas = adv.detach().repeat(k, *([1] * (adv.dim() - 1))).requires_grad_(True)
+            logits = self.get_logits(replicas)
+            if self.fooled is not None and not self.targeted:
+                self.fooled |= (logits.argmax(1) != labels.repeat(k)).view(k, -1).any(0)
+            per_draw = self.loss_fn(logits, labels.repeat(k))
+            if self.targeted:
+                per_draw = -per_draw
+            grads.append(torch.autograd.grad(per_draw.sum(), replicas)[0].view(k, *adv.shape))
+            losses.append(per_draw.detach().view(k, len(adv)))
+            remaining -= k
+        weights = torch.cat(losses).softmax(dim=0)  # (draws, images): over the draws of each image
+        return (weights.view(*weights.shape, *([1] * (adv.dim() - 1))) * torch.cat(grads)).sum(0)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         images = images.clone().detach().to(self.device)

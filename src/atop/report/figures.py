@@ -344,7 +344,11 @@ def protocols_figure(outcomes, stem: Path) -> list[Path]:
     bars.set_xticks(np.arange(len(names)), [PROTOCOLS[name].label.replace(" (", "\n(") for name in names], fontsize=8)
     bars.grid(axis="x", visible=False)
     attack = outcomes[0].attack
-    bars.set(ylim=(0, 105), ylabel="robust accuracy (%)", title=f"One attack ({attack}), five ways to score it")
+    bars.set(
+        ylim=(0, 105),
+        ylabel="robust accuracy (%)",
+        title=f"One attack budget ({attack}), {len(names)} ways to attack and score it",
+    )
     bars.legend(title="defense", fontsize="small")
     curve.set(
         xlabel="N: submissions of each adversarial image",
