@@ -299,9 +299,15 @@ def sweep_spec(sweep, point, seed):
     sweep_config = SWEEPS[sweep]
     value = sweep_config["values"][int(point)]
     n_samples = sweep_config.get("n_samples", config["evaluation"]["n_samples"])
+    attack = {**attack_params(sweep_config["attack"]), sweep_config["param"]: value}
+    if sweep_config.get(
+        "scale_alpha"
+    ):  # the step keeps its ratio to eps (config checks: an eps sweep)
+        base = attack_params(sweep_config["attack"])
+        attack["alpha"] = number(value) * number(base["alpha"]) / number(base["eps"])
     return spec(
         seed=seed,
-        attack={**attack_params(sweep_config["attack"]), sweep_config["param"]: value},
+        attack=attack,
         evaluation=evaluation_settings(n_samples=n_samples),
         finetune_attack=config["finetune"]["attack"],
         performance=performance("evaluation"),

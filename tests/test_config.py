@@ -426,6 +426,8 @@ def test_schema_rejects_bad_variant_name(schema):
         ({"param": "eot"}, r"evaluation\.sweeps\.eps\.param = 'eot': attack 'pgd' has no such parameter"),
         ({"values": ["32/255", 0]}, r"evaluation\.sweeps\.eps\.values must be in increasing order"),
         ({"values": [0, "300/255"]}, r"evaluation\.sweeps\.eps\.values must lie on the \[0, 1\] pixel scale"),
+        ({"attack": "fgsm"}, r"evaluation\.sweeps\.eps\.scale_alpha scales the step with eps: it needs .*alpha"),
+        ({"param": "steps", "values": [5, 10]}, r"scale_alpha scales the step with eps: it needs param eps"),
     ],
 )
 def test_check_config_rejects_bad_sweeps(config, change, match):

@@ -62,6 +62,12 @@ def check_config(config: dict) -> None:
             raise ConfigError(f"{key}.values must be positive integers for {sweep['param']}")
         if values != sorted(values):
             raise ConfigError(f"{key}.values must be in increasing order")
+        if sweep.get("scale_alpha"):
+            base = attacks[sweep["attack"]]
+            if sweep["param"] != "eps" or "alpha" not in base or not _keyed_number(f"{key}.attack eps", base["eps"]):
+                raise ConfigError(
+                    f"{key}.scale_alpha scales the step with eps: it needs param eps and an attack with eps > 0 and alpha"
+                )
         unknown = set(sweep.get("defenses", [])) - set(config["evaluation"]["defenses"])
         if unknown:
             raise ConfigError(f"{key}.defenses {sorted(unknown)} are not in evaluation.defenses")
