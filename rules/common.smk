@@ -418,8 +418,12 @@ def protocol_spec(protocol, seed):
     return spec(
         seed=seed,
         attack=attack,
+        # the first of the evaluation's images (at most all of them: an evaluation.n_samples override wins)
         evaluation=evaluation_settings(
-            n_samples=settings.get("n_samples", config["evaluation"]["n_samples"])
+            n_samples=min(
+                settings.get("n_samples", config["evaluation"]["n_samples"]),
+                config["evaluation"]["n_samples"],
+            )
         ),
         finetune_attack=config["finetune"]["attack"],
         performance=performance("evaluation"),

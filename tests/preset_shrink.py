@@ -223,6 +223,9 @@ def shrink_preset(preset: dict, cover: bool = False) -> dict:
         attack |= _shrunk_defaults(config_parameters(attack["method"]), attack)
     for name, sweep in evaluation.get("sweeps", {}).items():
         evaluation["sweeps"][name] = _shrink_sweep(sweep)
+    # The scoring protocols' jobs take the evaluation's code path on a wrapped defense; the worked example
+    # (config/examples/custom-defense.yaml) runs them end to end, the dry runs list the presets' own.
+    evaluation.pop("protocols", None)
     if cover:
         _keep_defenses(config, covering_defenses(config))
     return config

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from atop.protocols import JOB_PROTOCOLS
+
 from conftest import REPO, run_snakemake
 
 PRESETS = sorted((REPO / "config" / "paper").glob("*.yaml"))
@@ -49,6 +51,8 @@ def expected_jobs(config: dict) -> dict[str, int]:
         "boundary_distortion": sum(d.split("-")[0] == "atop" for d in defenses),
         "diagnostic_pictures": 1,
         "diagnostics_summary": 1,
+        "evaluate_protocol": len((evaluation.get("protocols") or {}).get("defenses", []))
+        * len((evaluation.get("protocols") or {}).get("jobs", JOB_PROTOCOLS)),
         "all": 1,
     }
 
@@ -101,6 +105,6 @@ def test_preset_dry_run_lists_the_paper_dag(workflow_dir: Path, preset: Path):
     assert '"n_samples": 512' in output
     # an evaluation job's params hold only what affects it: no lists of defenses, attacks or sweeps
     specs = re.findall(r"atop evaluate --spec '([^']*)'", output)
-    assert len(specs) == n_evaluate + n_sweep
+    assert len(specs) == n_evaluate + n_sweep + stats.get("evaluate_protocol", 0)  # the protocols run evaluate too
     assert not any('"defenses"' in spec or '"attacks"' in spec or '"sweeps"' in spec for spec in specs)
     assert not (workflow_dir / "results").exists(), "a dry run writes nothing"

@@ -268,12 +268,6 @@ def _check_protocols(config: dict) -> None:
         raise ConfigError(
             f"{key}: attack {protocols['attack']!r} does not run on {missing} (its defenses select others)"
         )
-    images = protocols.get("n_samples")
-    if images is not None and images > config["evaluation"]["n_samples"]:
-        raise ConfigError(
-            f"{key}.n_samples = {images} exceeds evaluation.n_samples = {config['evaluation']['n_samples']}: "
-            "the protocols' jobs score the first of the evaluation's images"
-        )
 
 
 def _check_verdicts(config: dict) -> None:

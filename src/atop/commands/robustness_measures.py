@@ -33,7 +33,8 @@ def run(args) -> None:
     x_test, y_test, test_idx = evaluation_subset(data, args.spec, settings["n_images"])
     order = torch.randperm(len(data.labels("train")), generator=torch.Generator().manual_seed(args.spec["seed"]))
     train_idx = order[: settings["n_images"]].sort().values
-    networks = {"classifier": defense.classifier}
+    # the parts whose weight flatness is measured: a custom defense is one module (defense.py)
+    networks = {"defense": defense.network} if hasattr(defense, "network") else {"classifier": defense.classifier}
     if defense.purifier is not None:
         networks["purifier"] = defense.purifier
     began = time.perf_counter()
