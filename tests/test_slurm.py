@@ -109,8 +109,9 @@ def test_tiny_workflow_through_slurm(workflow_dir, local_slurm):
     # Every job went through sbatch: Snakemake's SLURM job ids are the controller's jobs.
     submitted = {int(job_id): Path(log) for job_id, log in SUBMITTED.findall(output)}
     # prepare, classifier, AT, pre-train, fine-tune, 2 evaluations, 4 sweep points (eps, EOT), checks,
-    # report, and the diagnostics: 2 gradient concentrations, 2 measures, atop's distortion, pictures, summary
-    assert len(submitted) == 20, output[-4000:]
+    # report, the diagnostics: 2 gradient concentrations, 2 measures, atop's distortion, pictures, summary,
+    # and atop's one scoring-protocol job (config/tiny.yaml)
+    assert len(submitted) == 21, output[-4000:]
     jobs = {int(job["JobID"]): job for job in local_slurm.jobs()}
     assert set(submitted) <= set(jobs)
     for job_id, log in submitted.items():
