@@ -32,6 +32,7 @@ from atop.config import attack_defenses, protocol_defenses, purifier_variant
 from atop.defense_kinds import DEFENSES, split_defense
 from atop.diagnostics.settings import DISTORTION_DEFAULTS, MONITOR_DEFAULTS
 from atop.models import build_classifier, build_purifier
+from atop.protocols import JOB_PROTOCOLS
 
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "imagenette": 9_469, "digits": 1_797}
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenette": 10, "digits": 10}
@@ -167,19 +168,25 @@ def estimate(config: dict) -> dict[str, float]:
     )
 
     # Scoring protocols' own jobs (src/atop/protocols.py): the deterministic white-box attacks one fixed
-    # draw at EOT 1 and scores it once; the majority vote runs K copies per pass, EOT 1 on top.
+    # draw at EOT 1 and scores it once; the majority vote runs K copies per pass, EOT 1 on top; selective
+    # EOT costs the evaluation's attack job on the protocols' images.
     protocols = ev.get("protocols") or {}
     if protocols:
-        attack, n = attacks[protocols["attack"]], protocols.get("n_samples", ev.get("n_samples", 200))
+        attack = attacks[protocols["attack"]]
+        n = min(protocols.get("n_samples", ev.get("n_samples", 200)), ev.get("n_samples", 200))
         copies = protocols.get("majority_vote", {}).get("copies", 4)
         steps = attack_gradients({**attack, "eot": 1}, False)
+        chosen = protocols.get("jobs", JOB_PROTOCOLS)
 
         def protocol_jobs(defense: str) -> float:
             variant = purifier_variant(config, defense)
             per_pass = (purifier_flops[variant][0] if variant else 0.0) + f_c
-            deterministic = n * (steps * 3 * per_pass + 2 * per_pass)
-            vote = n * copies * (steps * 3 * per_pass + 2 * ev.get("draws", 4) * per_pass)
-            return deterministic + vote
+            cost = {
+                "deterministic": n * (steps * 3 * per_pass + 2 * per_pass),
+                "majority_vote": n * copies * (steps * 3 * per_pass + 2 * ev.get("draws", 4) * per_pass),
+                "selective_eot": job(defense, attack, n),
+            }
+            return sum(cost[name] for name in chosen)
 
         flops["evaluate_protocols"] = sum(protocol_jobs(d) for d in protocol_defenses(config))
 

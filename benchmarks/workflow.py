@@ -63,7 +63,12 @@ def timed(args: list[str], cwd: Path, env: dict | None = None) -> tuple[float, s
 def dvc_status_seconds(folder: Path) -> tuple[list[float], str]:
     """Make ``folder`` a git + DVC repository recording the finished run; time `dvc status` thrice."""
     # dvc.yaml's stages run `python` and `snakemake`: this environment's, as `make` puts them first
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")])}
+    # and this copy's atop (its config stage imports atop.config, whichever checkout the environment installed)
+    env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.getenv("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(folder / "src"), os.getenv("PYTHONPATH")])),
+    }
     for command in (
         ["git", "init", "-q"],
         [DVC, "init", "-q"],
