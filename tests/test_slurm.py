@@ -32,6 +32,7 @@ GPU_RULES = (
     "finetune_purifier",
     "evaluate",
     "evaluate_sweep",
+    "evaluate_protocol",
     "gradient_concentration",
     "robustness_measures",
     "boundary_distortion",
@@ -60,7 +61,7 @@ def test_profile_requests_a_gpu_for_every_gpu_rule():
     profile = yaml.safe_load(SLURM_PROFILE.read_text())
     assert profile["executor"] == "slurm" and profile["retries"] >= 1 and profile["slurm-requeue"] is True
     assert "CHANGE-ME" in profile["default-resources"]["slurm_account"]
-    for rule in GPU_RULES:
+    for rule in (*GPU_RULES, "check_defense"):  # a custom defense's check: no job in the tiny run below
         resources = profile["set-resources"][rule]
         assert resources["gpu"] == 1 and resources["cpus_per_gpu"] >= 1, rule
         assert resources["runtime"] > 0 and resources["mem_mb"] > 0, rule
