@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from atop.attack_catalog import ATTACK_FACTS
-from atop.config import attack_defenses, protocol_defenses, purifier_variant
+from atop.config import attack_defenses, full_seeds, protocol_defenses, purifier_variant
 from atop.defense_kinds import DEFENSES, split_defense
 from atop.diagnostics.settings import DISTORTION_DEFAULTS, MONITOR_DEFAULTS
 from atop.models import build_classifier, build_purifier
@@ -209,7 +209,11 @@ def estimate(config: dict) -> dict[str, float]:
     seeds = len(config.get("seeds", [0]))
     return {
         "per_image_gflops": {"classifier": f_c / 1e9, **{k: v[0] / 1e9 for k, v in purifier_flops.items()}},
-        "flops": {stage: seeds * value for stage, value in flops.items()},
+        # the protocols' jobs run on the seeds that run everything (the first only, with replicates)
+        "flops": {
+            stage: (len(full_seeds(config)) if stage == "evaluate_protocols" else seeds) * value
+            for stage, value in flops.items()
+        },
         "seeds": seeds,
     }
 
