@@ -354,3 +354,45 @@ def test_worked_example_runs_end_to_end(workflow_dir):
     assert (results / "diagnostics" / "seed0" / "gradient_concentration" / "custom-noisy-median.json").is_file()
     summary = (results / "report" / "summary.md").read_text()
     assert "## Scoring protocols" in summary and "Noise + median filtering" in summary
+
+
+# ----------------------------------------------------------------------------- protocols config, CLI flag
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.update(attack="nope"), r"evaluation\.protocols\.attack = 'nope' is not in evaluation\.attacks"),
+        (lambda p: p.update(attack="fgsm", jobs=["deterministic"]), None),  # fgsm records its queries
+        (lambda p: p.update(attack="fgsm"), r"jobs runs selective_eot, which attack 'fgsm' \(fgsm\) does not offer"),
+        (lambda p: p.update(defenses=["custom-x"]), r"evaluation\.protocols\.defenses \['custom-x'\] are neither"),
+    ],
+)
+def test_protocols_config_mistakes_are_named(monkeypatch, change, message):
+    monkeypatch.chdir(REPO)
+    config = example_config()
+    change(config["evaluation"]["protocols"])
+    if message is None:
+        check_config(config)
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
+def test_protocols_attack_must_record_its_queries(monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = example_config()
+    config["evaluation"]["attacks"]["square"] = {"method": "square", "eps": "8/255", "n_queries": 10}
+    config["evaluation"]["protocols"].update(attack="square", jobs=["deterministic"])
+    with pytest.raises(ConfigError, match=r"'square' \(square\) keeps no record of its queries"):
+        check_config(config)
+
+
+@pytest.mark.parametrize("text", ["{not json", '["a"]', '{"name": "x"}'])
+def test_a_bad_custom_defense_flag_is_named(text):
+    import argparse
+
+    from atop.commands._common import parse_custom
+
+    with pytest.raises(argparse.ArgumentTypeError, match="--custom-defense"):
+        parse_custom(text)
