@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .defense_kinds import split_defense
 from .errors import ConfigError
 from .io import sha256_file
 
@@ -62,8 +63,6 @@ def parse_factory(text: str, key: str) -> Factory:
 
 def entry(config: dict, defense: str) -> dict:
     """The ``custom_defenses`` entry behind ``custom-<name>`` (bare ``custom``: the only one)."""
-    from .defense_kinds import split_defense
-
     _, name = split_defense(defense)
     entries = config.get(SECTION) or {}
     if name is None:

@@ -95,11 +95,10 @@ def write_report(
     expected_defenses = [Path(p).parent.name for p in expected]
 
     protocol_jobs = [read_json(path) for path in find_files(protocol_paths, ".json")]
-    scored = (
-        protocol_outcomes([read_json(path) for path in find_files(result_paths, ".json")], protocol_jobs)
-        if protocol_jobs
-        else []
-    )
+    # only the evaluations the protocol jobs sit beside (eval/seed<N>/<defense>/<attack>.json) are read again
+    wanted = {(job["defense"], f"{job['attack']}.json") for job in protocol_jobs}
+    beside = [p for p in find_files(result_paths, ".json") if (p.parent.name, p.name) in wanted]
+    scored = protocol_outcomes([read_json(path) for path in beside], protocol_jobs) if protocol_jobs else []
     tables = {
         "defenses": defenses_table(frame, expected_defenses),
         "rt_ablation": rt_ablation_table(frame),
