@@ -11,7 +11,7 @@ CORES ?= $(shell nproc)
 # serial training chains) fill the second core (benchmarks/README.md, "The test suite").
 TEST_WORKERS ?= 2
 
-.PHONY: install run test test-fast lint bench bench-gpu bench-slurm dry-run pull
+.PHONY: install run test test-fast lint generate bench bench-gpu bench-slurm dry-run pull
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ lint: install
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
 	$(BIN)/python tools/dvc_pipeline.py --check
+	$(BIN)/python tools/schema_registries.py --check
+
+# The files generated from the code: the schema's registry names, then dvc.yaml (which hashes the schema).
+generate: install
+	$(BIN)/python tools/schema_registries.py
+	$(BIN)/python tools/dvc_pipeline.py
 
 # On-demand measurements (not part of the tests); each prints its figures side by side.
 bench: install

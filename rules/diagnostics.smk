@@ -67,10 +67,14 @@ rule diagnostic_pictures:
 
 rule diagnostics_summary:
     input:
-        measures=diagnostic_files("robustness_measures"),
-        concentration=diagnostic_files("gradient_concentration"),
+        # every per-defense diagnostic that gives the table columns (its catalog entry's columns)
+        diagnostics=[
+            path
+            for diagnostic in PER_DEFENSE
+            if diagnostic.columns
+            for path in diagnostic_files(diagnostic.name)
+        ],
         results=lambda w: eot_results(w.experiment, w.seed),
-        distortion=diagnostic_files("boundary_distortion"),
     output:
         [f"{DIAGNOSTICS}/{name}" for name in DIAGNOSTICS_SUMMARY],
     log:
@@ -82,9 +86,8 @@ rule diagnostics_summary:
     params:
         code=code_version("diagnostics-summary"),
     shell:
-        "python -m atop diagnostics-summary --measures {input.measures}"
-        " --concentration {input.concentration} --results {input.results}"
-        " --distortion {input.distortion}"
+        "python -m atop diagnostics-summary --diagnostics {input.diagnostics}"
+        " --results {input.results}"
         " --out-dir results/{wildcards.experiment}/diagnostics/seed{wildcards.seed} > {log} 2>&1"
 
 

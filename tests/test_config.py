@@ -72,6 +72,40 @@ def test_schema_enum_equals_registry(schema, path, registry):
     assert _enum(schema, *path) == registry.names()
 
 
+def test_schema_registry_blocks_are_generated_and_current():
+    """config/schema.yaml's registry names and per-attack parameter rules are tools/schema_registries.py's
+    output (make lint checks it too); a block edited by hand, removed or doubled is refused."""
+    import schema_registries  # tools/ (conftest puts it on the path)
+
+    text = SCHEMA_PATH.read_text()
+    assert schema_registries.generate(text) == text, "run python tools/schema_registries.py"
+    stale = text.replace("enum: [rt1, rt2, rt3]", "enum: [rt1, rt2]")
+    assert schema_registries.generate(stale) == text
+    begin = "# >>> generated: transforms (python tools/schema_registries.py)"
+    with pytest.raises(SystemExit, match="lacks the generated blocks \\['transforms'\\]"):
+        schema_registries.generate(text.replace(begin, "# transforms"))
+    with pytest.raises(SystemExit, match="'transforms' appears twice"):
+        schema_registries.generate(text.replace(begin, begin + "\n# <<< generated\n" + begin))
+
+
+def test_schema_refuses_an_attack_parameter_it_does_not_describe(schema, monkeypatch):
+    """A builder parameter the schema's attack properties lack is named (its type must be written once)."""
+    import schema_registries
+
+    from atop.attack_catalog import ATTACK_FACTS
+    from atop.attacks import ATTACKS, register_attack
+
+    monkeypatch.setattr(ATTACKS, "_entries", dict(ATTACKS._entries))
+    monkeypatch.setitem(ATTACK_FACTS, "throwaway", ATTACK_FACTS["fgsm"])
+
+    @register_attack("throwaway")
+    def throwaway(model, eps: float, momentum: float = 0.9):
+        raise AssertionError("not built")
+
+    with pytest.raises(SystemExit, match="'throwaway' takes \\['momentum'\\]"):
+        schema_registries.attack_parameter_rules(schema)
+
+
 def test_schema_defense_pattern_knows_every_kind(schema):
     pattern = schema["$defs"]["defense"]["pattern"]
     for kind in DEFENSES:

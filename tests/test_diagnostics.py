@@ -368,12 +368,18 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
     }
     standard = copy.deepcopy(measure) | {"defense": "standard", "randomized": False, "flatness": {}}
     distortion = [{"defense": "atop", "distortion": 0.25}]
-    counts = write_summary(
-        [measure, standard], [_concentration("atop", 8)], [_result("atop", "eot_pgd", 4)], tmp_path, distortion
-    )
+    per_defense = {
+        "robustness_measures": [measure, standard],
+        "gradient_concentration": [_concentration("atop", 8)],
+        "boundary_distortion": distortion,
+    }
+    counts = write_summary(per_defense, [_result("atop", "eot_pgd", 4)], tmp_path)
     assert counts == {"defenses": 2, "checks": 1, "failed": 0}, "no sweep: not tested, not failed"
     table = (tmp_path / "measures.csv").read_text().splitlines()
-    assert len(table) == 3 and "flatness_purifier" in table[0]
+    # the columns are the catalog's, in its order
+    catalog_columns = [column.name for diagnostic in catalog.PER_DEFENSE for column in diagnostic.columns]
+    assert table[0].split(",") == ["defense", *catalog_columns] and len(table) == 3
+    assert catalog_columns[:3] == ["randomized", "attack", "draws"] and "flatness_purifier" in catalog_columns
     frame = pd.read_csv(tmp_path / "measures.csv").set_index("defense")
     assert frame.loc["atop", "boundary_distortion"] == 0.25 and pd.isna(frame.loc["standard", "boundary_distortion"])
     assert "| standard |" in (tmp_path / "measures.md").read_text()
@@ -384,6 +390,29 @@ def test_summary_writes_table_figures_and_checks(tmp_path):
     for figure in ("measures_vs_robust_accuracy", "eot_sufficiency"):
         assert (tmp_path / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "eot_checks.json").read_text())["passed"] is False, "untested is not passed"
+
+
+def test_summary_reads_each_diagnostic_from_its_folder(tmp_path):
+    """The summary job's inputs are known by their catalog folder; a file from elsewhere is named."""
+    from atop.diagnostics.summary import group_by_diagnostic
+
+    files = []
+    for folder, defense in (("measures", "ap"), ("gradient_concentration", "ap"), ("distortion", "atop")):
+        path = tmp_path / "seed0" / folder / f"{defense}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"defense": defense, "folder": folder}))
+        files.append(path)
+    grouped = group_by_diagnostic(files)
+    assert {name: [r["folder"] for r in records] for name, records in grouped.items()} == {
+        "robustness_measures": ["measures"],
+        "gradient_concentration": ["gradient_concentration"],
+        "boundary_distortion": ["distortion"],
+    }
+    stray = tmp_path / "seed0" / "other" / "ap.json"
+    stray.parent.mkdir()
+    stray.write_text("{}")
+    with pytest.raises(ValueError, match="other/ap.json: not in a per-defense diagnostic's folder"):
+        group_by_diagnostic([stray])
 
 
 # --------------------------------------------------------------------------- settings

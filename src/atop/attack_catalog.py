@@ -3,8 +3,8 @@ diagnostics' settings, the report and the benchmarks read it without importing t
 
 An attack is added in two places side by side: its facts here and its builder in
 ``src/atop/attacks/`` (``@register_attack(name)`` refuses a builder without facts, and a test
-refuses facts without a builder); ``config/schema.yaml`` names it in the attack ``method`` enum
-with the parameters its builder takes (a test keeps the enum in step).
+refuses facts without a builder); ``tools/schema_registries.py`` (``make generate``) writes its name
+and the parameters its builder takes into ``config/schema.yaml``.
 """
 
 from __future__ import annotations

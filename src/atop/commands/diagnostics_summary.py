@@ -11,28 +11,20 @@ HELP = "diagnostics table, figures and EOT-sufficiency checks"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--measures", type=Path, nargs="+", required=True)
-    parser.add_argument("--concentration", type=Path, nargs="+", required=True)
-    parser.add_argument("--results", type=Path, nargs="*", default=[], help="evaluation results the EOT checks judge")
     parser.add_argument(
-        "--distortion",
+        "--diagnostics",
         type=Path,
-        nargs="*",
-        default=[],
-        help="decision-boundary distortion JSONs (fine-tuned defenses)",
+        nargs="+",
+        required=True,
+        help="per-defense diagnostic JSONs (each diagnostic known by its output folder: diagnostics/catalog.py)",
     )
+    parser.add_argument("--results", type=Path, nargs="*", default=[], help="evaluation results the EOT checks judge")
     parser.add_argument("--out-dir", type=Path, required=True)
 
 
 def run(args) -> None:
-    from ..diagnostics.summary import write_summary
+    from ..diagnostics.summary import group_by_diagnostic, write_summary
     from ..io import read_json
 
-    counts = write_summary(
-        [read_json(p) for p in args.measures],
-        [read_json(p) for p in args.concentration],
-        [read_json(p) for p in args.results],
-        args.out_dir,
-        [read_json(p) for p in args.distortion],
-    )
+    counts = write_summary(group_by_diagnostic(args.diagnostics), [read_json(p) for p in args.results], args.out_dir)
     log.info("diagnostics of %(defenses)d defenses; %(checks)d EOT-sufficiency checks, %(failed)d failed", counts)

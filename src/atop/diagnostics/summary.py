@@ -11,51 +11,40 @@ import pandas as pd
 
 from ..io import atomic_path
 from ..stats import aligned, detectable_difference, sign_test
+from .catalog import BY_FOLDER, PER_DEFENSE
 
-# Table column -> its label; the figure plots each against test robust accuracy.
-MEASURES = {
-    "robust_generalization_gap": "robust generalization gap (train - test)",
-    "margin": "output margin at x_adv (train)",
-    "input_gradient_norm": "input-gradient norm at x_adv (train)",
-    "kl": "KL(p(x) || p(x_adv)) (train)",
-    "flatness_classifier": "weight flatness, classifier",
-    "flatness_purifier": "weight flatness, purifier",
-    "mean_resultant_length": "gradient concentration R",
-}
+# Table column -> its label, for the columns the figure plots against test robust accuracy.
+MEASURES = {column.name: column.label for d in PER_DEFENSE for column in d.columns if column.label}
+# The diagnostic whose per-image gradients explain the EOT-sufficiency checks.
+CONCENTRATION = "gradient_concentration"
 
 
-def measures_table(measures: list[dict], concentration: list[dict], distortion: list[dict] = ()) -> pd.DataFrame:
-    """One row per defense: robust accuracies, every measure, R, the EOT the defense needs and (fine-tuned
-    defenses) the decision-boundary distortion."""
-    by_defense = {c["defense"]: c for c in concentration}
-    distorted = {d["defense"]: d["distortion"] for d in distortion}
-    rows = []
-    for entry in measures:
-        gc = by_defense.get(entry["defense"], {})
-        flatness = entry["flatness"]
-        rows.append(
-            {
-                "defense": entry["defense"],
-                "randomized": entry["randomized"],
-                "attack": entry["attack"],
-                "draws": entry["draws"],
-                "train_robust_accuracy": entry["train"]["robust_accuracy"],
-                "test_robust_accuracy": entry["test"]["robust_accuracy"],
-                "robust_generalization_gap": entry["robust_generalization_gap"],
-                "gap_low": (entry.get("robust_generalization_gap_interval") or [None, None])[0],
-                "gap_high": (entry.get("robust_generalization_gap_interval") or [None, None])[1],
-                "images_per_split": entry["test"].get("n"),
-                "margin": entry["train"]["margin"],
-                "input_gradient_norm": entry["train"]["input_gradient_norm"],
-                "kl": entry["train"]["kl"],
-                "flatness_classifier": flatness.get("classifier", {}).get("flatness"),
-                "flatness_purifier": flatness.get("purifier", {}).get("flatness"),
-                "mean_resultant_length": gc.get("mean_resultant_length"),
-                "eot_needed": gc.get("eot_needed"),
-                "boundary_distortion": distorted.get(entry["defense"]),
-            }
-        )
-    return pd.DataFrame(rows)
+def group_by_diagnostic(paths) -> dict[str, list[dict]]:
+    """Per-defense diagnostic JSONs, by the diagnostic whose output folder holds each
+    (results/<experiment>/diagnostics/seed<N>/<folder>/<defense>.json)."""
+    from ..io import read_json
+
+    grouped: dict[str, list[dict]] = {}
+    for path in paths:
+        diagnostic = BY_FOLDER.get(Path(path).parent.name)
+        if diagnostic is None:
+            known = ", ".join(sorted(BY_FOLDER))
+            raise ValueError(f"{path}: not in a per-defense diagnostic's folder ({known})")
+        grouped.setdefault(diagnostic.name, []).append(read_json(path))
+    return grouped
+
+
+def measures_table(per_defense: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per defense (in the order the diagnostics list them), one column per catalog ``Column``
+    (diagnostics/catalog.py): robust accuracies, every measure, R, the EOT the defense needs and (fine-tuned
+    defenses) the decision-boundary distortion; empty where a diagnostic did not cover the defense."""
+    rows: dict[str, dict] = {}
+    for diagnostic in PER_DEFENSE:
+        for record in per_defense.get(diagnostic.name, []):
+            row = rows.setdefault(record["defense"], {"defense": record["defense"]})
+            row |= {column.name: column.read(record) for column in diagnostic.columns}
+    columns = ["defense", *(column.name for d in PER_DEFENSE for column in d.columns)]
+    return pd.DataFrame(list(rows.values()), columns=columns)
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -192,7 +181,8 @@ def measures_figure(table: pd.DataFrame, path: Path) -> Path:
     """Each measure against test robust accuracy, one point (and colour) per defense."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(14, 6.5), squeeze=False)
+    rows = -(-len(MEASURES) // 4)
+    fig, axes = plt.subplots(rows, 4, figsize=(14, 3.25 * rows), squeeze=False)
     palette = _palette(table["defense"])
     for ax, (column, label) in zip(axes.flat, MEASURES.items()):
         shown = table[table[column].notna()]
@@ -218,7 +208,8 @@ def measures_figure(table: pd.DataFrame, path: Path) -> Path:
             ax.text(0.5, 0.5, "no defense has it", ha="center", va="center", transform=ax.transAxes, color="0.5")
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("test robust accuracy", fontsize=8)
-    axes.flat[-1].axis("off")
+    for ax in axes.flat[len(MEASURES) :]:
+        ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -280,14 +271,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_summary(
-    measures: list[dict], concentration: list[dict], results: list[dict], out_dir: Path, distortion: list[dict] = ()
-) -> dict:
-    """measures.csv / .md, measures_vs_robust_accuracy.png, eot_sufficiency.png and eot_checks.json under out_dir."""
+def write_summary(per_defense: dict[str, list[dict]], results: list[dict], out_dir: Path) -> dict:
+    """measures.csv / .md, measures_vs_robust_accuracy.png, eot_sufficiency.png and eot_checks.json under
+    out_dir, from the per-defense diagnostics' JSONs (by diagnostic name) and the evaluation results."""
     from ..io import write_json, write_text
 
     out_dir = Path(out_dir)
-    table = measures_table(measures, concentration, distortion)
+    concentration = per_defense.get(CONCENTRATION, [])
+    table = measures_table(per_defense)
     with atomic_path(out_dir / "measures.csv") as tmp:
         table.to_csv(tmp, index=False)
     write_text(out_dir / "measures.md", _markdown(table))
