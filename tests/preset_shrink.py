@@ -207,9 +207,20 @@ def with_schema_defaults(preset: dict) -> dict:
     return config
 
 
-def shrink_preset(preset: dict, cover: bool = False) -> dict:
+def keep_attacks(config: dict, keep: tuple[str, ...]) -> None:
+    """Evaluate only the attacks named in ``keep`` (the config's names), and no sweep."""
+    evaluation = config["evaluation"]
+    unknown = set(keep) - set(evaluation["attacks"])
+    if unknown:
+        raise ValueError(f"{config['experiment']} has no attacks {sorted(unknown)}")
+    evaluation["attacks"] = {name: attack for name, attack in evaluation["attacks"].items() if name in keep}
+    evaluation.pop("sweeps", None)
+
+
+def shrink_preset(preset: dict, cover: bool = False, attacks: tuple[str, ...] | None = None) -> dict:
     """``preset`` shrunk in size (``SHRINK``), its experiment renamed ``<name>-smoke``; with ``cover``,
-    only the defenses ``covering_defenses`` picks are evaluated."""
+    only the defenses ``covering_defenses`` picks are evaluated; with ``attacks``, only those attacks
+    and no sweep (before the cover is chosen, so it covers what remains)."""
     config = _shrink_tree(with_schema_defaults(preset))
     config["experiment"] = f"{preset['experiment']}-smoke"
     classifier = config["classifier"]
@@ -226,6 +237,8 @@ def shrink_preset(preset: dict, cover: bool = False) -> dict:
     # The scoring protocols' jobs take the evaluation's code path on a wrapped defense; the worked example
     # (config/examples/custom-defense.yaml) runs them end to end, the dry runs list the presets' own.
     evaluation.pop("protocols", None)
+    if attacks is not None:
+        keep_attacks(config, attacks)
     if cover:
         _keep_defenses(config, covering_defenses(config))
     return config
@@ -235,8 +248,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset", type=Path, help="a paper preset, e.g. config/paper/cifar10.yaml")
     parser.add_argument("--cover", action="store_true", help="evaluate only a covering subset of the defenses")
+    parser.add_argument("--attacks", nargs="+", help="evaluate only these attacks (the preset's names), no sweep")
     args = parser.parse_args()
-    shrunk = shrink_preset(yaml.safe_load(args.preset.read_text()), cover=args.cover)
+    attacks = tuple(args.attacks) if args.attacks else None
+    shrunk = shrink_preset(yaml.safe_load(args.preset.read_text()), cover=args.cover, attacks=attacks)
     print(yaml.safe_dump(shrunk, sort_keys=False), end="")
 
 

@@ -19,13 +19,26 @@ from preset_shrink import SHRINK, covering_defenses, path_features, shrink_prese
 
 import atop.data as data_module
 from atop.config import attack_defenses, check_config, purifier_variant
+from atop.defense_kinds import split_defense
 
 from conftest import REPO, run_snakemake, write_config
 
 PRESETS = sorted((REPO / "config" / "paper").glob("*.yaml"))
 # Each preset runs a covering subset of its defenses (every path once); ATOP_TEST_FULL_PRESETS=1 runs
-# CIFAR-10 with every defense (about 20 min more on 2 cores: beyond CI's budget).
-FULL = {"cifar10"} if os.environ.get("ATOP_TEST_FULL_PRESETS") == "1" else set()
+# CIFAR-10 with every defense and the other presets with every attack and sweep (about 30 min more
+# on 2 cores: beyond CI's budget).
+FULL_RUN = os.environ.get("ATOP_TEST_FULL_PRESETS") == "1"
+FULL = {"cifar10"} if FULL_RUN else set()
+# CIFAR-10's run takes every attack method, sweep and check the other presets name (asserted by
+# test_cifar10_covers_the_other_presets_attacks); the others run their own data, models, purifier
+# variants and diagnostics under these two attacks (the obfuscation checks' FGSM and the headline
+# EOT-PGD, which the diagnostics attack), so their attack code is not run three times over.
+REFERENCE = "cifar10"
+DATASET_ATTACKS = ("fgsm", "eot_pgd")
+
+
+def _attacks(preset: Path) -> tuple[str, ...] | None:
+    return None if FULL_RUN or preset.stem == REFERENCE else DATASET_ATTACKS
 
 
 def _preset(path: Path) -> dict:
@@ -217,6 +230,33 @@ def test_covering_subset_takes_every_path(preset: Path, schema_validator):
         assert attack_defenses(covered, name), f"attack {name} lost every defense"
 
 
+def _methods_and_sweeps(config: dict) -> set[tuple]:
+    evaluation = config["evaluation"]
+    attacks = evaluation["attacks"]
+    named = {("method", attack["method"], attack.get("norm")) for attack in attacks.values()}
+    sweeps = {("sweep", s["param"], attacks[s["attack"]]["method"]) for s in evaluation.get("sweeps", {}).values()}
+    return named | sweeps
+
+
+def test_cifar10_covers_the_other_presets_attacks(schema_validator):
+    """What lets the other presets run two attacks: CIFAR-10's covered run takes every attack method (and
+    norm), sweep and protocol they name; their own runs keep every purifier variant and defense kind."""
+    reference = shrink_preset(_preset(REPO / "config" / "paper" / f"{REFERENCE}.yaml"), cover=True)
+    for preset in PRESETS:
+        full = _preset(preset)
+        assert _methods_and_sweeps(full) <= _methods_and_sweeps(reference), preset.stem
+        if preset.stem == REFERENCE:
+            continue
+        small = shrink_preset(full, cover=True, attacks=DATASET_ATTACKS)
+        schema_validator.validate(small)
+        check_config(small)
+        assert set(small["evaluation"]["attacks"]) == set(DATASET_ATTACKS) and "sweeps" not in small["evaluation"]
+        kept = {purifier_variant(small, d) for d in small["evaluation"]["defenses"]} - {None}
+        assert kept == set(full.get("purifiers", {})), f"{preset.stem}: a purifier variant is not run"
+        kinds = {split_defense(d)[0] for d in small["evaluation"]["defenses"]}
+        assert kinds == {"standard", "at", "ap", "atop"}, preset.stem
+
+
 @pytest.fixture(scope="module")
 def schema_validator():
     import jsonschema
@@ -285,7 +325,7 @@ def check_run(results: Path, config: dict) -> None:
 @pytest.mark.workflow
 @pytest.mark.parametrize("preset", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shrunk_preset_runs_end_to_end(workflow_dir: Path, preset: Path):
-    config = shrink_preset(_preset(preset), cover=preset.stem not in FULL)
+    config = shrink_preset(_preset(preset), cover=preset.stem not in FULL, attacks=_attacks(preset))
     install_archive(workflow_dir, config)
     configfile = write_config(workflow_dir, config, "smoke.yaml")
     run = run_snakemake(workflow_dir, "--cores", "2", "all", "--configfile", str(configfile), timeout=1800)
