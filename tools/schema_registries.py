@@ -1,9 +1,9 @@
 """The parts of config/schema.yaml that name registry entries, generated from the registries.
 
-An attack, a dataset, a classifier or purifier architecture, a random transform, a fine-tuning
-attack or a scoring protocol is added where its code lives (its registry entry); the schema's
-lists of names, and each attack's required and refused parameters (read from its builder's
-signature), are written here from those registries, between marker comments:
+An attack, a defense kind, a dataset, a classifier or purifier architecture, a random transform, a
+fine-tuning attack or a scoring protocol is added where its code lives (its registry entry); the
+schema's lists of names, the defense-name pattern, and each attack's required and refused parameters
+(read from its builder's signature) are written here from those registries, between marker comments:
 
     # >>> generated: <block> (python tools/schema_registries.py)
     ...
@@ -75,6 +75,16 @@ def attack_parameter_rules(schema: dict) -> list[str]:
     return lines
 
 
+def defense_pattern(schema: dict) -> list[str]:
+    """A defense name: a kind without variants, or a kind with variants and an optional ``-<variant>``."""
+    from atop.defense_kinds import DEFENSES, KIND_ORDER
+
+    plain = [kind for kind in KIND_ORDER if DEFENSES[kind].variants_from is None]
+    varied = [kind for kind in KIND_ORDER if DEFENSES[kind].variants_from is not None]
+    variant = "-[A-Za-z0-9][A-Za-z0-9_.-]{0,58}"
+    return [f'pattern: "^({"|".join(plain)}|({"|".join(varied)})({variant})?)$"']
+
+
 def _names(module: str, registry: str) -> Callable[[], list[str]]:
     def names() -> list[str]:
         entries = getattr(__import__(module, fromlist=[registry]), registry)
@@ -92,6 +102,7 @@ BLOCKS: dict[str, Callable[[dict], list[str]]] = {
     "finetune attacks": _enum(_names("atop.finetune_attacks", "FINETUNE_ATTACKS")),
     "attack methods": _enum(lambda: _attacks().names()),
     "attack parameters": attack_parameter_rules,
+    "defense names": defense_pattern,
     "protocol jobs": lambda schema: [f"items: {{enum: {_flow(_names('atop.protocols', 'JOB_PROTOCOLS')())}}}"],
 }
 
