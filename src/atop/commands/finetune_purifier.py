@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import resolve_numbers
-from ._common import add_spec, fast_path, setup
-from ._training import checkpoint_meta, resume_path, write_curve
+from ._common import add_spec
+from ._training import checkpoint_meta, publish, start
 
 HELP = "AToP: fine-tune the purifier with an adversarial loss"
 
@@ -22,14 +22,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ..data import load_prepared
     from ..defense import load_classifier
-    from ..io import CheckpointError, load_checkpoint, require_same_data, save_checkpoint, sha256_file, write_json
+    from ..io import CheckpointError, load_checkpoint, require_same_data, sha256_file, write_json
     from ..train.purifier import finetune_purifier
 
-    device = setup(args.spec)
     spec = {**args.spec, "finetune": resolve_numbers(args.spec["finetune"])}
-    data = load_prepared(args.data)
+    device, data, resume, fast = start(args, spec)
     data_sha = sha256_file(args.data)
     classifier, classifier_meta = load_classifier(args.classifier)
     state, pre_meta = load_checkpoint(args.purifier, expect_kind="purifier")
@@ -37,8 +35,6 @@ def run(args) -> None:
     require_same_data(pre_meta, args.data, data_sha, args.purifier)
     if pre_meta["stage"] != "pretrained":
         raise CheckpointError(f"{args.purifier} is a {pre_meta['stage']} purifier, fine-tuning needs a pretrained one")
-    resume = resume_path(args.out_checkpoint)
-    fast = fast_path(spec, "training", device)
     modules, history, check = finetune_purifier(
         data, spec, spec["seed"], device, classifier, state, pre_meta["model"], pre_meta["transform"], resume, fast
     )
@@ -55,7 +51,5 @@ def run(args) -> None:
         variant=pre_meta.get("variant"),
         performance=fast.record(),
     )
-    save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
-    write_curve(args.out_curve, history)
     write_json(args.out_check, check)
-    resume.unlink(missing_ok=True)
+    publish(args, modules, meta, history, resume)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import fast_path, setup
-from ._training import add_training_arguments, checkpoint_meta, resume_path, write_curve
+from ._training import add_training_arguments, checkpoint_meta, publish, start
 
 HELP = "pre-train the purifier on RT-transformed clean images"
 
@@ -13,14 +12,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ..data import load_prepared
-    from ..io import save_checkpoint
     from ..train.purifier import pretrain_purifier
 
-    device = setup(args.spec)
-    data = load_prepared(args.data)
-    resume = resume_path(args.out_checkpoint)
-    fast = fast_path(args.spec, "training", device)
+    device, data, resume, fast = start(args)
     modules, model_meta, transform_meta, history = pretrain_purifier(
         data, args.spec["purifier"], args.spec["seed"], device, resume, fast
     )
@@ -35,6 +29,4 @@ def run(args) -> None:
         variant=args.spec.get("variant"),
         performance=fast.record(),
     )
-    save_checkpoint(args.out_checkpoint, modules.state_dict(), meta)
-    write_curve(args.out_curve, history)
-    resume.unlink(missing_ok=True)
+    publish(args, modules, meta, history, resume)

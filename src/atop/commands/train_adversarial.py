@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import fast_path, setup
-from ._training import add_training_arguments, checkpoint_meta, resume_path, write_curve
+from ._training import add_training_arguments, checkpoint_meta, publish, start
 
 HELP = "PGD adversarial training of the classifier (the AT baseline)"
 
@@ -13,14 +12,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ..data import load_prepared
-    from ..io import save_checkpoint
     from ..train.adversarial import selected_epoch, train_adversarial
 
-    device = setup(args.spec)
-    data = load_prepared(args.data)
-    resume = resume_path(args.out_checkpoint)
-    fast = fast_path(args.spec, "training", device)
+    device, data, resume, fast = start(args)
     model, model_meta, history = train_adversarial(
         data, args.spec["classifier"], args.spec["adversarial_training"], args.spec["seed"], device, resume, fast
     )
@@ -34,6 +28,4 @@ def run(args) -> None:
         performance=fast.record(),
         selected_epoch=selected_epoch(history),  # best validation robust accuracy (Rice et al. 2020)
     )
-    save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
-    write_curve(args.out_curve, history)
-    resume.unlink(missing_ok=True)
+    publish(args, model, meta, history, resume)

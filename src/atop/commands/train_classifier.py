@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import fast_path, setup
-from ._training import add_training_arguments, checkpoint_meta, resume_path, write_curve
+from ._training import add_training_arguments, checkpoint_meta, publish, start
 
 HELP = "train the classifier normally (or load a provided one)"
 
@@ -13,12 +12,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from ..data import load_prepared
-    from ..io import save_checkpoint
     from ..train.classifier import train_classifier
 
-    device = setup(args.spec)
-    data = load_prepared(args.data)
+    device, data, resume, fast = start(args)
     spec = args.spec["classifier"]
     inputs = {"data": args.data}
     if spec.get("pretrained"):
@@ -31,13 +27,8 @@ def run(args) -> None:
         )
         stage, history, inputs["pretrained"] = "provided", [], provided["path"]
     else:
-        resume = resume_path(args.out_checkpoint)
-        fast = fast_path(args.spec, "training", device)
         model, model_meta, history = train_classifier(data, spec, args.spec["seed"], device, resume, fast)
         stage = "trained"
     performance = {"performance": fast.record()} if stage == "trained" else {}
     meta = checkpoint_meta("classifier", stage, args.spec, device, inputs, model=model_meta, **performance)
-    save_checkpoint(args.out_checkpoint, model.state_dict(), meta)
-    write_curve(args.out_curve, history)
-    if stage == "trained":
-        resume.unlink(missing_ok=True)
+    publish(args, model, meta, history, resume if stage == "trained" else None)
