@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # The README's command: `dvc exp run -S configfile=config/tiny.yaml -S experiment=tiny`
 TINY = ("-S", "configfile=config/tiny.yaml", "-S", "experiment=tiny")
+# dvc.yaml's stages, in the order DVC runs them (tools/dvc_pipeline.py)
+STAGES = ["config", "data", "classifiers", "purifiers", "finetuning", "evaluation", "diagnostics", "report"]
 
 
 def dvc_env() -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import dvc_pipeline  # tools/dvc_pipeline.py (conftest puts tools/ on the path)
 import pytest
 import yaml
-from dvc_repo import copy_build, output, run
+from dvc_repo import STAGES, copy_build, output, run
 
 from conftest import REPO
 
@@ -40,16 +40,7 @@ def test_dvc_yaml_describes_every_snakemake_output(built):
     """After a build, every file Snakemake's summary lists lies in some stage's outs, in its own stage."""
     repo, _ = built
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    assert list(stages) == [
-        "config",
-        "data",
-        "classifiers",
-        "purifiers",
-        "finetuning",
-        "evaluation",
-        "diagnostics",
-        "report",
-    ]
+    assert list(stages) == STAGES
     outs = {
         stage: [next(iter(out)).replace("${experiment}", "tiny") for out in description["outs"]]
         for stage, description in stages.items()
