@@ -3,7 +3,8 @@
 An attack, a defense kind, a dataset, a classifier or purifier architecture, a random transform, a
 fine-tuning attack or a scoring protocol is added where its code lives (its registry entry); the
 schema's lists of names, the defense-name pattern, and each attack's required and refused parameters
-(read from its builder's signature) are written here from those registries, between marker comments:
+(read from its builder's signature) are written here from those registries, and the evaluation's default
+EOT from ``attack_catalog.DEFAULT_EOT``, between marker comments:
 
     # >>> generated: <block> (python tools/schema_registries.py)
     ...
@@ -85,9 +86,13 @@ def defense_pattern(schema: dict) -> list[str]:
     return [f'pattern: "^({"|".join(plain)}|({"|".join(varied)})({variant})?)$"']
 
 
+def _value(module: str, name: str):
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
 def _names(module: str, registry: str) -> Callable[[], list[str]]:
     def names() -> list[str]:
-        entries = getattr(__import__(module, fromlist=[registry]), registry)
+        entries = _value(module, registry)
         return list(entries.names()) if hasattr(entries, "names") else list(entries)
 
     return names
@@ -103,6 +108,7 @@ BLOCKS: dict[str, Callable[[dict], list[str]]] = {
     "attack methods": _enum(lambda: _attacks().names()),
     "attack parameters": attack_parameter_rules,
     "defense names": defense_pattern,
+    "default eot": lambda schema: [f"default: {_value('atop.attack_catalog', 'DEFAULT_EOT')}"],
     "protocol jobs": lambda schema: [f"items: {{enum: {_flow(_names('atop.protocols', 'JOB_PROTOCOLS')())}}}"],
 }
 
