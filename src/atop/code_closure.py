@@ -106,10 +106,26 @@ class _Module:
     decorated: set[str] = field(default_factory=set)  # registry entries: counted with the module
     bound: set[str] = field(default_factory=set)  # every name the module level binds
     builders: dict[str, str] = field(default_factory=dict)  # attack name -> builder function
+    # unit -> the nodes of it _Closure.follow acts on (imports, names of this module's top-level units,
+    # attack builds): found once per parsed module, not once per command's closure
+    edges: dict[str | None, list[ast.AST]] = field(default_factory=dict, repr=False)
 
     @property
     def package(self) -> str:
         return self.name if self.is_package else self.name.rsplit(".", 1)[0]
+
+    def edges_of(self, unit: str | None) -> list[ast.AST]:
+        if unit not in self.edges:
+            roots = _module_level(self) if unit is None else [self.top[unit]]
+            self.edges[unit] = [
+                node
+                for root in roots
+                for node in ast.walk(root)
+                if isinstance(node, (ast.Import, ast.ImportFrom))
+                or (isinstance(node, ast.Name) and node.id in self.top and node.id != unit)
+                or (isinstance(node, ast.Call) and _called_name(node) == ATTACK_BUILDER_CALL and node.args)
+            ]
+        return self.edges[unit]
 
 
 def _module_file(repo: Path, name: str) -> Path | None:
@@ -294,10 +310,8 @@ class _Closure:
         while self.pending:
             module_name, unit = self.pending.pop()
             module = self.modules[module_name]
-            nodes = _module_level(module) if unit is None else [module.top[unit]]
-            for root in nodes:
-                for node in ast.walk(root):
-                    self.follow(module, unit, node)
+            for node in module.edges_of(unit):
+                self.follow(module, unit, node)
 
     def follow(self, module: _Module, unit: str | None, node: ast.AST) -> None:
         if isinstance(node, ast.ImportFrom):
