@@ -93,25 +93,13 @@ def front_door_build(tmp_path_factory) -> tuple[Path, str]:
 @pytest.fixture(scope="session")
 def tiny_dvc_build(tmp_path_factory) -> tuple[Path, str]:
     """The tiny experiment built once per test run through DVC in a throwaway repository of the
-    checkout (tests/dvc_repo.py), with a local DVC remote; (repository, build output). Never edit
-    it: copy it (``dvc_repo.copy_build``). Under ``pytest -n`` the workers share one build: the
-    first to ask makes it in the run's common temporary folder, under a lock; the others wait."""
-    import fcntl
-
+    checkout (tests/dvc_repo.py), with a local DVC remote beside it; (repository, build output).
+    Never edit it: copy it (``dvc_repo.copy_build``)."""
     from dvc_repo import build_tiny, checkout_copy
 
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    root = tmp_path_factory.getbasetemp() if worker is None else tmp_path_factory.getbasetemp().parent
-    folder, log = root / "tiny-dvc-build", root / "tiny-dvc-build.log"
-    with open(root / "tiny-dvc-build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if folder.exists() and not log.exists():
-            raise RuntimeError(f"the tiny DVC build in {folder} failed in another worker (its error is reported there)")
-        if not log.exists():
-            (folder / "repo").mkdir(parents=True)
-            built = build_tiny(checkout_copy(folder / "repo"), folder / "remote")
-            log.write_text(built)
-    return folder / "repo", log.read_text()
+    return _shared_build(
+        tmp_path_factory, "tiny-dvc-build", lambda repo: build_tiny(checkout_copy(repo), repo.parent / "remote")
+    )
 
 
 # The slowest tests (seconds on 2 cores, `--durations`), started first: under `pytest -n 2

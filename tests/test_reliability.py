@@ -220,53 +220,70 @@ def test_killed_evaluation_leaves_no_result_and_reruns(tmp_path):
 
 
 def _interruptible_config() -> dict:
-    """The tiny config cut to one chain that takes every kind of job (training of classifier and purifier,
-    fine-tuning, a randomized defense's evaluation, checks, diagnostics, report): half its jobs, run twice."""
+    """The tiny config cut to one chain that takes every kind of job (training of classifier, AT baseline and
+    purifier, fine-tuning, a randomized defense's evaluation, checks, diagnostics, report): half its jobs."""
     config = tiny_config()
     evaluation = config["evaluation"]
-    evaluation["defenses"] = ["standard", "atop"]
+    evaluation["defenses"] = ["standard", "at", "atop"]
     evaluation["attacks"] = {"eot_pgd": evaluation["attacks"]["eot_pgd"]}
     evaluation["sweeps"] = {}
     return config
 
 
-@pytest.mark.workflow
-def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path):
-    """Kill Snakemake and its jobs mid-run, rerun: the result equals an uninterrupted run's, bit for bit."""
+def _copy_workflow(folder: Path) -> None:
     import shutil
 
     from conftest import REPO, WORKFLOW_FILES
 
-    runs = {}
-    for name in ("uninterrupted", "interrupted"):
-        folder = tmp_path / name
-        folder.mkdir()
-        for item in WORKFLOW_FILES:
-            source = REPO / item
-            (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / item)
-        configfile = write_config(folder, _interruptible_config())
-        if name == "interrupted":
-            process = subprocess.Popen(
-                [SNAKEMAKE, "--cores", "2", "all", "--configfile", str(configfile)],
-                cwd=folder,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            curve = folder / "results" / "tiny" / "curves" / "classifier" / "seed0.csv"
-            deadline = time.time() + 300
-            while not curve.exists() and time.time() < deadline:
-                time.sleep(0.5)  # the first training job has finished; others are running
-            assert process.poll() is None
-            _kill_group(process)
-            # A killed Snakemake leaves its lock behind; unlocking is the documented first step.
-            unlock = run_snakemake(folder, "--unlock", "all", "--configfile", str(configfile))
-            assert unlock.returncode == 0, unlock.stderr[-2000:]
-        run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
-        assert run.returncode == 0, run.stderr[-3000:]
-        runs[name] = folder / "results" / "tiny"
+    for item in WORKFLOW_FILES:
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / item)
 
-    first, second = runs["uninterrupted"], runs["interrupted"]
+
+def _run_interruptible(folder: Path) -> str:
+    _copy_workflow(folder)
+    configfile = write_config(folder, _interruptible_config())
+    run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
+    if run.returncode != 0:
+        raise RuntimeError(f"the uninterrupted run failed:\n{run.stderr[-3000:]}")
+    return configfile.name
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> tuple[Path, str]:
+    """``_interruptible_config`` run to the end once per test run (workers share it): (folder, config file
+    name). Read it, or copy it (file times kept) to change it."""
+    from conftest import _shared_build
+
+    return _shared_build(tmp_path_factory, "interruptible-run", _run_interruptible)
+
+
+@pytest.mark.workflow
+def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path, finished_run):
+    """Kill Snakemake and its jobs mid-run, rerun: the result equals an uninterrupted run's, bit for bit."""
+    folder = tmp_path / "interrupted"
+    folder.mkdir()
+    _copy_workflow(folder)
+    configfile = write_config(folder, _interruptible_config())
+    process = subprocess.Popen(
+        [SNAKEMAKE, "--cores", "2", "all", "--configfile", str(configfile)],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    curve = folder / "results" / "tiny" / "curves" / "classifier" / "seed0.csv"
+    deadline = time.time() + 300
+    while not curve.exists() and time.time() < deadline:
+        time.sleep(0.5)  # the first training job has finished; others are running
+    assert process.poll() is None
+    _kill_group(process)
+    # A killed Snakemake leaves its lock behind; unlocking is the documented first step.
+    unlock = run_snakemake(folder, "--unlock", "all", "--configfile", str(configfile))
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
+    assert run.returncode == 0, run.stderr[-3000:]
+    first, second = finished_run[0] / "results" / "tiny", folder / "results" / "tiny"  # uninterrupted, interrupted
     assert (first / "report" / "metrics.json").read_text() == (second / "report" / "metrics.json").read_text()
     for result in sorted((first / "eval").rglob("*.json")):
         a = json.loads(result.read_text())
@@ -485,23 +502,20 @@ FAILED_RERUNS = [
 
 
 @pytest.mark.workflow
-def test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were(workflow_dir):
+def test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were(tmp_path, finished_run):
     """Complete run; then, stage by stage, a config change whose rerun fails: every previous output is back,
     byte for byte with its modification time, and with the old config `snakemake -n` wants nothing."""
-    folder = workflow_dir
-    config = _interruptible_config()
-    config["evaluation"]["defenses"] = ["standard", "at", "atop"]
-    configfile = write_config(folder, config)
-    run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
-    assert run.returncode == 0, run.stderr[-3000:]
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run[0], folder, symlinks=True)  # copy2: file times kept, the run stays finished
+    configfile = folder / finished_run[1]
     before = _outputs(folder)
     assert any(name.endswith(".pt") for name in before) and any("report" in name for name in before)
 
     env = {**os.environ, "ATOP_FAIL_COMMANDS": "*"}
     for stage, key, value in FAILED_RERUNS:
-        changed_config = _interruptible_config()
-        changed_config["evaluation"]["defenses"] = ["standard", "at", "atop"]
-        changed = write_config(folder, _set(changed_config, key, value), name="changed.yaml")
+        changed = write_config(folder, _set(_interruptible_config(), key, value), name="changed.yaml")
         failed = run_snakemake(folder, "--cores", "2", "--keep-going", "all", "--configfile", str(changed), env=env)
         assert failed.returncode != 0, f"{stage}: the rerun did not fail\n{failed.stderr[-2000:]}"
         assert "previous outputs are back in place" in failed.stderr, f"{stage}\n{failed.stderr[-3000:]}"
