@@ -111,11 +111,12 @@ SLOWEST_FIRST = (
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar10]",
     "test_dvc.py::test_dvc_yaml_matches_the_workflow",  # short: held behind CIFAR-10
     "test_slurm.py::test_tiny_workflow_through_slurm",  # waits on SLURM's polls: overlaps well
-    "test_workflow.py::test_tiny_workflow_end_to_end",
-    "test_front_doors.py::test_dvc_repro_after_snakemake_all_runs_no_job",  # builds the shared front-door run
-    "test_reliability.py::test_interrupted_workflow_reruns_to_the_same_numbers",
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[imagenette]",  # two attacks: CIFAR-10 runs the rest
-    "test_reliability.py::test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were",
+    "test_front_doors.py::test_dvc_repro_after_snakemake_all_runs_no_job",  # builds the shared front-door run
+    "test_workflow.py::test_tiny_workflow_end_to_end",
+    "test_custom_defenses.py::test_worked_example_runs_end_to_end",
+    "test_reliability.py::test_failed_rerun_of_each_stage_leaves_the_finished_outputs_as_they_were",  # shared run
+    "test_reliability.py::test_interrupted_workflow_reruns_to_the_same_numbers",
     "test_presets_run.py::test_shrunk_preset_runs_end_to_end[cifar100]",
 )
 
