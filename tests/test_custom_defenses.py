@@ -231,12 +231,13 @@ def _images(n: int = 8):
 
 def test_a_sound_randomized_defense_passes_with_its_record():
     x, y = _images()
+    torch.manual_seed(0)  # the linear layer's initial weights: not whatever tests ran before on this worker
     record = check_defense(CustomDefense(Noisy(), randomized=True), x, y, 3, seed=0)
     assert record["draws_differ"] and record["repeatable"] and record["logits_shape"] == [8, 3]
     assert record["gradient_nonzero_fraction"] == 1.0
-    assert record["warnings"] == [
-        f"clean accuracy {record['clean_accuracy']:.2f} on the check images is at chance level"
-    ]
+    at_chance = record["clean_accuracy"] <= 1 / 3  # the only warning a sound defense may get
+    chance = f"clean accuracy {record['clean_accuracy']:.2f} on the check images is at chance level"
+    assert record["warnings"] == ([chance] if at_chance else [])
 
 
 def test_declared_deterministic_but_random_is_refused():
