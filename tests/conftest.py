@@ -37,16 +37,20 @@ def tiny_config() -> dict:
     return yaml.safe_load((REPO / "config" / "tiny.yaml").read_text())
 
 
-@pytest.fixture
-def workflow_dir(tmp_path: Path) -> Path:
-    """The workflow's files copied into a fresh folder, as a user's checkout would have them."""
+def copy_workflow(folder: Path) -> Path:
+    """The workflow's files copied into ``folder``, as a user's checkout would have them."""
     for name in WORKFLOW_FILES:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, tmp_path / name)
+            shutil.copytree(source, folder / name)
         else:
-            shutil.copy2(source, tmp_path / name)
-    return tmp_path
+            shutil.copy2(source, folder / name)
+    return folder
+
+
+@pytest.fixture
+def workflow_dir(tmp_path: Path) -> Path:
+    return copy_workflow(tmp_path)
 
 
 def write_config(folder: Path, config: dict, name: str = "test.yaml") -> Path:

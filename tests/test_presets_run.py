@@ -257,6 +257,11 @@ def test_cifar10_covers_the_other_presets_attacks(schema_validator):
         assert kinds == {"standard", "at", "ap", "atop"}, preset.stem
 
 
+def test_keeping_an_attack_the_preset_lacks_is_named():
+    with pytest.raises(ValueError, match=r"paper-cifar100-smoke has no attacks \['nope'\]"):
+        shrink_preset(_preset(REPO / "config" / "paper" / "cifar100.yaml"), cover=True, attacks=("fgsm", "nope"))
+
+
 @pytest.fixture(scope="module")
 def schema_validator():
     import jsonschema

@@ -17,7 +17,7 @@ import torch
 
 from atop import cli
 
-from conftest import SNAKEMAKE, run_snakemake, tiny_config, write_config
+from conftest import SNAKEMAKE, copy_workflow, run_snakemake, tiny_config, write_config
 
 PYTHON = sys.executable
 
@@ -230,18 +230,8 @@ def _interruptible_config() -> dict:
     return config
 
 
-def _copy_workflow(folder: Path) -> None:
-    import shutil
-
-    from conftest import REPO, WORKFLOW_FILES
-
-    for item in WORKFLOW_FILES:
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy2)(source, folder / item)
-
-
 def _run_interruptible(folder: Path) -> str:
-    _copy_workflow(folder)
+    copy_workflow(folder)
     configfile = write_config(folder, _interruptible_config())
     run = run_snakemake(folder, "--cores", "2", "all", "--configfile", str(configfile))
     if run.returncode != 0:
@@ -263,7 +253,7 @@ def test_interrupted_workflow_reruns_to_the_same_numbers(tmp_path, finished_run)
     """Kill Snakemake and its jobs mid-run, rerun: the result equals an uninterrupted run's, bit for bit."""
     folder = tmp_path / "interrupted"
     folder.mkdir()
-    _copy_workflow(folder)
+    copy_workflow(folder)
     configfile = write_config(folder, _interruptible_config())
     process = subprocess.Popen(
         [SNAKEMAKE, "--cores", "2", "all", "--configfile", str(configfile)],
